@@ -1,0 +1,3 @@
+from ragd.cli import main
+
+main()

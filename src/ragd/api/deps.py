@@ -1,0 +1,90 @@
+"""``Annotated`` dependencies, each building on the previous one.
+
+``ServicesDep`` -> ``AuthServiceDep``/``AccountServiceDep`` -> ``CurrentPrincipal`` ->
+``TenantAdmin`` / ``PlatformAdmin``. Routes declare what they need; tests swap pieces with
+``app.dependency_overrides``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
+
+from ragd.auth.accounts import AccountService
+from ragd.auth.principal import Principal
+from ragd.auth.service import AuthService
+from ragd.container import Services
+from ragd.errors import AuthenticationFailed, PermissionDenied
+from ragd.settings import Settings
+
+MAX_CREDENTIAL_CHARS = 4096
+
+_bearer = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_settings(services: ServicesDep) -> Settings:
+    return services.settings
+
+
+def get_auth_service(services: ServicesDep) -> AuthService:
+    return services.auth
+
+
+def get_account_service(services: ServicesDep) -> AccountService:
+    return services.accounts
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+AuthServiceDep = Annotated[AuthService, Depends(get_auth_service)]
+AccountServiceDep = Annotated[AccountService, Depends(get_account_service)]
+
+
+async def get_principal(
+    auth: AuthServiceDep,
+    bearer: Annotated[str | None, Depends(_bearer)],
+    api_key: Annotated[str | None, Depends(_api_key_header)],
+) -> Principal:
+    """Authenticate ``Authorization: Bearer <JWT or API key>`` or ``X-API-Key: <key>``."""
+    credential = bearer or api_key
+    if not credential:
+        raise AuthenticationFailed(reason="missing")
+    if len(credential) > MAX_CREDENTIAL_CHARS:
+        raise AuthenticationFailed(reason="oversized")
+    return await auth.authenticate(credential)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+def require_tenant_admin(principal: CurrentPrincipal) -> Principal:
+    if not principal.is_tenant_admin:
+        raise PermissionDenied("tenant admin role required")
+    return principal
+
+
+def require_platform_admin(principal: CurrentPrincipal) -> Principal:
+    if not principal.is_superuser:
+        raise PermissionDenied("platform administrator required")
+    return principal
+
+
+TenantAdmin = Annotated[Principal, Depends(require_tenant_admin)]
+PlatformAdmin = Annotated[Principal, Depends(require_platform_admin)]
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+ClientIP = Annotated[str, Depends(client_ip)]

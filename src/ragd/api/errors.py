@@ -1,0 +1,150 @@
+"""One error model: every error response is ``{"error": {"code": ..., "message": ...}}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ragd.errors import (
+    AuthenticationFailed,
+    ConfigurationError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    RagdError,
+    RateLimited,
+    Unavailable,
+)
+
+logger = logging.getLogger(__name__)
+
+_STATUS: list[tuple[type[RagdError], int]] = [
+    (AuthenticationFailed, 401),
+    (PermissionDenied, 403),
+    (NotFound, 404),
+    (Conflict, 409),
+    (InvalidInput, 422),
+    (RateLimited, 429),
+    (Unavailable, 503),
+    (ConfigurationError, 500),
+]
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "not_authenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response."""
+
+    error: ErrorDetail
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def status_for(exc: RagdError) -> int:
+    for cls, status in _STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 400
+
+
+async def _ragd_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RagdError)  # noqa: S101 - registered for RagdError only
+    status = status_for(exc)
+    headers: dict[str, str] = {}
+    if isinstance(exc, AuthenticationFailed):
+        headers["WWW-Authenticate"] = "Bearer"
+        logger.info("authentication failed", extra={"reason": exc.reason})
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(exc.retry_after)
+    return error_response(status, exc.code, exc.message, headers=headers or None)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)  # noqa: S101
+    code = _HTTP_CODES.get(exc.status_code, "error")
+    message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    return error_response(exc.status_code, code, message, headers=exc.headers)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    return str(value)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)  # noqa: S101
+    details = []
+    for error in exc.errors():
+        # Never echo the input back: it may be a password.
+        details.append(
+            {
+                "loc": _jsonable(list(error.get("loc", ()))),
+                "msg": str(error.get("msg", "")),
+                "type": str(error.get("type", "")),
+            }
+        )
+    first = details[0] if details else {"loc": [], "msg": "invalid request"}
+    where = ".".join(str(part) for part in first["loc"] if part != "body") or "request"
+    message = f"{where}: {first['msg']}"
+    return error_response(422, "validation_error", message, details=details)
+
+
+async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("unhandled error", exc_info=exc)
+    return error_response(500, "internal_error", "internal server error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RagdError, _ragd_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unhandled)
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody} for status in (401, 403, 404, 409, 422, 429)
+}

@@ -1,0 +1,142 @@
+"""Pure ASGI middleware: request id, access log, and the request body size limit."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ragd.ops.logs import request_id_var
+
+logger = logging.getLogger("ragd.access")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestContextMiddleware:
+    """Accept a sane ``X-Request-ID`` (or make one), echo it, and log one line per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                incoming = value.decode("latin-1")
+                break
+        request_id = incoming if incoming and _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode("latin-1")))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            logger.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
+            request_id_var.reset(token)
+
+
+class BodyLimitMiddleware:
+    """Reject bodies over ``max_bytes`` with 413 before buffering them.
+
+    A declared ``Content-Length`` over the limit is refused at once; a chunked body is counted
+    as it streams and cut off when it passes the limit. Routes that accept uploads get their
+    own, larger limit through ``overrides`` (path prefix -> bytes).
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, overrides: dict[str, int] | None = None
+    ) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.overrides = overrides or {}
+
+    def _limit(self, path: str) -> int:
+        for prefix, limit in self.overrides.items():
+            if path.startswith(prefix):
+                return limit
+        return self.max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self._limit(scope["path"])
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await _reject(send, 400, "bad_request", "invalid Content-Length")
+                    return
+                if declared > limit:
+                    await _reject(send, 413, "payload_too_large",
+                                  f"request body exceeds {limit} bytes")
+                    return
+        received = 0
+        started = False
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _TooLarge(limit)
+            return message
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except _TooLarge:
+            if not started:
+                await _reject(send, 413, "payload_too_large", f"request body exceeds {limit} bytes")
+
+
+class _TooLarge(StarletteHTTPException):
+    """An HTTPException, so FastAPI's body parsing re-raises it instead of answering 400."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body exceeds {limit} bytes")
+
+
+async def _reject(send: Send, status: int, code: str, message: str) -> None:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    headers: list[Any] = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,121 @@
+"""``/api/v1/auth``: registration, login, token refresh, logout, the caller, API keys."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response, status
+from fastapi.security import OAuth2PasswordRequestForm
+
+from ragd.api.deps import (
+    AccountServiceDep,
+    AuthServiceDep,
+    ClientIP,
+    CurrentPrincipal,
+)
+from ragd.api.errors import ERROR_RESPONSES
+from ragd.api.schemas import (
+    ApiKeyCreatedOut,
+    ApiKeyCreateIn,
+    ApiKeyOut,
+    LoginIn,
+    LogoutAllOut,
+    MeOut,
+    RefreshIn,
+    RegisterIn,
+    RegisterOut,
+    TenantOut,
+    TokenOut,
+    UserOut,
+)
+from ragd.auth.service import TokenPair
+from ragd.errors import InvalidInput
+
+router = APIRouter(prefix="/auth", tags=["auth"], responses=ERROR_RESPONSES)
+
+
+def _tokens(pair: TokenPair) -> TokenOut:
+    return TokenOut(
+        access_token=pair.access_token, refresh_token=pair.refresh_token,
+        expires_in=pair.expires_in,
+    )
+
+
+@router.post("/register", status_code=status.HTTP_201_CREATED)
+async def register(body: RegisterIn, auth: AuthServiceDep, ip: ClientIP) -> RegisterOut:
+    """Create a tenant with the caller as its admin, and log in."""
+    tenant, user, pair = await auth.register(
+        email=body.email, password=body.password, tenant_name=body.tenant_name, client_ip=ip
+    )
+    return RegisterOut(**_tokens(pair).model_dump(), user=UserOut.of(user),
+                       tenant=TenantOut.of(tenant))
+
+
+@router.post("/login")
+async def login(body: LoginIn, auth: AuthServiceDep, ip: ClientIP) -> TokenOut:
+    """Exchange email and password for an access token and a refresh token."""
+    return _tokens(await auth.login(email=body.email, password=body.password, client_ip=ip))
+
+
+@router.post("/token", include_in_schema=True)
+async def token(
+    form: Annotated[OAuth2PasswordRequestForm, Depends()], auth: AuthServiceDep, ip: ClientIP
+) -> TokenOut:
+    """OAuth2 password flow (form fields ``username``, ``password``) for Swagger's Authorize."""
+    if len(form.username) > 320 or len(form.password) > 256:
+        raise InvalidInput("username or password too long", code="validation_error")
+    return _tokens(await auth.login(email=form.username, password=form.password, client_ip=ip))
+
+
+@router.post("/refresh")
+async def refresh(body: RefreshIn, auth: AuthServiceDep) -> TokenOut:
+    """Rotate: the presented refresh token is spent and a new pair is returned.
+
+    Presenting a spent refresh token again revokes the whole session (reuse detection).
+    """
+    return _tokens(await auth.refresh(body.refresh_token))
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+async def logout(principal: CurrentPrincipal, auth: AuthServiceDep) -> Response:
+    """Revoke the current session: its access and refresh tokens stop working at once."""
+    await auth.logout(principal)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/logout-all")
+async def logout_all(principal: CurrentPrincipal, auth: AuthServiceDep) -> LogoutAllOut:
+    """Revoke every session of the caller (API keys are managed separately)."""
+    return LogoutAllOut(sessions_revoked=await auth.logout_all(principal))
+
+
+@router.get("/me")
+async def me(principal: CurrentPrincipal, accounts: AccountServiceDep) -> MeOut:
+    user, tenant = await accounts.get_user(principal)
+    return MeOut(**UserOut.of(user).model_dump(), tenant=TenantOut.of(tenant),
+                 auth_method=principal.method)
+
+
+@router.post("/api-keys", status_code=status.HTTP_201_CREATED)
+async def create_api_key(
+    body: ApiKeyCreateIn, principal: CurrentPrincipal, auth: AuthServiceDep
+) -> ApiKeyCreatedOut:
+    """Create an API key acting as the caller. The key is in this response only."""
+    key, plaintext = await auth.create_api_key(
+        principal, name=body.name, expires_at=body.expires_at
+    )
+    return ApiKeyCreatedOut(**ApiKeyOut.of(key).model_dump(), key=plaintext)
+
+
+@router.get("/api-keys")
+async def list_api_keys(principal: CurrentPrincipal, auth: AuthServiceDep) -> list[ApiKeyOut]:
+    return [ApiKeyOut.of(key) for key in await auth.list_api_keys(principal)]
+
+
+@router.delete("/api-keys/{api_key_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_api_key(
+    api_key_id: str, principal: CurrentPrincipal, auth: AuthServiceDep
+) -> Response:
+    """Revoke and delete a key; requests using it fail from the next one on."""
+    await auth.delete_api_key(principal, api_key_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

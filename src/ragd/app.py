@@ -1,0 +1,72 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from ragd import __version__
+from ragd.api.errors import install_error_handlers
+from ragd.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from ragd.api.routes import admin, auth, health, tenant
+from ragd.container import Services, StartupMetrics, background, open_services
+from ragd.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+
+
+StartupHook = Callable[[Services], Awaitable[None]]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    startup: StartupMetrics | None = None,
+    on_startup: StartupHook | None = None,
+) -> FastAPI:
+    """Build the ASGI app. Nothing stateful is created until the lifespan starts.
+
+    ``on_startup`` runs once the services exist and before requests are served (the CLI
+    uses it to bootstrap the first admin and print how to log in).
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_services(settings, metrics=startup) as services, background(services):
+            app.state.services = services
+            if on_startup is not None:
+                await on_startup(services)
+            services.startup.phase("app_ready")
+            logger.info(
+                "ragd ready",
+                extra={
+                    "env": settings.env,
+                    "startup_seconds": services.startup.total,
+                    "migrated": services.migrations_applied,
+                },
+            )
+            yield
+        logger.info("ragd stopped")
+
+    docs = not settings.is_production
+    app = FastAPI(
+        title="ragd",
+        version=__version__,
+        summary="Multi-tenant retrieval-augmented generation backend",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    app.include_router(health.router)
+    for module in (auth, tenant, admin):
+        app.include_router(module.router, prefix=API_PREFIX)
+    return app

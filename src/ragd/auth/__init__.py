@@ -1,0 +1,1 @@
+"""Identity and access: tokens, passwords, revocation, API keys and the services using them."""

@@ -1,0 +1,221 @@
+"""The in-process revocation list, kept in step with the database.
+
+The database is the source of truth (sessions, keys, users, tenants, and an ``auth_events``
+log of changes). Every request is checked against in-memory sets only, so a verified token
+costs no query. Correctness on the *next* request comes from two rules:
+
+1. A process that changes auth state commits, then calls :meth:`RevocationList.sync` before
+   answering, so its own next request already sees the change.
+2. It then bumps a change signal (a marker file in the data dir). Every check first compares
+   the marker's ``stat`` (about a microsecond) and, when it moved, reads the new events from
+   the database before deciding. Other processes on the same data dir therefore also see the
+   change on their next request. A periodic sync covers a missed signal.
+
+A failing sync never lets a request through: the check raises ``Unavailable`` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from ragd.db.tables import utcnow
+from ragd.errors import Unavailable
+from ragd.stores.base import ApiKeyOwner, AuthEventLog
+
+logger = logging.getLogger(__name__)
+
+
+
+class ChangeSignal(Protocol):
+    """Tells processes sharing a database that auth state changed."""
+
+    def changed(self) -> bool:
+        """True once after each change made since the previous call (cheap, non-blocking)."""
+        ...
+
+    def notify(self) -> None:
+        """Announce a change to every process."""
+        ...
+
+
+class FileChangeSignal:
+    """A marker file whose ``stat`` changes on every notification."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._seen = self._stamp()
+
+    def _stamp(self) -> tuple[int, int, int]:
+        try:
+            st = os.stat(self._path)
+        except FileNotFoundError:
+            return (0, 0, 0)
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def changed(self) -> bool:
+        stamp = self._stamp()
+        if stamp == self._seen:
+            return False
+        self._seen = stamp
+        return True
+
+    def notify(self) -> None:
+        tmp = self._path.with_name(f"{self._path.name}.{os.getpid()}.tmp")
+        tmp.write_text(f"{time.time_ns()} {os.getpid()}\n", encoding="ascii")
+        os.replace(tmp, self._path)  # a new inode: the stamp changes even within one mtime tick
+        self._seen = self._stamp()
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Why a principal is rejected, or ``None`` fields when it is accepted."""
+
+    reason: str | None
+
+    @property
+    def allowed(self) -> bool:
+        return self.reason is None
+
+
+ALLOWED = Decision(None)
+
+
+class RevocationList:
+    """Revoked sessions and keys, inactive users and suspended tenants, in memory."""
+
+    def __init__(
+        self,
+        events: AuthEventLog,
+        signal: ChangeSignal,
+        *,
+        sync_interval: float = 2.0,
+        api_key_cache_size: int = 10_000,
+    ) -> None:
+        self._events = events
+        self._signal = signal
+        self._sync_interval = sync_interval
+        self._lock = asyncio.Lock()
+        self._last_seq = 0
+        self._last_sync = 0.0
+        self._loaded = False
+        self.revoked_sessions: dict[str, datetime] = {}
+        self.revoked_key_ids: set[str] = set()
+        self.inactive_users: set[str] = set()
+        self.suspended_tenants: set[str] = set()
+        self._api_keys: OrderedDict[str, ApiKeyOwner | None] = OrderedDict()
+        self._api_key_cache_size = api_key_cache_size
+
+    @property
+    def last_seq(self) -> int:
+        return self._last_seq
+
+    async def load(self) -> None:
+        """Read the full state from the database (at startup)."""
+        async with self._lock:
+            await self._load_locked()
+
+    async def _load_locked(self) -> None:
+        snap = await self._events.revocation_snapshot(utcnow())
+        self.revoked_sessions = dict(snap.revoked_sessions)
+        self.revoked_key_ids = set(snap.revoked_key_ids)
+        self.inactive_users = set(snap.inactive_user_ids)
+        self.suspended_tenants = set(snap.suspended_tenant_ids)
+        self._api_keys.clear()
+        self._last_seq = snap.last_seq
+        self._last_sync = time.monotonic()
+        self._loaded = True
+
+    async def sync(self) -> None:
+        """Apply every event committed since the last sync."""
+        async with self._lock:
+            if not self._loaded:
+                await self._load_locked()
+                return
+            while True:
+                events = await self._events.events_since(self._last_seq)
+                if not events:
+                    break
+                if events[0].seq > self._last_seq + 1 and self._last_seq > 0:
+                    # Events were pruned while we were away: start over from the tables.
+                    await self._load_locked()
+                    return
+                for event in events:
+                    await self._apply(event.kind, event.subject)
+                    self._last_seq = event.seq
+            self._last_sync = time.monotonic()
+
+    async def _apply(self, kind: str, subject: str) -> None:
+        if kind == "session":
+            expires = await self._events.session_revoked(subject)
+            if expires is not None:
+                self.revoked_sessions[subject] = expires
+        elif kind == "user":
+            if await self._events.user_blocked(subject):
+                self.inactive_users.add(subject)
+            else:
+                self.inactive_users.discard(subject)
+            for key_id, owner in list(self._api_keys.items()):
+                if owner is not None and owner.key.user_id == subject:
+                    del self._api_keys[key_id]
+        elif kind == "tenant":
+            if await self._events.tenant_suspended(subject):
+                self.suspended_tenants.add(subject)
+            else:
+                self.suspended_tenants.discard(subject)
+        elif kind == "api_key":
+            self.revoked_key_ids.add(subject)
+            self._api_keys.pop(subject, None)
+
+    async def refresh_if_changed(self) -> None:
+        """Sync when another process (or this one) signalled a change, or when stale."""
+        if self._signal.changed() or time.monotonic() - self._last_sync > self._sync_interval:
+            try:
+                await self.sync()
+            except Exception as exc:  # noqa: BLE001 - any failure must fail closed
+                logger.error("revocation sync failed", extra={"error": type(exc).__name__})
+                raise Unavailable("authentication state is unavailable; retry shortly") from None
+
+    async def changed_here(self) -> None:
+        """Call after committing an auth change in this process."""
+        await self.sync()
+        self._signal.notify()
+
+    def check(self, *, user_id: str, tenant_id: str, session_id: str | None) -> Decision:
+        """Decide on a principal whose credential already verified (no I/O)."""
+        if session_id is not None and session_id in self.revoked_sessions:
+            return Decision("session_revoked")
+        if user_id in self.inactive_users:
+            return Decision("user_inactive")
+        if tenant_id in self.suspended_tenants:
+            return Decision("tenant_suspended")
+        return ALLOWED
+
+    # -- API keys: a positive/negative cache that revocation events evict ---------------------
+
+    def cached_api_key(self, key_id: str) -> tuple[bool, ApiKeyOwner | None]:
+        """Return ``(hit, owner)``; ``owner`` is None for a cached miss."""
+        if key_id in self._api_keys:
+            self._api_keys.move_to_end(key_id)
+            return True, self._api_keys[key_id]
+        return False, None
+
+    def remember_api_key(self, key_id: str, owner: ApiKeyOwner | None) -> None:
+        self._api_keys[key_id] = owner
+        self._api_keys.move_to_end(key_id)
+        while len(self._api_keys) > self._api_key_cache_size:
+            self._api_keys.popitem(last=False)
+
+    def forget_expired(self, now: datetime) -> int:
+        """Drop revoked sessions past their expiry; their tokens can no longer verify."""
+        stale = [sid for sid, expires in self.revoked_sessions.items() if expires <= now]
+        for sid in stale:
+            del self.revoked_sessions[sid]
+        return len(stale)

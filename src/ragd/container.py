@@ -1,0 +1,141 @@
+"""Everything stateful in one process, built and torn down together.
+
+:func:`open_services` is used by the FastAPI lifespan and by CLI commands that work on the
+data dir directly, so both get the same wiring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from ragd.auth.accounts import AccountService
+from ragd.auth.passwords import PasswordHasher
+from ragd.auth.revocation import FileChangeSignal, RevocationList
+from ragd.auth.service import AuthService
+from ragd.auth.tokens import TokenService
+from ragd.db import migrate
+from ragd.db.engine import Database
+from ragd.settings import Settings, ensure_data_dir, with_runtime_secret
+from ragd.stores.base import IdentityStore
+from ragd.stores.identity import SqlIdentityStore
+
+logger = logging.getLogger(__name__)
+
+PRUNE_INTERVAL_SECONDS = 600.0
+
+
+@dataclass
+class StartupMetrics:
+    """Seconds spent in each startup phase, in order."""
+
+    started_at: float = field(default_factory=time.time)
+    phases: dict[str, float] = field(default_factory=dict)
+    _mark: float = field(default_factory=time.perf_counter)
+
+    def phase(self, name: str) -> None:
+        now = time.perf_counter()
+        self.phases[name] = round(now - self._mark, 6)
+        self._mark = now
+
+    @property
+    def total(self) -> float:
+        return round(sum(self.phases.values()), 6)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    store: IdentityStore
+    tokens: TokenService
+    passwords: PasswordHasher
+    revocation: RevocationList
+    auth: AuthService
+    accounts: AccountService
+    startup: StartupMetrics
+    migrations_applied: bool = False
+
+
+@asynccontextmanager
+async def open_services(
+    settings: Settings, *, metrics: StartupMetrics | None = None
+) -> AsyncIterator[Services]:
+    """Open the database (migrating it), build the services, and close them on exit."""
+    startup = metrics or StartupMetrics()
+    ensure_data_dir(settings)
+    settings = with_runtime_secret(settings)
+    startup.phase("settings")
+    db = Database(
+        settings.database_url,
+        busy_timeout_ms=settings.database.busy_timeout_ms,
+        echo=settings.database.echo,
+    )
+    try:
+        await db.ping()
+        startup.phase("database")
+        applied = await migrate.upgrade(db)
+        startup.phase("migrations")
+        store = SqlIdentityStore(db)
+        revocation = RevocationList(
+            store,
+            FileChangeSignal(settings.data_dir / "auth-events.marker"),
+            sync_interval=settings.auth.revocation_sync_seconds,
+        )
+        await revocation.load()
+        tokens = TokenService(settings)
+        passwords = PasswordHasher(
+            memory_kib=settings.auth.argon2_memory_kib,
+            time_cost=settings.auth.argon2_time_cost,
+            parallelism=settings.auth.argon2_parallelism,
+            concurrency=settings.auth.hash_concurrency,
+        )
+        auth = AuthService(
+            store, tokens, passwords, revocation, settings.auth,
+            allow_registration=settings.allow_registration,
+        )
+        accounts = AccountService(store, auth, revocation)
+        startup.phase("services")
+        yield Services(
+            settings=settings,
+            db=db,
+            store=store,
+            tokens=tokens,
+            passwords=passwords,
+            revocation=revocation,
+            auth=auth,
+            accounts=accounts,
+            startup=startup,
+            migrations_applied=applied,
+        )
+    finally:
+        await db.dispose()
+
+
+async def run_housekeeping(services: Services, interval: float = PRUNE_INTERVAL_SECONDS) -> None:
+    """Prune expired sessions, tokens and events forever (a lifespan background task)."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            removed = await services.auth.prune()
+        except Exception:  # noqa: BLE001 - housekeeping must outlive a transient DB error
+            logger.exception("housekeeping failed")
+            continue
+        if removed:
+            logger.info("pruned expired auth rows", extra={"rows": removed})
+
+
+@asynccontextmanager
+async def background(services: Services) -> AsyncIterator[None]:
+    task = asyncio.create_task(run_housekeeping(services), name="ragd-housekeeping")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

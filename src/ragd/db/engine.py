@@ -1,0 +1,87 @@
+"""The async SQLAlchemy engine with ragd's SQLite pragmas and transaction discipline."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+logger = logging.getLogger(__name__)
+
+
+class Database:
+    """One engine and its session factory.
+
+    ``read()`` yields a session for queries. ``transaction()`` yields a session inside a write
+    transaction that commits on success and rolls back on error. On SQLite the write
+    transaction starts with ``BEGIN IMMEDIATE``: it takes the write lock up front (waiting up to
+    ``busy_timeout``) instead of failing with SQLITE_BUSY when a read turns into a write while
+    another connection has written.
+    """
+
+    def __init__(self, url: str, *, busy_timeout_ms: int = 5000, echo: bool = False) -> None:
+        self.url = url
+        parsed = make_url(url)
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        kwargs: dict[str, Any] = {"echo": echo}
+        if self.is_sqlite and parsed.database:
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        if self.is_sqlite:
+            _install_sqlite_hooks(self.engine, busy_timeout_ms)
+        self._reads = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._writes = async_sessionmaker(
+            self.engine.execution_options(ragd_write=True), expire_on_commit=False
+        )
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A session for reads; anything it writes is rolled back."""
+        async with self._reads() as session:
+            yield session
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session in a write transaction, committed when the block exits cleanly."""
+        async with self._writes() as session, session.begin():
+            yield session
+
+    async def ping(self) -> None:
+        """Raise if the database cannot answer a trivial query."""
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def _install_sqlite_hooks(engine: AsyncEngine, busy_timeout_ms: int) -> None:
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite's implicit transactions
+        # would defer it and ignore IMMEDIATE).
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            # Auth and job tables must survive power loss: FULL for every connection.
+            cursor.execute("PRAGMA synchronous = FULL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        if conn.get_execution_options().get("ragd_write"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")

@@ -1,0 +1,78 @@
+"""The domain error hierarchy.
+
+Services raise these; ``ragd.api.errors`` maps each class to one HTTP status and the stable
+body ``{"error": {"code": ..., "message": ...}}``. Messages are shown to clients, so they
+never contain secrets, tokens or document text.
+"""
+
+from __future__ import annotations
+
+
+class RagdError(Exception):
+    """Base class. ``code`` is a stable, machine-readable identifier."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class ConfigurationError(RagdError):
+    """Settings are missing or invalid; the process must not start."""
+
+    code = "configuration_error"
+
+
+class InvalidInput(RagdError):
+    """The request is well-formed but its content is not acceptable."""
+
+    code = "invalid_input"
+
+
+class NotFound(RagdError):
+    """The resource does not exist, or belongs to another tenant."""
+
+    code = "not_found"
+
+
+class Conflict(RagdError):
+    """The request conflicts with the current state (duplicate, last admin...)."""
+
+    code = "conflict"
+
+
+class AuthenticationFailed(RagdError):
+    """No valid credentials. ``reason`` is for logs and metrics, never for the client."""
+
+    code = "not_authenticated"
+
+    def __init__(
+        self, message: str = "Not authenticated", *, reason: str = "invalid", code: str | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        self.reason = reason
+
+
+class PermissionDenied(RagdError):
+    """Authenticated, but not allowed to do this."""
+
+    code = "forbidden"
+
+
+class RateLimited(RagdError):
+    """Too many attempts; retry after ``retry_after`` seconds."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
+
+
+class Unavailable(RagdError):
+    """A dependency (database, model...) cannot serve the request now."""
+
+    code = "unavailable"

@@ -1,0 +1,265 @@
+"""Settings: pydantic-settings, env prefix ``RAGD_``, optional TOML file.
+
+Settings are built by :func:`load_settings`, never at import time. Precedence, highest first:
+explicit keyword overrides (the CLI's flags), environment variables, the TOML file
+(``--config`` or ``RAGD_CONFIG``), defaults. Nested groups use ``__`` in environment
+variables, e.g. ``RAGD_AUTH__ACCESS_TOKEN_TTL_SECONDS=600``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from ragd.errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
+
+#: Values people paste from tutorials. A secret equal to one of these (case-insensitive),
+#: or made of a single repeated character, is refused in production.
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        "changethis",
+        "changeme",
+        "change-me",
+        "change_me",
+        "secret",
+        "your-secret",
+        "your-secret-key",
+        "your_secret_key",
+        "supersecret",
+        "super-secret",
+        "jwt-secret",
+        "jwt_secret",
+        "please-change-me",
+        "replace-me",
+        "development",
+        "password",
+        "test",
+        "xxx",
+    }
+)
+MIN_SECRET_BYTES = 32
+DEV_SECRET_FILE = "jwt-secret"
+
+_toml_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "ragd_settings_toml", default=None
+)
+
+
+class DatabaseSettings(BaseModel):
+    """Where the source-of-truth database lives."""
+
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy async URL; default: sqlite+aiosqlite in the data dir.",
+    )
+    busy_timeout_ms: int = Field(default=5000, ge=0, le=600_000)
+    echo: bool = False
+
+
+class AuthSettings(BaseModel):
+    """Tokens, passwords and login throttling."""
+
+    algorithm: Literal["HS256", "EdDSA", "RS256"] = "HS256"
+    issuer: str = "ragd"
+    audience: str = "ragd-api"
+    access_token_ttl_seconds: int = Field(default=15 * 60, ge=30, le=24 * 3600)
+    refresh_token_ttl_seconds: int = Field(default=14 * 24 * 3600, ge=300, le=365 * 24 * 3600)
+    leeway_seconds: int = Field(default=30, ge=0, le=60)
+    previous_jwt_secret: SecretStr | None = Field(
+        default=None, description="Still accepted for verification while keys rotate."
+    )
+    private_key_file: Path | None = Field(default=None, description="PEM, for EdDSA/RS256.")
+    public_key_file: Path | None = None
+    previous_public_key_file: Path | None = None
+    argon2_memory_kib: int = Field(default=19 * 1024, ge=19 * 1024)
+    argon2_time_cost: int = Field(default=2, ge=2)
+    argon2_parallelism: int = Field(default=1, ge=1, le=16)
+    password_min_length: int = Field(default=10, ge=10, le=128)
+    password_min_score: int = Field(default=3, ge=0, le=4, description="zxcvbn score 0-4.")
+    login_attempts_per_account: int = Field(default=10, ge=1)
+    login_attempts_per_ip: int = Field(default=50, ge=1)
+    login_window_seconds: int = Field(default=300, ge=1)
+    hash_concurrency: int = Field(
+        default=4, ge=1, le=64, description="Password hashes computed at once (memory bound)."
+    )
+    revocation_sync_seconds: float = Field(default=2.0, gt=0, le=300)
+
+
+class Settings(BaseSettings):
+    """Effective configuration of one ragd process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAGD_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    env: Literal["development", "production"] = "development"
+    data_dir: Path = Path("./data")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "text"] = "auto"
+    jwt_secret: SecretStr | None = None
+    allow_registration: bool = True
+    bootstrap_admin: bool | None = Field(
+        default=None,
+        description="Create a first platform admin on an empty database (default: dev only).",
+    )
+    max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
+    database: DatabaseSettings = DatabaseSettings()
+    auth: AuthSettings = AuthSettings()
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @model_validator(mode="after")
+    def _production_secrets(self) -> Settings:
+        if self.env != "production":
+            return self
+        if self.auth.algorithm == "HS256":
+            problem = secret_problem(self.jwt_secret)
+            if problem:
+                raise ValueError(f"RAGD_JWT_SECRET {problem} (required in production)")
+        elif self.auth.private_key_file is None or self.auth.public_key_file is None:
+            raise ValueError(
+                f"auth.algorithm={self.auth.algorithm} needs auth.private_key_file and "
+                "auth.public_key_file"
+            )
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def database_url(self) -> str:
+        if self.database.url:
+            return self.database.url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'ragd.db').resolve()}"
+
+    @property
+    def should_bootstrap_admin(self) -> bool:
+        if self.bootstrap_admin is None:
+            return not self.is_production
+        return self.bootstrap_admin
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = _toml_file.get()
+        if toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+
+def secret_problem(secret: SecretStr | None) -> str | None:
+    """Why ``secret`` is unfit for signing tokens, or None when it is fine."""
+    if secret is None or not secret.get_secret_value():
+        return "is not set"
+    value = secret.get_secret_value()
+    if value.strip().lower() in PLACEHOLDER_SECRETS or len(set(value)) <= 2:
+        return "is a placeholder value"
+    if len(value.encode()) < MIN_SECRET_BYTES:
+        return f"must be at least {MIN_SECRET_BYTES} bytes"
+    return None
+
+
+@contextmanager
+def _toml_source(path: Path | None) -> Iterator[None]:
+    token = _toml_file.set(path)
+    try:
+        yield
+    finally:
+        _toml_file.reset(token)
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build the settings from overrides, the environment and an optional TOML file.
+
+    Raises :class:`ConfigurationError` with one readable line per problem.
+    """
+    raw_path = config_file or os.environ.get("RAGD_CONFIG")
+    path = Path(raw_path).expanduser() if raw_path else None
+    if path is not None and not path.is_file():
+        raise ConfigurationError(f"config file not found: {path}")
+    clean = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        with _toml_source(path):
+            return Settings(**clean)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"]) or "settings"
+            lines.append(f"  {where}: {error['msg']}")
+        raise ConfigurationError("invalid settings:\n" + "\n".join(lines)) from None
+    except ValueError as exc:  # TOML syntax errors surface here
+        raise ConfigurationError(f"invalid settings: {exc}") from None
+
+
+def ensure_data_dir(settings: Settings) -> Path:
+    """Create the data directory (mode 0700) if needed and return it."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return settings.data_dir
+
+
+def with_runtime_secret(settings: Settings) -> Settings:
+    """Return settings that carry a usable JWT secret.
+
+    In production the validator already guarantees one. In development, a random secret is
+    generated once and kept in the data dir (mode 0600) so restarts keep sessions valid.
+    """
+    if settings.auth.algorithm != "HS256" or secret_problem(settings.jwt_secret) is None:
+        return settings
+    if settings.is_production:  # unreachable through load_settings; kept as a guard
+        raise ConfigurationError("RAGD_JWT_SECRET is required in production")
+    path = ensure_data_dir(settings) / DEV_SECRET_FILE
+    if path.exists():
+        value = path.read_text(encoding="utf-8").strip()
+    else:
+        value = secrets.token_urlsafe(48)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(value + "\n")
+        logger.info("generated a development JWT secret", extra={"path": str(path)})
+    if secret_problem(SecretStr(value)) is not None:
+        raise ConfigurationError(f"the development secret in {path} is unusable; delete it")
+    return settings.model_copy(update={"jwt_secret": SecretStr(value)})
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """The effective settings as JSON-able data, secrets replaced by ``**********``."""
+    data: dict[str, Any] = settings.model_dump(mode="json")
+    data["jwt_secret"] = "**********" if settings.jwt_secret else None
+    if settings.auth.previous_jwt_secret is not None:
+        data["auth"]["previous_jwt_secret"] = "**********"
+    if settings.database.url and "@" in settings.database.url:
+        scheme, _, rest = settings.database.url.partition("://")
+        data["database"]["url"] = f"{scheme}://**********@{rest.rpartition('@')[2]}"
+    return data

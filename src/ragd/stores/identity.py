@@ -1,0 +1,556 @@
+"""SQL implementation of the identity repositories (SQLAlchemy 2, async)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ragd.db.engine import Database
+from ragd.db.tables import (
+    ApiKeyRow,
+    AuthEventRow,
+    RefreshTokenRow,
+    SessionRow,
+    TenantRow,
+    UserRow,
+    utcnow,
+)
+from ragd.errors import Conflict
+from ragd.stores.base import (
+    ApiKey,
+    ApiKeyOwner,
+    AuthEvent,
+    EventKind,
+    RevocationSnapshot,
+    Role,
+    RotateOutcome,
+    Rotation,
+    Tenant,
+    TenantStatus,
+    User,
+)
+
+#: Events are notifications for processes that are running; older ones are of no use.
+EVENT_RETENTION = timedelta(days=1)
+
+
+def _tenant(row: TenantRow) -> Tenant:
+    status: TenantStatus = "suspended" if row.status == "suspended" else "active"
+    return Tenant(id=row.id, name=row.name, status=status, created_at=row.created_at)
+
+
+def _user(row: UserRow) -> User:
+    role: Role = "admin" if row.role == "admin" else "member"
+    return User(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        email=row.email,
+        password_hash=row.password_hash,
+        role=role,
+        is_active=row.is_active,
+        is_verified=row.is_verified,
+        is_superuser=row.is_superuser,
+        created_at=row.created_at,
+        last_login_at=row.last_login_at,
+    )
+
+
+def _api_key(row: ApiKeyRow) -> ApiKey:
+    return ApiKey(
+        id=row.id,
+        key_id=row.key_id,
+        tenant_id=row.tenant_id,
+        user_id=row.user_id,
+        name=row.name,
+        secret_hash=row.secret_hash,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+def _event(session: AsyncSession, kind: EventKind, subject: str) -> None:
+    session.add(AuthEventRow(kind=kind, subject=subject, created_at=utcnow()))
+
+
+class SqlIdentityStore:
+    """Implements :class:`ragd.stores.base.IdentityStore` on any SQLAlchemy async engine."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # -- tenants -----------------------------------------------------------------------
+
+    async def create_tenant(self, name: str) -> Tenant:
+        try:
+            async with self._db.transaction() as s:
+                row = TenantRow(name=name, name_key=name.casefold(), status="active")
+                s.add(row)
+                await s.flush()
+                return _tenant(row)
+        except IntegrityError:
+            raise Conflict("a tenant with this name already exists", code="tenant_exists") from None
+
+    async def create_tenant_with_admin(
+        self,
+        tenant_name: str,
+        email: str,
+        password_hash: str,
+        *,
+        is_superuser: bool = False,
+        is_verified: bool = False,
+    ) -> tuple[Tenant, User]:
+        try:
+            async with self._db.transaction() as s:
+                if await s.scalar(select(UserRow.id).where(UserRow.email == email)):
+                    raise Conflict("this email cannot be registered", code="email_taken")
+                if await s.scalar(
+                    select(TenantRow.id).where(TenantRow.name_key == tenant_name.casefold())
+                ):
+                    raise Conflict("a tenant with this name already exists", code="tenant_exists")
+                tenant = TenantRow(name=tenant_name, name_key=tenant_name.casefold())
+                tenant.status = "active"
+                s.add(tenant)
+                await s.flush()
+                user = UserRow(
+                    tenant_id=tenant.id,
+                    email=email,
+                    password_hash=password_hash,
+                    role="admin",
+                    is_active=True,
+                    is_verified=is_verified,
+                    is_superuser=is_superuser,
+                )
+                s.add(user)
+                await s.flush()
+                return _tenant(tenant), _user(user)
+        except IntegrityError:
+            raise Conflict("this tenant or email already exists", code="conflict") from None
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        async with self._db.read() as s:
+            row = await s.get(TenantRow, tenant_id)
+            return None if row is None else _tenant(row)
+
+    async def get_tenant_by_name(self, name: str) -> Tenant | None:
+        async with self._db.read() as s:
+            row = await s.scalar(select(TenantRow).where(TenantRow.name_key == name.casefold()))
+            return None if row is None else _tenant(row)
+
+    async def list_tenants(self, *, limit: int, offset: int) -> list[Tenant]:
+        async with self._db.read() as s:
+            rows = await s.scalars(
+                select(TenantRow).order_by(TenantRow.created_at, TenantRow.id).limit(limit)
+                .offset(offset)
+            )
+            return [_tenant(row) for row in rows]
+
+    async def update_tenant(
+        self, tenant_id: str, *, name: str | None = None, status: TenantStatus | None = None
+    ) -> Tenant | None:
+        try:
+            async with self._db.transaction() as s:
+                row = await s.get(TenantRow, tenant_id)
+                if row is None:
+                    return None
+                if name is not None:
+                    row.name, row.name_key = name, name.casefold()
+                if status is not None and status != row.status:
+                    row.status = status
+                    _event(s, "tenant", tenant_id)
+                await s.flush()
+                return _tenant(row)
+        except IntegrityError:
+            raise Conflict("a tenant with this name already exists", code="tenant_exists") from None
+
+    # -- users -------------------------------------------------------------------------
+
+    async def create_user(
+        self,
+        tenant_id: str,
+        email: str,
+        password_hash: str,
+        *,
+        role: Role = "member",
+        is_superuser: bool = False,
+        is_verified: bool = False,
+    ) -> User:
+        try:
+            async with self._db.transaction() as s:
+                row = UserRow(
+                    tenant_id=tenant_id,
+                    email=email,
+                    password_hash=password_hash,
+                    role=role,
+                    is_active=True,
+                    is_verified=is_verified,
+                    is_superuser=is_superuser,
+                )
+                s.add(row)
+                await s.flush()
+                return _user(row)
+        except IntegrityError:
+            raise Conflict("this email cannot be registered", code="email_taken") from None
+
+    async def get_user(self, tenant_id: str, user_id: str) -> User | None:
+        async with self._db.read() as s:
+            row = await s.scalar(
+                select(UserRow).where(UserRow.id == user_id, UserRow.tenant_id == tenant_id)
+            )
+            return None if row is None else _user(row)
+
+    async def get_user_by_email(self, email: str) -> User | None:
+        async with self._db.read() as s:
+            row = await s.scalar(select(UserRow).where(UserRow.email == email))
+            return None if row is None else _user(row)
+
+    async def list_users(self, tenant_id: str, *, limit: int, offset: int) -> list[User]:
+        async with self._db.read() as s:
+            rows = await s.scalars(
+                select(UserRow)
+                .where(UserRow.tenant_id == tenant_id)
+                .order_by(UserRow.created_at, UserRow.id)
+                .limit(limit)
+                .offset(offset)
+            )
+            return [_user(row) for row in rows]
+
+    async def update_user(
+        self,
+        tenant_id: str,
+        user_id: str,
+        *,
+        role: Role | None = None,
+        is_active: bool | None = None,
+    ) -> User | None:
+        async with self._db.transaction() as s:
+            row = await s.scalar(
+                select(UserRow).where(UserRow.id == user_id, UserRow.tenant_id == tenant_id)
+            )
+            if row is None:
+                return None
+            role_changes = role is not None and role != row.role
+            deactivates = is_active is False and row.is_active
+            reactivates = is_active is True and not row.is_active
+            if row.role == "admin" and row.is_active and (role_changes or deactivates):
+                await self._ensure_other_admin(s, tenant_id, user_id)
+            if role_changes:
+                assert role is not None  # noqa: S101 - narrowed above
+                row.role = role
+            if deactivates:
+                row.is_active = False
+                await self._revoke_keys(s, tenant_id, user_id)
+            if reactivates:
+                row.is_active = True
+            if role_changes or deactivates:
+                # Privilege changes end every session (OWASP session management).
+                await self._revoke_sessions(s, tenant_id, user_id, "user_changed")
+            if role_changes or deactivates or reactivates:
+                _event(s, "user", user_id)
+            await s.flush()
+            return _user(row)
+
+    async def delete_user(self, tenant_id: str, user_id: str) -> bool:
+        async with self._db.transaction() as s:
+            row = await s.scalar(
+                select(UserRow).where(UserRow.id == user_id, UserRow.tenant_id == tenant_id)
+            )
+            if row is None:
+                return False
+            if row.role == "admin" and row.is_active:
+                await self._ensure_other_admin(s, tenant_id, user_id)
+            await self._revoke_sessions(s, tenant_id, user_id, "user_deleted")
+            await self._revoke_keys(s, tenant_id, user_id)
+            await s.delete(row)
+            _event(s, "user", user_id)
+            return True
+
+    async def set_password_hash(self, tenant_id: str, user_id: str, password_hash: str) -> None:
+        async with self._db.transaction() as s:
+            await s.execute(
+                update(UserRow)
+                .where(UserRow.id == user_id, UserRow.tenant_id == tenant_id)
+                .values(password_hash=password_hash)
+            )
+
+    async def record_login(self, tenant_id: str, user_id: str) -> None:
+        async with self._db.transaction() as s:
+            await s.execute(
+                update(UserRow)
+                .where(UserRow.id == user_id, UserRow.tenant_id == tenant_id)
+                .values(last_login_at=utcnow())
+            )
+
+    async def count_users(self) -> int:
+        async with self._db.read() as s:
+            return int(await s.scalar(select(func.count()).select_from(UserRow)) or 0)
+
+    async def _ensure_other_admin(self, s: AsyncSession, tenant_id: str, user_id: str) -> None:
+        others = await s.scalar(
+            select(func.count())
+            .select_from(UserRow)
+            .where(
+                UserRow.tenant_id == tenant_id,
+                UserRow.role == "admin",
+                UserRow.is_active.is_(True),
+                UserRow.id != user_id,
+            )
+        )
+        if not others:
+            raise Conflict("a tenant must keep at least one active admin", code="last_admin")
+
+    # -- sessions and refresh tokens -----------------------------------------------------
+
+    async def create_session(
+        self,
+        tenant_id: str,
+        user_id: str,
+        *,
+        session_id: str,
+        refresh_jti: str,
+        expires_at: datetime,
+    ) -> None:
+        async with self._db.transaction() as s:
+            s.add(
+                SessionRow(id=session_id, tenant_id=tenant_id, user_id=user_id,
+                           expires_at=expires_at)
+            )
+            await s.flush()
+            s.add(
+                RefreshTokenRow(jti=refresh_jti, session_id=session_id, tenant_id=tenant_id,
+                                user_id=user_id, expires_at=expires_at)
+            )
+
+    async def rotate_refresh_token(
+        self, old_jti: str, *, new_jti: str, new_expires_at: datetime
+    ) -> Rotation:
+        async with self._db.transaction() as s:
+            now = utcnow()
+            claimed = await s.execute(
+                update(RefreshTokenRow)
+                .where(
+                    RefreshTokenRow.jti == old_jti,
+                    RefreshTokenRow.rotated_at.is_(None),
+                    RefreshTokenRow.expires_at > now,
+                )
+                .values(rotated_at=now)
+            )
+            token = await s.get(RefreshTokenRow, old_jti)
+            if token is None:
+                return Rotation(RotateOutcome.UNKNOWN)
+            session = await s.get(SessionRow, token.session_id)
+            if session is None:
+                return Rotation(RotateOutcome.UNKNOWN)
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                if token.rotated_at is not None and session.revoked_at is None:
+                    session.revoked_at, session.revoked_reason = now, "refresh_reuse"
+                    _event(s, "session", session.id)
+                    return Rotation(RotateOutcome.REUSED, session.id)
+                if token.rotated_at is not None:
+                    return Rotation(RotateOutcome.REUSED, session.id)
+                return Rotation(RotateOutcome.REVOKED, session.id)
+            if session.revoked_at is not None or session.expires_at <= now:
+                return Rotation(RotateOutcome.REVOKED, session.id)
+            s.add(
+                RefreshTokenRow(jti=new_jti, session_id=session.id, tenant_id=token.tenant_id,
+                                user_id=token.user_id, expires_at=new_expires_at)
+            )
+            session.expires_at = new_expires_at
+            session.last_refreshed_at = now
+            return Rotation(RotateOutcome.ROTATED, session.id)
+
+    async def revoke_session(self, tenant_id: str, session_id: str, reason: str) -> bool:
+        async with self._db.transaction() as s:
+            result = await s.execute(
+                update(SessionRow)
+                .where(
+                    SessionRow.id == session_id,
+                    SessionRow.tenant_id == tenant_id,
+                    SessionRow.revoked_at.is_(None),
+                )
+                .values(revoked_at=utcnow(), revoked_reason=reason)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                return False
+            _event(s, "session", session_id)
+            return True
+
+    async def revoke_user_sessions(self, tenant_id: str, user_id: str, reason: str) -> int:
+        async with self._db.transaction() as s:
+            return await self._revoke_sessions(s, tenant_id, user_id, reason)
+
+    async def _revoke_sessions(
+        self, s: AsyncSession, tenant_id: str, user_id: str, reason: str
+    ) -> int:
+        now = utcnow()
+        ids = list(
+            await s.scalars(
+                select(SessionRow.id).where(
+                    SessionRow.tenant_id == tenant_id,
+                    SessionRow.user_id == user_id,
+                    SessionRow.revoked_at.is_(None),
+                    SessionRow.expires_at > now,
+                )
+            )
+        )
+        if ids:
+            await s.execute(
+                update(SessionRow)
+                .where(SessionRow.id.in_(ids))
+                .values(revoked_at=now, revoked_reason=reason)
+            )
+            for session_id in ids:
+                _event(s, "session", session_id)
+        return len(ids)
+
+    async def prune_expired(self, now: datetime) -> int:
+        async with self._db.transaction() as s:
+            tokens = await s.execute(
+                delete(RefreshTokenRow).where(RefreshTokenRow.expires_at <= now)
+            )
+            sessions = await s.execute(delete(SessionRow).where(SessionRow.expires_at <= now))
+            events = await s.execute(
+                delete(AuthEventRow).where(AuthEventRow.created_at <= now - EVENT_RETENTION)
+            )
+            return int(
+                tokens.rowcount + sessions.rowcount + events.rowcount  # type: ignore[attr-defined]
+            )
+
+    # -- API keys ----------------------------------------------------------------------
+
+    async def create_api_key(
+        self,
+        tenant_id: str,
+        user_id: str,
+        *,
+        key_id: str,
+        name: str,
+        secret_hash: str,
+        expires_at: datetime | None,
+    ) -> ApiKey:
+        async with self._db.transaction() as s:
+            row = ApiKeyRow(
+                key_id=key_id, tenant_id=tenant_id, user_id=user_id, name=name,
+                secret_hash=secret_hash, expires_at=expires_at,
+            )
+            s.add(row)
+            await s.flush()
+            return _api_key(row)
+
+    async def list_api_keys(self, tenant_id: str, user_id: str) -> list[ApiKey]:
+        async with self._db.read() as s:
+            rows = await s.scalars(
+                select(ApiKeyRow)
+                .where(ApiKeyRow.tenant_id == tenant_id, ApiKeyRow.user_id == user_id)
+                .order_by(ApiKeyRow.created_at, ApiKeyRow.id)
+            )
+            return [_api_key(row) for row in rows]
+
+    async def delete_api_key(self, tenant_id: str, user_id: str, api_key_id: str) -> bool:
+        async with self._db.transaction() as s:
+            row = await s.scalar(
+                select(ApiKeyRow).where(
+                    ApiKeyRow.id == api_key_id,
+                    ApiKeyRow.tenant_id == tenant_id,
+                    ApiKeyRow.user_id == user_id,
+                )
+            )
+            if row is None:
+                return False
+            await s.delete(row)
+            _event(s, "api_key", row.key_id)
+            return True
+
+    async def find_api_key(self, key_id: str) -> ApiKeyOwner | None:
+        async with self._db.read() as s:
+            found = (
+                await s.execute(
+                    select(ApiKeyRow, UserRow)
+                    .join(UserRow, and_(UserRow.id == ApiKeyRow.user_id,
+                                        UserRow.tenant_id == ApiKeyRow.tenant_id))
+                    .where(ApiKeyRow.key_id == key_id)
+                )
+            ).first()
+            if found is None:
+                return None
+            key, user = found
+            owner = _user(user)
+            return ApiKeyOwner(key=_api_key(key), role=owner.role, is_superuser=owner.is_superuser)
+
+    async def _revoke_keys(self, s: AsyncSession, tenant_id: str, user_id: str) -> None:
+        key_ids = list(
+            await s.scalars(
+                select(ApiKeyRow.key_id).where(
+                    ApiKeyRow.tenant_id == tenant_id,
+                    ApiKeyRow.user_id == user_id,
+                    ApiKeyRow.revoked_at.is_(None),
+                )
+            )
+        )
+        if key_ids:
+            await s.execute(
+                update(ApiKeyRow).where(ApiKeyRow.key_id.in_(key_ids)).values(revoked_at=utcnow())
+            )
+            for key_id in key_ids:
+                _event(s, "api_key", key_id)
+
+    # -- events and revocation state -------------------------------------------------------
+
+    async def events_since(self, seq: int, *, limit: int = 1000) -> list[AuthEvent]:
+        async with self._db.read() as s:
+            rows = await s.scalars(
+                select(AuthEventRow).where(AuthEventRow.seq > seq).order_by(AuthEventRow.seq)
+                .limit(limit)
+            )
+            events = []
+            for row in rows:
+                kind: EventKind
+                if row.kind == "session":
+                    kind = "session"
+                elif row.kind == "user":
+                    kind = "user"
+                elif row.kind == "tenant":
+                    kind = "tenant"
+                else:
+                    kind = "api_key"
+                events.append(AuthEvent(seq=row.seq, kind=kind, subject=row.subject))
+            return events
+
+    async def revocation_snapshot(self, now: datetime) -> RevocationSnapshot:
+        async with self._db.read() as s:
+            last_seq = int(await s.scalar(select(func.max(AuthEventRow.seq))) or 0)
+            sessions = await s.execute(
+                select(SessionRow.id, SessionRow.expires_at).where(
+                    SessionRow.revoked_at.is_not(None), SessionRow.expires_at > now
+                )
+            )
+            keys = await s.scalars(select(ApiKeyRow.key_id).where(ApiKeyRow.revoked_at.is_not(None)))
+            users = await s.scalars(select(UserRow.id).where(UserRow.is_active.is_(False)))
+            tenants = await s.scalars(select(TenantRow.id).where(TenantRow.status == "suspended"))
+            return RevocationSnapshot(
+                last_seq=last_seq,
+                revoked_sessions={sid: expires for sid, expires in sessions.tuples()},
+                revoked_key_ids=set(keys),
+                inactive_user_ids=set(users),
+                suspended_tenant_ids=set(tenants),
+            )
+
+    async def session_revoked(self, session_id: str) -> datetime | None:
+        async with self._db.read() as s:
+            row = await s.get(SessionRow, session_id)
+            if row is None or row.revoked_at is None:
+                return None
+            return row.expires_at
+
+    async def user_blocked(self, user_id: str) -> bool:
+        async with self._db.read() as s:
+            active = await s.scalar(select(UserRow.is_active).where(UserRow.id == user_id))
+            return active is not True
+
+    async def tenant_suspended(self, tenant_id: str) -> bool:
+        async with self._db.read() as s:
+            status = await s.scalar(select(TenantRow.status).where(TenantRow.id == tenant_id))
+            return status == "suspended"
