@@ -50,7 +50,11 @@ class AuthenticationFailed(RagdError):
     code = "not_authenticated"
 
     def __init__(
-        self, message: str = "Not authenticated", *, reason: str = "invalid", code: str | None = None
+        self,
+        message: str = "Not authenticated",
+        *,
+        reason: str = "invalid",
+        code: str | None = None,
     ) -> None:
         super().__init__(message, code=code)
         self.reason = reason

@@ -54,7 +54,7 @@ PLACEHOLDER_SECRETS = frozenset(
     }
 )
 MIN_SECRET_BYTES = 32
-DEV_SECRET_FILE = "jwt-secret"
+DEV_SECRET_FILE = "jwt-secret"  # noqa: S105 - a file name
 
 _toml_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "ragd_settings_toml", default=None
@@ -253,13 +253,16 @@ def with_runtime_secret(settings: Settings) -> Settings:
     return settings.model_copy(update={"jwt_secret": SecretStr(value)})
 
 
+MASK = "**********"
+
+
 def masked(settings: Settings) -> dict[str, Any]:
-    """The effective settings as JSON-able data, secrets replaced by ``**********``."""
+    """The effective settings as JSON-able data, secrets replaced by :data:`MASK`."""
     data: dict[str, Any] = settings.model_dump(mode="json")
-    data["jwt_secret"] = "**********" if settings.jwt_secret else None
+    data["jwt_secret"] = MASK if settings.jwt_secret else None
     if settings.auth.previous_jwt_secret is not None:
-        data["auth"]["previous_jwt_secret"] = "**********"
+        data["auth"]["previous_jwt_secret"] = MASK
     if settings.database.url and "@" in settings.database.url:
         scheme, _, rest = settings.database.url.partition("://")
-        data["database"]["url"] = f"{scheme}://**********@{rest.rpartition('@')[2]}"
+        data["database"]["url"] = f"{scheme}://{MASK}@{rest.rpartition('@')[2]}"
     return data

@@ -38,7 +38,7 @@ class RefreshIn(Input):
 class TokenOut(BaseModel):
     access_token: str
     refresh_token: str
-    token_type: Literal["bearer"] = "bearer"
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 - a token type, not a secret
     expires_in: int = Field(description="Access token lifetime in seconds.")
 
 

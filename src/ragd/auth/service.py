@@ -37,7 +37,7 @@ class TokenPair:
     access_token: str
     refresh_token: str
     expires_in: int
-    token_type: str = "bearer"
+    token_type: str = "bearer"  # noqa: S105 - a token type, not a secret
 
 
 def normalize_email(value: str) -> str:
@@ -47,6 +47,11 @@ def normalize_email(value: str) -> str:
     except EmailNotValidError as exc:
         raise InvalidInput(f"invalid email address: {exc}", code="invalid_email") from None
     return result.normalized.lower()
+
+
+def _bad_login(reason: str) -> AuthenticationFailed:
+    # One message and code for every credential failure: nothing reveals which part was wrong.
+    return AuthenticationFailed(_BAD_LOGIN, reason=reason, code="invalid_credentials")
 
 
 def _login_key(value: str) -> str:
@@ -116,14 +121,14 @@ class AuthService:
         account = _login_key(email)
         self._limit(self._account_limiter, account)
         if len(password) > MAX_PASSWORD_CHARS:
-            raise AuthenticationFailed(_BAD_LOGIN, reason="bad_password", code="invalid_credentials")
+            raise _bad_login("bad_password")
         user = await self._store.get_user_by_email(account)
         if user is None:
             await self._passwords.verify_dummy(password)
-            raise AuthenticationFailed(_BAD_LOGIN, reason="unknown_user", code="invalid_credentials")
+            raise _bad_login("unknown_user")
         ok, needs_rehash = await self._passwords.verify(user.password_hash, password)
         if not ok:
-            raise AuthenticationFailed(_BAD_LOGIN, reason="bad_password", code="invalid_credentials")
+            raise _bad_login("bad_password")
         await self._revocation.refresh_if_changed()
         decision = self._revocation.check(
             user_id=user.id, tenant_id=user.tenant_id, session_id=None

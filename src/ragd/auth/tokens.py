@@ -62,7 +62,7 @@ class RefreshClaims:
 @dataclass(frozen=True, slots=True)
 class _Key:
     kid: str
-    signing: Any | None  # None: verification only (previous key)
+    signing: Any  # None for a previous key: verification only
     verifying: Any
 
 

@@ -527,12 +527,14 @@ class SqlIdentityStore:
                     SessionRow.revoked_at.is_not(None), SessionRow.expires_at > now
                 )
             )
-            keys = await s.scalars(select(ApiKeyRow.key_id).where(ApiKeyRow.revoked_at.is_not(None)))
+            keys = await s.scalars(
+                select(ApiKeyRow.key_id).where(ApiKeyRow.revoked_at.is_not(None))
+            )
             users = await s.scalars(select(UserRow.id).where(UserRow.is_active.is_(False)))
             tenants = await s.scalars(select(TenantRow.id).where(TenantRow.status == "suspended"))
             return RevocationSnapshot(
                 last_seq=last_seq,
-                revoked_sessions={sid: expires for sid, expires in sessions.tuples()},
+                revoked_sessions={sid: expires for sid, expires in sessions.all()},
                 revoked_key_ids=set(keys),
                 inactive_user_ids=set(users),
                 suspended_tenant_ids=set(tenants),

@@ -28,7 +28,9 @@ async def list_users(
 
 
 @router.post("/users", status_code=status.HTTP_201_CREATED)
-async def create_user(body: UserCreateIn, admin: TenantAdmin, accounts: AccountServiceDep) -> UserOut:
+async def create_user(
+    body: UserCreateIn, admin: TenantAdmin, accounts: AccountServiceDep
+) -> UserOut:
     user = await accounts.create_user(
         admin, email=body.email, password=body.password, role=body.role
     )
@@ -48,6 +50,8 @@ async def update_user(
 
 
 @router.delete("/users/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_user(user_id: UserId, admin: TenantAdmin, accounts: AccountServiceDep) -> Response:
+async def delete_user(
+    user_id: UserId, admin: TenantAdmin, accounts: AccountServiceDep
+) -> Response:
     await accounts.delete_user(admin, user_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
