@@ -8,8 +8,14 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 
+_EPSILON = 1e-9  # float error in ``limit * interval`` must not refuse the last hit of a burst
+
+
 class RateLimiter:
-    """Allow ``limit`` hits per ``window`` seconds per key, smoothly refilled.
+    """Per key: a burst of ``limit`` hits, refilled at ``limit`` per ``window`` seconds.
+
+    Over any span of ``d`` seconds at most ``limit + d * limit / window`` hits pass, so a
+    sustained attacker gets ``limit`` attempts per window.
 
     Memory is bounded: at most ``max_keys`` keys are tracked (least recently used dropped),
     and keys whose bucket is full again are forgotten.
@@ -38,7 +44,7 @@ class RateLimiter:
         tat = max(self._tat.get(key, now), now)
         new_tat = tat + self._interval
         wait = new_tat - now - self.window
-        if wait > 0:
+        if wait > _EPSILON:
             return max(1, math.ceil(wait))
         self._tat[key] = new_tat
         self._tat.move_to_end(key)

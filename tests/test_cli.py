@@ -1,0 +1,73 @@
+"""The `ragd` command line, run in-process with typer's runner on real data dirs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ragd import __version__
+from ragd.cli import app as cli
+from tests.conftest import STRONG_PASSWORD, TEST_SECRET
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAGD_JWT_SECRET", TEST_SECRET)
+
+
+def test_version() -> None:
+    result = runner.invoke(cli, ["version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"ragd {__version__}"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[], ["serve"], ["admin"], ["admin", "create-superuser"], ["admin", "create-tenant"],
+     ["config"], ["config", "show"], ["db"], ["db", "upgrade"], ["version"]],
+)
+def test_help_everywhere(command: list[str]) -> None:
+    result = runner.invoke(cli, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_create_superuser_reads_password_from_stdin(tmp_path: Path) -> None:
+    result = runner.invoke(
+        cli,
+        ["admin", "create-superuser", "--email", "Root@Example.com", "--password-stdin",
+         "--data-dir", str(tmp_path)],
+        input=STRONG_PASSWORD + "\n",
+    )
+    assert result.exit_code == 0, result.output
+    created = json.loads(result.output)
+    assert created["email"] == "root@example.com"
+    assert STRONG_PASSWORD not in result.output
+
+
+def test_create_superuser_rejects_weak_password_and_duplicates(tmp_path: Path) -> None:
+    args = ["admin", "create-superuser", "--email", "root@example.com", "--password-stdin",
+            "--data-dir", str(tmp_path)]
+    weak = runner.invoke(cli, args, input="password1234\n")
+    assert weak.exit_code == 2
+    assert "too easy to guess" in weak.output
+    assert runner.invoke(cli, args, input=STRONG_PASSWORD + "\n").exit_code == 0
+    again = runner.invoke(cli, args, input=STRONG_PASSWORD + "\n")
+    assert again.exit_code == 2
+    assert "email" in again.output
+
+
+def test_create_tenant_and_duplicate(tmp_path: Path) -> None:
+    first = runner.invoke(cli, ["admin", "create-tenant", "Acme", "--data-dir", str(tmp_path)])
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.output)["name"] == "Acme"
+    dup = runner.invoke(cli, ["admin", "create-tenant", "ACME", "--data-dir", str(tmp_path)])
+    assert dup.exit_code == 2
+    assert "already exists" in dup.output
+    blank = runner.invoke(cli, ["admin", "create-tenant", "  ", "--data-dir", str(tmp_path)])
+    assert blank.exit_code == 2

@@ -1,0 +1,80 @@
+"""The real server process: `ragd serve` on a free port, ready, login, clean shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import TEST_SECRET
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited early with {proc.returncode}")
+        try:
+            if httpx.get(f"{base}/health/ready", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("server did not become ready")
+
+
+def test_serve_bootstraps_admin_logs_in_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    data_dir = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGD_")}
+    env["RAGD_JWT_SECRET"] = TEST_SECRET
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ragd", "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, proc)
+        creds = dict(
+            line.split(": ", 1)
+            for line in (data_dir / "initial-admin.txt").read_text().splitlines()
+        )
+        assert oct((data_dir / "initial-admin.txt").stat().st_mode & 0o777) == "0o600"
+        response = httpx.post(
+            f"{base}/api/v1/auth/login",
+            json={"email": creds["email"], "password": creds["password"]},
+        )
+        assert response.status_code == 200, response.text
+        token = response.json()["access_token"]
+        me = httpx.get(f"{base}/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"})
+        assert me.status_code == 200
+        assert me.json()["is_superuser"] is True
+        assert me.headers["x-request-id"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=20)
+    # uvicorn re-raises the signal after a graceful shutdown, so the process ends "by SIGTERM".
+    assert proc.returncode in (0, -signal.SIGTERM)
+    text = output.decode()
+    assert "Finished server process" in text
+    assert "Log in:" in text and creds["email"] in text
+    assert TEST_SECRET not in text
+    assert token not in text  # tokens are never logged
+    assert "Application shutdown complete" in text
