@@ -1,0 +1,108 @@
+"""Shared fixtures: real settings on a temp data dir, the real app over ASGI, helpers."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from ragd.app import create_app
+from ragd.settings import Settings, load_settings
+
+TEST_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+STRONG_PASSWORD = "violet-harbour-trumpet-42"
+_counter = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Tests never see the developer's RAGD_* variables."""
+    for key in list(os.environ):
+        if key.startswith("RAGD_"):
+            monkeypatch.delenv(key)
+    yield
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "jwt_secret": TEST_SECRET,
+        "bootstrap_admin": False,
+    }
+    values.update(overrides)
+    return load_settings(None, **values)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path / "data")
+
+
+@asynccontextmanager
+async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Run the app's lifespan and yield a client speaking HTTP to it over ASGI."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://ragd.test") as client:
+            yield client
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://ragd.test") as c:
+        yield c
+
+
+def unique_email(prefix: str = "user") -> str:
+    return f"{prefix}{next(_counter)}@acme-{os.getpid()}.io"
+
+
+async def register(
+    client: httpx.AsyncClient, *, email: str | None = None, tenant: str | None = None
+) -> dict[str, Any]:
+    """Register a new tenant and its admin; return the response body plus the email."""
+    email = email or unique_email("admin")
+    tenant = tenant or f"tenant-{next(_counter)}"
+    response = await client.post(
+        "/api/v1/auth/register",
+        json={"email": email, "password": STRONG_PASSWORD, "tenant_name": tenant},
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    body["email"] = email
+    return body
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def login(client: httpx.AsyncClient, email: str, password: str = STRONG_PASSWORD) -> Any:
+    response = await client.post("/api/v1/auth/login", json={"email": email, "password": password})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def assert_error(response: httpx.Response, status: int, code: str | None = None) -> None:
+    """The response has the status and the stable error body."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    if code is not None:
+        assert body["error"]["code"] == code, body
