@@ -7,7 +7,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-
 _EPSILON = 1e-9  # float error in ``limit * interval`` must not refuse the last hit of a burst
 
 

@@ -105,6 +105,8 @@ class RevocationList:
         self._lock = asyncio.Lock()
         self._last_seq = 0
         self._last_sync = 0.0
+        self._wanted = 0  # change signals seen
+        self._done = 0  # signals covered by a finished sync
         self._loaded = False
         self.revoked_sessions: dict[str, datetime] = {}
         self.revoked_key_ids: set[str] = set()
@@ -133,24 +135,38 @@ class RevocationList:
         self._last_sync = time.monotonic()
         self._loaded = True
 
-    async def sync(self) -> None:
-        """Apply every event committed since the last sync."""
+    async def sync(self, *, generation: int | None = None) -> None:
+        """Apply every event committed since the last sync.
+
+        With ``generation``, return at once if a sync that started after that change signal
+        already finished (requests queued behind one sync do not each repeat it).
+        """
+        target = self._wanted if generation is None else generation
         async with self._lock:
-            if not self._loaded:
+            if generation is not None and self._done >= generation and not self._stale():
+                return
+            await self._sync_locked()
+            self._done = max(self._done, target)
+
+    def _stale(self) -> bool:
+        return time.monotonic() - self._last_sync > self._sync_interval
+
+    async def _sync_locked(self) -> None:
+        if not self._loaded:
+            await self._load_locked()
+            return
+        while True:
+            events = await self._events.events_since(self._last_seq)
+            if not events:
+                break
+            if events[0].seq > self._last_seq + 1 and self._last_seq > 0:
+                # Events were pruned while we were away: start over from the tables.
                 await self._load_locked()
                 return
-            while True:
-                events = await self._events.events_since(self._last_seq)
-                if not events:
-                    break
-                if events[0].seq > self._last_seq + 1 and self._last_seq > 0:
-                    # Events were pruned while we were away: start over from the tables.
-                    await self._load_locked()
-                    return
-                for event in events:
-                    await self._apply(event.kind, event.subject)
-                    self._last_seq = event.seq
-            self._last_sync = time.monotonic()
+            for event in events:
+                await self._apply(event.kind, event.subject)
+                self._last_seq = event.seq
+        self._last_sync = time.monotonic()
 
     async def _apply(self, kind: str, subject: str) -> None:
         if kind == "session":
@@ -175,10 +191,17 @@ class RevocationList:
             self._api_keys.pop(subject, None)
 
     async def refresh_if_changed(self) -> None:
-        """Sync when another process (or this one) signalled a change, or when stale."""
-        if self._signal.changed() or time.monotonic() - self._last_sync > self._sync_interval:
+        """Sync when another process signalled a change, or when the list is stale.
+
+        A signal bumps a generation counter; every request that sees an unfinished generation
+        waits for a sync covering it, including requests that arrive while another request's
+        sync is in flight (they must not slip past with the old state).
+        """
+        if self._signal.changed():
+            self._wanted += 1
+        if self._wanted > self._done or self._stale():
             try:
-                await self.sync()
+                await self.sync(generation=self._wanted)
             except Exception as exc:  # noqa: BLE001 - any failure must fail closed
                 logger.error("revocation sync failed", extra={"error": type(exc).__name__})
                 raise Unavailable("authentication state is unavailable; retry shortly") from None

@@ -141,6 +141,9 @@ class AuthEventRow(Base):
     """
 
     __tablename__ = "auth_events"
+    # AUTOINCREMENT: sequence numbers must never be reused, even after pruning every row,
+    # or a process that has seen seq N would miss new events numbered <= N.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     kind: Mapped[str] = mapped_column(String(16))

@@ -102,6 +102,7 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("subject", sa.String(64), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_auth_events_created_at", "auth_events", ["created_at"])
 

@@ -1,0 +1,126 @@
+"""The revocation list against a real SQLite store: cross-process signal, races, pruning."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import delete
+
+from ragd.auth.revocation import FileChangeSignal, RevocationList
+from ragd.db import migrate
+from ragd.db.engine import Database
+from ragd.db.tables import AuthEventRow, utcnow
+from ragd.errors import Unavailable
+from ragd.stores.base import AuthEvent
+from ragd.stores.identity import SqlIdentityStore
+
+
+class GatedStore(SqlIdentityStore):
+    """The real store, whose event reads wait for a gate (to hold a sync in flight)."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.entered = asyncio.Event()
+
+    async def events_since(self, seq: int, *, limit: int = 1000) -> list[AuthEvent]:
+        self.entered.set()
+        await self.gate.wait()
+        return await super().events_since(seq, limit=limit)
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'ragd.db'}")
+    await migrate.upgrade(database)
+    yield database
+    await database.dispose()
+
+
+async def _session(store: SqlIdentityStore) -> tuple[str, str, str]:
+    tenant, user = await store.create_tenant_with_admin("t", "a@acme.io", "x")
+    await store.create_session(tenant.id, user.id, session_id="s1", refresh_jti="j1",
+                               expires_at=utcnow() + timedelta(days=1))
+    return tenant.id, user.id, "s1"
+
+
+async def test_other_process_sees_revocation_on_next_check(db: Database, tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    store = SqlIdentityStore(db)
+    here = RevocationList(store, FileChangeSignal(marker), sync_interval=3600)
+    there = RevocationList(store, FileChangeSignal(marker), sync_interval=3600)
+    tenant_id, user_id, sid = await _session(store)
+    await here.load()
+    await there.load()
+    assert there.check(user_id=user_id, tenant_id=tenant_id, session_id=sid).allowed
+
+    await store.revoke_session(tenant_id, sid, "logout")
+    await here.changed_here()
+    assert not here.check(user_id=user_id, tenant_id=tenant_id, session_id=sid).allowed
+
+    await there.refresh_if_changed()  # what every request does first
+    decision = there.check(user_id=user_id, tenant_id=tenant_id, session_id=sid)
+    assert decision.reason == "session_revoked"
+
+
+async def test_request_during_inflight_sync_waits_for_it(db: Database, tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    plain = SqlIdentityStore(db)
+    gated = GatedStore(db)
+    here = RevocationList(plain, FileChangeSignal(marker), sync_interval=3600)
+    there = RevocationList(gated, FileChangeSignal(marker), sync_interval=3600)
+    tenant_id, user_id, sid = await _session(plain)
+    await here.load()
+    await there.load()
+
+    await plain.revoke_session(tenant_id, sid, "logout")
+    await here.changed_here()
+    gated.gate.clear()
+    gated.entered.clear()
+    first = asyncio.create_task(there.refresh_if_changed())
+    await gated.entered.wait()  # the first request's sync is now in flight
+    second = asyncio.create_task(there.refresh_if_changed())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not second.done(), "a request slipped past an unfinished sync"
+    gated.gate.set()
+    await asyncio.gather(first, second)
+    assert not there.check(user_id=user_id, tenant_id=tenant_id, session_id=sid).allowed
+
+
+async def test_event_numbers_are_never_reused_after_pruning(db: Database, tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    store = SqlIdentityStore(db)
+    watcher = RevocationList(store, FileChangeSignal(marker), sync_interval=3600)
+    tenant_id, user_id, sid = await _session(store)
+    await store.update_tenant(tenant_id, status="suspended")
+    await store.update_tenant(tenant_id, status="active")
+    await watcher.load()
+    seen = watcher.last_seq
+    assert seen >= 2
+    async with db.transaction() as s:
+        await s.execute(delete(AuthEventRow))
+    await store.revoke_session(tenant_id, sid, "logout")
+    events = await store.events_since(seen)
+    assert [e.kind for e in events] == ["session"] and events[0].seq > seen
+    await watcher.sync()
+    assert watcher.check(user_id=user_id, tenant_id=tenant_id, session_id=sid).reason == (
+        "session_revoked"
+    )
+
+
+async def test_failed_sync_fails_closed(db: Database, tmp_path: Path) -> None:
+    store = SqlIdentityStore(db)
+    watcher = RevocationList(store, FileChangeSignal(tmp_path / "marker"), sync_interval=0.001)
+    await watcher.load()
+    await db.dispose()
+    (tmp_path / "ragd.db").unlink()
+    (tmp_path / "ragd.db").mkdir()  # the database file is now unopenable
+    await asyncio.sleep(0.01)
+    with pytest.raises(Unavailable):
+        await watcher.refresh_if_changed()
