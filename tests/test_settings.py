@@ -147,3 +147,31 @@ def test_config_show_masks_secrets(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 def test_masked_settings_never_contain_the_secret(tmp_path: Path) -> None:
     settings = load_settings(None, data_dir=tmp_path, jwt_secret=STRONG)
     assert STRONG not in json.dumps(masked(settings))
+
+
+def test_access_tokens_must_not_outlive_sessions(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="access_token_ttl_seconds"):
+        load_settings(
+            None,
+            data_dir=tmp_path,
+            auth={"access_token_ttl_seconds": 3600, "refresh_token_ttl_seconds": 600},
+        )
+
+
+def test_production_checks_the_previous_secret_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAGD_ENV", "production")
+    monkeypatch.setenv("RAGD_JWT_SECRET", STRONG)
+    monkeypatch.setenv("RAGD_AUTH__PREVIOUS_JWT_SECRET", "changeme")
+    with pytest.raises(ConfigurationError, match="PREVIOUS_JWT_SECRET is a placeholder"):
+        load_settings()
+
+
+def test_weak_secret_in_development_is_replaced_loudly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = load_settings(None, data_dir=tmp_path, jwt_secret="dev")
+    with caplog.at_level("WARNING", logger="ragd.settings"):
+        effective = with_runtime_secret(settings)
+    assert effective.jwt_secret is not None
+    assert effective.jwt_secret.get_secret_value() != "dev"
+    assert any("generated development secret" in r.getMessage() for r in caplog.records)

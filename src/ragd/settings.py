@@ -99,6 +99,24 @@ class AuthSettings(BaseModel):
         default=4, ge=1, le=64, description="Password hashes computed at once (memory bound)."
     )
     revocation_sync_seconds: float = Field(default=2.0, gt=0, le=300)
+    refresh_reuse_grace_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        le=60,
+        description=(
+            "A spent refresh token presented again within this many seconds of its rotation "
+            "is refused (401) without revoking the session, so two tabs refreshing at once do "
+            "not log the user out. 0 = strict RFC 9700 reuse detection."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _lifetimes(self) -> AuthSettings:
+        # Revoked sessions are remembered until the session would expire; an access token
+        # outliving its session could come back to life after that.
+        if self.access_token_ttl_seconds >= self.refresh_token_ttl_seconds:
+            raise ValueError("access_token_ttl_seconds must be shorter than the refresh lifetime")
+        return self
 
 
 class Settings(BaseSettings):
@@ -140,6 +158,9 @@ class Settings(BaseSettings):
             problem = secret_problem(self.jwt_secret)
             if problem:
                 raise ValueError(f"RAGD_JWT_SECRET {problem} (required in production)")
+            previous = self.auth.previous_jwt_secret
+            if previous is not None and (problem := secret_problem(previous)):
+                raise ValueError(f"RAGD_AUTH__PREVIOUS_JWT_SECRET {problem}")
         elif self.auth.private_key_file is None or self.auth.public_key_file is None:
             raise ValueError(
                 f"auth.algorithm={self.auth.algorithm} needs auth.private_key_file and "
@@ -239,6 +260,11 @@ def with_runtime_secret(settings: Settings) -> Settings:
         return settings
     if settings.is_production:  # unreachable through load_settings; kept as a guard
         raise ConfigurationError("RAGD_JWT_SECRET is required in production")
+    if settings.jwt_secret is not None and settings.jwt_secret.get_secret_value():
+        logger.warning(
+            "RAGD_JWT_SECRET %s; using the generated development secret instead",
+            secret_problem(settings.jwt_secret),
+        )
     path = ensure_data_dir(settings) / DEV_SECRET_FILE
     if path.exists():
         value = path.read_text(encoding="utf-8").strip()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -189,7 +189,10 @@ class AuthService:
             user_id=user.id, tenant_id=user.tenant_id, session_id=claims.session_id, jti=new
         )
         rotation = await self._store.rotate_refresh_token(
-            claims.jti, new_jti=new, new_expires_at=datetime.fromtimestamp(expires, UTC)
+            claims.jti,
+            new_jti=new,
+            new_expires_at=datetime.fromtimestamp(expires, UTC),
+            grace=timedelta(seconds=self._settings.refresh_reuse_grace_seconds),
         )
         if rotation.outcome is RotateOutcome.REUSED:
             await self._revocation.changed_here()

@@ -18,7 +18,7 @@ Contract shared by every implementation:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Literal, Protocol
 
@@ -84,6 +84,7 @@ class AuthEvent:
 class RotateOutcome(StrEnum):
     ROTATED = "rotated"
     REUSED = "reused"  # already rotated: the family is now revoked
+    RACED = "raced"  # already rotated moments ago, within the grace period: refused only
     REVOKED = "revoked"  # the session was revoked or expired earlier
     UNKNOWN = "unknown"
 
@@ -196,12 +197,18 @@ class SessionRepository(Protocol):
         ...
 
     async def rotate_refresh_token(
-        self, old_jti: str, *, new_jti: str, new_expires_at: datetime
+        self,
+        old_jti: str,
+        *,
+        new_jti: str,
+        new_expires_at: datetime,
+        grace: timedelta = timedelta(0),
     ) -> Rotation:
         """Mark ``old_jti`` used and record ``new_jti`` in its family, atomically.
 
         Exactly one of several concurrent calls with the same ``old_jti`` is ROTATED. A call
-        on an already-rotated token revokes the whole family (RFC 9700 reuse detection).
+        on an already-rotated token revokes the whole family (RFC 9700 reuse detection),
+        unless it was rotated less than ``grace`` ago (RACED: refused, family kept).
         """
         ...
 

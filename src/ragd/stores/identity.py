@@ -325,7 +325,12 @@ class SqlIdentityStore:
             )
 
     async def rotate_refresh_token(
-        self, old_jti: str, *, new_jti: str, new_expires_at: datetime
+        self,
+        old_jti: str,
+        *,
+        new_jti: str,
+        new_expires_at: datetime,
+        grace: timedelta = timedelta(0),
     ) -> Rotation:
         async with self._db.transaction() as s:
             now = utcnow()
@@ -345,6 +350,8 @@ class SqlIdentityStore:
             if session is None:
                 return Rotation(RotateOutcome.UNKNOWN)
             if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                if token.rotated_at is not None and token.rotated_at > now - grace:
+                    return Rotation(RotateOutcome.RACED, session.id)
                 if token.rotated_at is not None and session.revoked_at is None:
                     session.revoked_at, session.revoked_reason = now, "refresh_reuse"
                     _event(s, "session", session.id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Depends, Path, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from ragd.api.deps import (
@@ -114,7 +114,9 @@ async def list_api_keys(principal: CurrentPrincipal, auth: AuthServiceDep) -> li
 
 @router.delete("/api-keys/{api_key_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_api_key(
-    api_key_id: str, principal: CurrentPrincipal, auth: AuthServiceDep
+    api_key_id: Annotated[str, Path(min_length=1, max_length=64)],
+    principal: CurrentPrincipal,
+    auth: AuthServiceDep,
 ) -> Response:
     """Revoke and delete a key; requests using it fail from the next one on."""
     await auth.delete_api_key(principal, api_key_id)
