@@ -1,0 +1,369 @@
+"""Shared helpers for the ragd benchmarks: server processes, loopback probes, stats, tables.
+
+Every bench module exposes ``run(quick=False, **options) -> dict`` (JSON-able),
+``summary_rows(result) -> list[dict]`` (for the combined table) and ``main(argv=None)``.
+Benchmarks never assert on timings: targets are reported as ``pass``/``FAIL`` only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import platform
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+
+LOOPBACK = "127.0.0.1"
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+
+
+# -- the ragd executable ---------------------------------------------------------------------
+
+
+def ragd_python() -> str:
+    """The interpreter that can run ``-m ragd``: this one, else the repo's virtualenv."""
+    if importlib.util.find_spec("ragd") is not None:
+        return sys.executable
+    venv = REPO_ROOT / ".venv" / "bin" / "python"
+    if venv.exists():
+        return str(venv)
+    raise RuntimeError("ragd is not importable; run `make install` (or use .venv/bin/python)")
+
+
+def ragd_command() -> list[str]:
+    return [ragd_python(), "-m", "ragd"]
+
+
+def bench_secret() -> str:
+    """A fresh, valid HS256 secret (>= 32 bytes, not a placeholder)."""
+    return secrets.token_urlsafe(48)
+
+
+def server_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The parent environment without any ``RAGD_*`` variable, plus a JWT secret and ``extra``.
+
+    Inherited ``RAGD_*`` settings (a config file, another data dir, host 0.0.0.0, ...) would
+    make runs incomparable, so they are dropped; what the bench sets is recorded by callers.
+    """
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RAGD_")}
+    env["RAGD_JWT_SECRET"] = bench_secret()
+    env["PYTHONUNBUFFERED"] = "1"
+    if extra:
+        env.update(extra)
+    return env
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# -- a raw loopback HTTP probe ---------------------------------------------------------------
+
+
+def http_status(port: int, path: str, *, timeout: float = 1.0) -> int | None:
+    """``GET path`` on 127.0.0.1 with a bare socket; the status code, or None if unreachable."""
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=timeout) as sock:
+            sock.sendall(
+                f"GET {path} HTTP/1.1\r\nHost: {LOOPBACK}:{port}\r\n"
+                "Connection: close\r\n\r\n".encode("ascii")
+            )
+            head = b""
+            while b"\r\n" not in head and len(head) < 4096:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                head += chunk
+    except OSError:
+        return None
+    parts = head.split(b" ", 2)
+    if len(parts) < 2 or not parts[1].isdigit():
+        return None
+    return int(parts[1])
+
+
+# -- a ragd server process -------------------------------------------------------------------
+
+
+@dataclass
+class ReadyResult:
+    ready: bool
+    seconds: float  # launch -> first 200 from the probe (or -> giving up)
+    first_connect_seconds: float | None  # launch -> first accepted TCP connection
+    polls: int
+    exit_code: int | None  # set when the process died before becoming ready
+
+
+@dataclass
+class StopResult:
+    seconds: float
+    exit_code: int | None
+    killed: bool
+
+
+@dataclass
+class ServerProcess:
+    """One ``ragd serve`` child process, launched on 127.0.0.1 with output to a log file."""
+
+    data_dir: Path
+    log_path: Path
+    env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    extra_args: Sequence[str] = ()
+    proc: subprocess.Popen[bytes] | None = None
+    launched_at: float = 0.0
+    _log: IO[bytes] | None = None
+
+    def command(self) -> list[str]:
+        return [
+            *ragd_command(), "serve", "--host", LOOPBACK, "--port", str(self.port),
+            "--data-dir", str(self.data_dir), *self.extra_args,
+        ]
+
+    def start(self) -> float:
+        """Launch; return the perf_counter() timestamp taken just before the launch."""
+        # A file, never a pipe: an unread pipe would block the server once it fills up.
+        self._log = open(self.log_path, "ab")  # closed in stop()
+        command = self.command()
+        self.launched_at = time.perf_counter()
+        self.proc = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            env=self.env, cwd=self.data_dir.parent,
+        )
+        return self.launched_at
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def wait_ready(
+        self, *, path: str = "/health/ready", interval: float = 0.005, timeout: float = 30.0
+    ) -> ReadyResult:
+        """Poll ``path`` every ``interval`` s until it answers 200, the child dies, or timeout."""
+        assert self.proc is not None
+        deadline = self.launched_at + timeout
+        first_connect: float | None = None
+        polls = 0
+        while True:
+            polls += 1
+            status = http_status(self.port, path, timeout=max(0.05, interval * 20))
+            now = time.perf_counter()
+            if status is not None and first_connect is None:
+                first_connect = now - self.launched_at
+            if status == 200:
+                return ReadyResult(True, now - self.launched_at, first_connect, polls, None)
+            code = self.proc.poll()
+            if code is not None or now >= deadline:
+                return ReadyResult(False, now - self.launched_at, first_connect, polls, code)
+            time.sleep(interval)
+
+    def rss_bytes(self) -> int:
+        """Resident set size of the server and all its descendants."""
+        root = psutil.Process(self.pid)
+        total = 0
+        for proc in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += proc.memory_info().rss
+        return total
+
+    def uss_bytes(self) -> int | None:
+        """Unique set size (memory freed if the processes exited), where the OS reports it."""
+        try:
+            root = psutil.Process(self.pid)
+            return sum(
+                proc.memory_full_info().uss for proc in [root, *root.children(recursive=True)]
+            )
+        except (psutil.Error, AttributeError):
+            return None
+
+    def stop(self, *, timeout: float = 15.0) -> StopResult:
+        """SIGTERM, wait up to ``timeout`` s (then SIGKILL); time and exit code."""
+        try:
+            if self.proc is None:
+                return StopResult(0.0, None, False)
+            if self.proc.poll() is not None:
+                return StopResult(0.0, self.proc.returncode, False)
+            started = time.perf_counter()
+            self.proc.send_signal(signal.SIGTERM)
+            killed = False
+            try:
+                code: int | None = self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()  # our own child, by its Popen handle
+                code = self.proc.wait(timeout=5)
+                killed = True
+            return StopResult(time.perf_counter() - started, code, killed)
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# -- statistics -------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100) of a non-empty sequence."""
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("no values")
+    if len(ordered) == 1:
+        return float(ordered[0])
+    rank = (len(ordered) - 1) * q / 100.0
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return float(ordered[low] + (ordered[high] - ordered[low]) * (rank - low))
+
+
+def summarize(values: Sequence[float], *, digits: int = 4) -> dict[str, Any]:
+    if not values:
+        return {"n": 0}
+    return {
+        "n": len(values),
+        "median": round(statistics.median(values), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+        "mean": round(statistics.fmean(values), digits),
+    }
+
+
+def latency_summary(seconds: Sequence[float]) -> dict[str, Any]:
+    """p50/p95/p99/max in milliseconds."""
+    if not seconds:
+        return {"n": 0}
+    ms = [value * 1000.0 for value in seconds]
+    return {
+        "n": len(ms),
+        "p50_ms": round(percentile(ms, 50), 3),
+        "p95_ms": round(percentile(ms, 95), 3),
+        "p99_ms": round(percentile(ms, 99), 3),
+        "max_ms": round(max(ms), 3),
+        "mean_ms": round(statistics.fmean(ms), 3),
+    }
+
+
+def verdict(value: float | None, target: float, *, lower_is_better: bool = True) -> str:
+    if value is None:
+        return "n/a"
+    ok = value <= target if lower_is_better else value >= target
+    return "pass" if ok else "FAIL"
+
+
+def row(
+    metric: str,
+    value: float | str | None,
+    unit: str = "",
+    *,
+    target: str = "",
+    status: str = "",
+    note: str = "",
+) -> dict[str, Any]:
+    """One line of a bench's summary (used by its own table and by run.py's)."""
+    return {"metric": metric, "value": value, "unit": unit, "target": target,
+            "status": status, "note": note}
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if value == 0:
+            return "0"
+        magnitude = abs(value)
+        if magnitude >= 100:
+            return f"{value:.1f}"
+        if magnitude >= 1:
+            return f"{value:.3f}"
+        return f"{value:.4f}"
+    return str(value)
+
+
+def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    cells = [[_cell(value) for value in line] for line in rows]
+    widths = [len(header) for header in headers]
+    for line in cells:
+        for index, text in enumerate(line):
+            widths[index] = max(widths[index], len(text))
+
+    def render(line: Sequence[str]) -> str:
+        return "  ".join(text.ljust(widths[index]) for index, text in enumerate(line)).rstrip()
+
+    rule = "  ".join("-" * width for width in widths)
+    return "\n".join([render(headers), rule, *(render(line) for line in cells)])
+
+
+def summary_table(rows: Iterable[Mapping[str, Any]], *, bench: str | None = None) -> str:
+    headers = ["metric", "value", "unit", "target", "status", "note"]
+    lines = [[line.get(key, "") for key in headers] for line in rows]
+    if bench is not None:
+        headers = ["bench", *headers]
+        lines = [[bench, *line] for line in lines]
+    return format_table(headers, lines)
+
+
+def emit(result: Mapping[str, Any], table: str, *, json_only: bool = False) -> None:
+    """Print the JSON, then the human-readable table (last, so it stays on screen)."""
+    print(json.dumps(result, indent=2, sort_keys=False, default=str))
+    if not json_only:
+        print()
+        print(table)
+
+
+def environment() -> dict[str, Any]:
+    """Where the numbers were taken (they only compare on the same machine)."""
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "ragd_python": ragd_python(),
+    }
+    with contextlib.suppress(Exception):
+        info["memory_total_mb"] = round(psutil.virtual_memory().total / 2**20)
+    with contextlib.suppress(Exception):
+        info["load_avg_1m"] = round(os.getloadavg()[0], 2)
+    return info
+
+
+def bytes_to_mb(value: int | None) -> float | None:
+    return None if value is None else round(value / 2**20, 1)
