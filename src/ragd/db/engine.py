@@ -37,6 +37,9 @@ class Database:
         kwargs: dict[str, Any] = {"echo": echo}
         if self.is_sqlite and parsed.database:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            # Readers never block each other in WAL mode; keep enough connections pooled for
+            # typical concurrency so they are not reopened (and re-PRAGMAed) per request.
+            kwargs.update(pool_size=16, max_overflow=16)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             _install_sqlite_hooks(self.engine, busy_timeout_ms)
