@@ -54,6 +54,7 @@ class RequestContextMiddleware:
             logger.info(
                 "request",
                 extra={
+                    "request_id": request_id,
                     "method": scope["method"],
                     "path": scope["path"],
                     "status": status,

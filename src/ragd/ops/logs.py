@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "ragd_request_id", default=None
@@ -45,7 +45,7 @@ class JsonFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
-        entry.update(_fields(record))
+        entry.update(_fields(record))  # an explicit request_id field wins
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
@@ -57,7 +57,7 @@ class TextFormatter(logging.Formatter):
         line = f"{stamp} {record.levelname:<7} {record.name}: {record.getMessage()}"
         fields = _fields(record)
         request_id = request_id_var.get()
-        if request_id:
+        if request_id and "request_id" not in fields:
             fields = {"request_id": request_id, **fields}
         if fields:
             line += " " + " ".join(f"{key}={value}" for key, value in fields.items())
@@ -66,10 +66,12 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def configure_logging(level: str, fmt: str, *, production: bool) -> None:
+def configure_logging(
+    level: str, fmt: str, *, production: bool, stream: IO[str] | None = None
+) -> None:
     """Install one handler on the root logger (idempotent)."""
     use_json = fmt == "json" or (fmt == "auto" and production)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
     handler.set_name("ragd")
     root = logging.getLogger()
@@ -81,6 +83,8 @@ def configure_logging(level: str, fmt: str, *, production: bool) -> None:
     # uvicorn's own access log would duplicate ours (and ours carries the request id).
     logging.getLogger("uvicorn.access").disabled = True
     logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
+    # aiosqlite's DEBUG lines include every SQL parameter (hashes, and later document text).
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
