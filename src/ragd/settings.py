@@ -119,6 +119,72 @@ class AuthSettings(BaseModel):
         return self
 
 
+class ModelsSettings(BaseModel):
+    """Model runtime: which embedder/reranker, how they load, idle, batch and run."""
+
+    embedder: Literal["minilm", "onnx", "openai"] = Field(
+        default="minilm",
+        description="minilm: all-MiniLM-L6-v2 from PyPI packages (offline); onnx: a local "
+        "ONNX sentence-embedding directory; openai: an OpenAI-compatible /v1/embeddings API.",
+    )
+    quantize: bool = Field(
+        default=True, description="minilm: prepare a per-channel int8 model in the data dir."
+    )
+    embedder_path: Path | None = Field(default=None, description="onnx: model directory.")
+    pooling: Literal["mean", "cls"] = "mean"
+    normalize: bool = True
+    max_tokens: int = Field(default=256, ge=8, le=8192)
+    query_prefix: str = Field(default="", max_length=64, description='E5 uses "query: ".')
+    passage_prefix: str = Field(default="", max_length=64, description='E5 uses "passage: ".')
+    openai_base_url: str | None = None
+    openai_api_key: SecretStr | None = None
+    openai_model: str | None = None
+    openai_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    reranker: Literal["none", "onnx"] = "none"
+    reranker_path: Path | None = None
+    reranker_max_tokens: int = Field(default=512, ge=16, le=8192)
+    idle_ttl_seconds: float = Field(default=1800.0, ge=0, description="0 = never unload.")
+    load_retry_seconds: float = Field(default=5.0, ge=0, le=3600, description="first backoff")
+    inference_threads: int = Field(
+        default=0, ge=0, le=64, description="ONNX Runtime intra-op threads; 0 = cores."
+    )
+    pool_workers: int = Field(default=2, ge=1, le=64, description="inference thread pool")
+    batch_window_ms: float = Field(default=4.0, ge=0, le=1000)
+    max_batch: int = Field(default=64, ge=1, le=4096)
+    keywords_top_n: int = Field(default=5, ge=1, le=50)
+    keywords_ngram_max: int = Field(default=2, ge=1, le=3)
+    keywords_diversity: float = Field(default=0.5, ge=0, le=1)
+    keywords_max_chars: int = Field(default=100_000, ge=100, le=10_000_000)
+
+    @model_validator(mode="after")
+    def _needs(self) -> ModelsSettings:
+        if self.embedder == "onnx" and self.embedder_path is None:
+            raise ValueError("models.embedder=onnx needs models.embedder_path")
+        if self.embedder == "openai" and not (self.openai_base_url and self.openai_model):
+            raise ValueError("models.embedder=openai needs openai_base_url and openai_model")
+        if self.reranker == "onnx" and self.reranker_path is None:
+            raise ValueError("models.reranker=onnx needs models.reranker_path")
+        return self
+
+
+class MemorySettings(BaseModel):
+    """The memory manager: RSS thresholds, monitoring cadence, cache budgets."""
+
+    monitor_interval_seconds: float = Field(default=30.0, gt=0, le=3600)
+    soft_limit_mb: float = Field(default=1536.0, gt=0)
+    emergency_limit_mb: float = Field(default=2048.0, gt=0)
+    cache_cleanup_interval_seconds: float = Field(default=120.0, gt=0, le=86400)
+    query_cache_mb: float = Field(default=32.0, ge=0)
+    keyword_cache_mb: float = Field(default=8.0, ge=0)
+    cache_ttl_seconds: float = Field(default=3600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MemorySettings:
+        if self.soft_limit_mb >= self.emergency_limit_mb:
+            raise ValueError("soft_limit_mb must be below emergency_limit_mb")
+        return self
+
+
 class Settings(BaseSettings):
     """Effective configuration of one ragd process."""
 
@@ -142,8 +208,13 @@ class Settings(BaseSettings):
         description="Create a first platform admin on an empty database (default: dev only).",
     )
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
+    public_performance: bool = Field(
+        default=False, description="Serve GET /performance/* without a platform admin token."
+    )
     database: DatabaseSettings = DatabaseSettings()
     auth: AuthSettings = AuthSettings()
+    models: ModelsSettings = ModelsSettings()
+    memory: MemorySettings = MemorySettings()
 
     @field_validator("data_dir")
     @classmethod
@@ -288,6 +359,8 @@ def masked(settings: Settings) -> dict[str, Any]:
     data["jwt_secret"] = MASK if settings.jwt_secret else None
     if settings.auth.previous_jwt_secret is not None:
         data["auth"]["previous_jwt_secret"] = MASK
+    if settings.models.openai_api_key is not None:
+        data["models"]["openai_api_key"] = MASK
     if settings.database.url and "@" in settings.database.url:
         scheme, _, rest = settings.database.url.partition("://")
         data["database"]["url"] = f"{scheme}://{MASK}@{rest.rpartition('@')[2]}"

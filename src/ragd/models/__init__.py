@@ -1,0 +1,1 @@
+"""ML model runtimes: the lazy registry, embedders, rerankers and keyword extraction."""
