@@ -21,6 +21,7 @@ from ragd.auth.service import AuthService
 from ragd.auth.tokens import TokenService
 from ragd.db import migrate
 from ragd.db.engine import Database
+from ragd.ops.metrics import Metrics
 from ragd.settings import Settings, ensure_data_dir, with_runtime_secret
 from ragd.stores.base import IdentityStore
 from ragd.stores.identity import SqlIdentityStore
@@ -59,6 +60,7 @@ class Services:
     auth: AuthService
     accounts: AccountService
     startup: StartupMetrics
+    metrics: Metrics
     migrations_applied: bool = False
 
 
@@ -111,6 +113,7 @@ async def open_services(
             auth=auth,
             accounts=accounts,
             startup=startup,
+            metrics=Metrics(),
             migrations_applied=applied,
         )
     finally:

@@ -51,7 +51,7 @@ AccountServiceDep = Annotated[AccountService, Depends(get_account_service)]
 
 
 async def get_principal(
-    auth: AuthServiceDep,
+    services: ServicesDep,
     bearer: Annotated[str | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key_header)],
 ) -> Principal:
@@ -61,7 +61,9 @@ async def get_principal(
         raise AuthenticationFailed(reason="missing")
     if len(credential) > MAX_CREDENTIAL_CHARS:
         raise AuthenticationFailed(reason="oversized")
-    return await auth.authenticate(credential)
+    principal = await services.auth.authenticate(credential)
+    services.metrics.auth_success(principal.method)
+    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

@@ -93,6 +93,9 @@ async def _ragd_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, AuthenticationFailed):
         headers["WWW-Authenticate"] = "Bearer"
         logger.info("authentication failed", extra={"reason": exc.reason})
+        services = getattr(request.app.state, "services", None)
+        if services is not None:
+            services.metrics.auth_failure(exc.reason)
     if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(exc.retry_after)
     return error_response(status, exc.code, exc.message, headers=headers or None)

@@ -51,6 +51,8 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - started
+            _observe(scope, status, elapsed)
             logger.info(
                 "request",
                 extra={
@@ -58,10 +60,21 @@ class RequestContextMiddleware:
                     "method": scope["method"],
                     "path": scope["path"],
                     "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "duration_ms": round(elapsed * 1000, 2),
                 },
             )
             request_id_var.reset(token)
+
+
+def _observe(scope: Scope, status: int, seconds: float) -> None:
+    """Record request metrics by route template (raw paths would explode cardinality)."""
+    services = getattr(getattr(scope.get("app"), "state", None), "services", None)
+    metrics = getattr(services, "metrics", None)
+    if metrics is None:
+        return
+    route = scope.get("route")
+    template = getattr(route, "path", None) or "unmatched"
+    metrics.observe_request(scope["method"], template, status, seconds)
 
 
 class BodyLimitMiddleware:
