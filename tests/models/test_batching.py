@@ -1,0 +1,256 @@
+"""Micro-batching through the real registry, with a deterministic fake embedder.
+
+The fake stands in for the external model only: its vectors are derived from a hash of
+(kind, text), so every caller can check it got exactly its own rows back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+
+import numpy as np
+import pytest
+
+from ragd.errors import Unavailable
+from ragd.models.base import Embedder, EmbedderInfo, TextKind, Vectors
+from ragd.models.batching import EmbeddingBatcher
+from ragd.models.registry import ModelRegistry
+from ragd.settings import ModelsSettings
+
+DIM = 8
+
+
+def expected(text: str, kind: TextKind = "passage") -> Vectors:
+    digest = hashlib.sha256(f"{kind}\x00{text}".encode()).digest()
+    vector = np.frombuffer(digest[: DIM * 4], dtype=np.uint32).astype(np.float32) - 2**31
+    return (vector / np.linalg.norm(vector)).astype(np.float32)
+
+
+class HashEmbedder:
+    """Deterministic embedder; records every call; fails on texts containing "boom"."""
+
+    def __init__(self, *, delay: float = 0.0) -> None:
+        self.calls: list[tuple[int, TextKind]] = []
+        self.delay = delay
+        self.gate: threading.Event | None = None
+        self.entered = threading.Event()  # set when a call reaches the model
+        self._lock = threading.Lock()
+
+    @property
+    def info(self) -> EmbedderInfo:
+        return EmbedderInfo("hash", DIM, 512, True, "test")
+
+    def embed(self, texts: Sequence[str], *, kind: TextKind = "passage") -> Vectors:
+        with self._lock:
+            self.calls.append((len(texts), kind))
+        self.entered.set()
+        if self.gate is not None:
+            self.gate.wait(5)
+        if self.delay:
+            time.sleep(self.delay)
+        if any("boom" in text for text in texts):
+            raise RuntimeError("the model choked")
+        if not texts:
+            return np.empty((0, DIM), dtype=np.float32)
+        return np.stack([expected(text, kind) for text in texts])
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [len(text.split()) for text in texts]
+
+    def close(self) -> None:
+        return None
+
+
+@pytest.fixture
+def model() -> HashEmbedder:
+    return HashEmbedder()
+
+
+@pytest.fixture
+async def registry(model: HashEmbedder) -> AsyncIterator[ModelRegistry]:
+    assert isinstance(model, Embedder)
+    reg = ModelRegistry(ModelsSettings(pool_workers=2), rss=lambda: 0)
+    reg.register("embedder", lambda: model, kind="embedder", idle_ttl=0)
+    yield reg
+    await reg.close()
+
+
+@pytest.fixture
+async def batcher(registry: ModelRegistry) -> AsyncIterator[EmbeddingBatcher]:
+    b = EmbeddingBatcher(registry, "embedder", window_ms=20, max_batch=64)
+    yield b
+    await b.close()
+
+
+async def test_concurrent_single_text_callers_share_model_calls(
+    batcher: EmbeddingBatcher, model: HashEmbedder
+) -> None:
+    texts = [f"question number {i}" for i in range(50)]
+    results = await asyncio.gather(*(batcher.embed([text], "query") for text in texts))
+    assert len(model.calls) <= 2
+    assert sum(size for size, _ in model.calls) == 50
+    for text, rows in zip(texts, results, strict=True):
+        assert rows.shape == (1, DIM)
+        np.testing.assert_array_equal(rows[0], expected(text, "query"))
+    assert batcher.stats.texts == 50 and batcher.stats.batches == len(model.calls)
+
+
+async def test_requests_arriving_during_the_window_join_the_batch(
+    registry: ModelRegistry, model: HashEmbedder
+) -> None:
+    batcher = EmbeddingBatcher(registry, "embedder", window_ms=200, max_batch=64)
+
+    async def late(text: str, after: float) -> Vectors:
+        await asyncio.sleep(after)
+        return await batcher.embed([text])
+
+    results = await asyncio.gather(late("a", 0), late("b", 0.01), late("c", 0.02))
+    assert model.calls == [(3, "passage")]
+    for text, rows in zip("abc", results, strict=True):
+        np.testing.assert_array_equal(rows[0], expected(text))
+    await batcher.close()
+
+
+async def test_a_full_batch_leaves_without_waiting_for_the_window(
+    registry: ModelRegistry, model: HashEmbedder
+) -> None:
+    batcher = EmbeddingBatcher(registry, "embedder", window_ms=5000, max_batch=4)
+    started = time.perf_counter()
+    await asyncio.gather(*(batcher.embed([f"t{i}"]) for i in range(4)))
+    assert time.perf_counter() - started < 1.0
+    assert model.calls == [(4, "passage")]
+    await batcher.close()
+
+
+async def test_a_large_caller_is_split_into_chunks_in_order(
+    batcher: EmbeddingBatcher, model: HashEmbedder
+) -> None:
+    texts = [f"passage {i}" for i in range(150)]
+    rows = await batcher.embed(texts)
+    assert rows.shape == (150, DIM)
+    np.testing.assert_array_equal(rows, np.stack([expected(text) for text in texts]))
+    assert all(size <= 64 for size, _ in model.calls)
+    assert sum(size for size, _ in model.calls) == 150
+
+
+async def test_mixed_kinds_are_never_batched_together(
+    batcher: EmbeddingBatcher, model: HashEmbedder
+) -> None:
+    jobs = []
+    for i in range(20):
+        kind: TextKind = "query" if i % 2 else "passage"
+        jobs.append((f"text {i}", kind))
+    results = await asyncio.gather(*(batcher.embed([text], kind) for text, kind in jobs))
+    assert sorted(kind for _, kind in model.calls) == ["passage", "query"]
+    assert all(size == 10 for size, _ in model.calls)
+    for (text, kind), rows in zip(jobs, results, strict=True):
+        np.testing.assert_array_equal(rows[0], expected(text, kind))
+
+
+async def test_window_zero_still_coalesces_what_is_queued(
+    registry: ModelRegistry, model: HashEmbedder
+) -> None:
+    batcher = EmbeddingBatcher(registry, "embedder", window_ms=0, max_batch=64)
+    results = await asyncio.gather(*(batcher.embed([f"t{i}"]) for i in range(10)))
+    assert model.calls == [(10, "passage")]
+    np.testing.assert_array_equal(results[7][0], expected("t7"))
+    await batcher.close()
+
+
+async def test_batches_grow_while_the_model_is_busy(
+    registry: ModelRegistry, model: HashEmbedder
+) -> None:
+    model.delay = 0.05
+    batcher = EmbeddingBatcher(registry, "embedder", window_ms=0, max_batch=64)
+
+    async def caller(i: int) -> None:
+        await asyncio.sleep(i * 0.002)
+        await batcher.embed([f"t{i}"])
+
+    await asyncio.gather(*(caller(i) for i in range(40)))
+    # 40 arrivals over ~80 ms against a 50 ms model call and one slot: a handful of batches.
+    assert len(model.calls) <= 8
+    assert sum(size for size, _ in model.calls) == 40
+    await batcher.close()
+
+
+async def test_an_error_reaches_every_caller_of_the_failed_batch_only(
+    batcher: EmbeddingBatcher, model: HashEmbedder
+) -> None:
+    texts = ["fine", "boom", "also fine"]
+    results = await asyncio.gather(
+        *(batcher.embed([text]) for text in texts), return_exceptions=True
+    )
+    assert len(model.calls) == 1
+    assert all(isinstance(result, RuntimeError) for result in results)
+    assert batcher.stats.failed_batches == 1
+    # The next batch works.
+    rows = await batcher.embed(["fine"])
+    np.testing.assert_array_equal(rows[0], expected("fine"))
+
+
+async def test_cancelling_a_caller_in_flight_does_not_break_the_others(
+    batcher: EmbeddingBatcher, model: HashEmbedder
+) -> None:
+    model.gate = threading.Event()
+    tasks = [asyncio.create_task(batcher.embed([f"t{i}"])) for i in range(5)]
+    assert await asyncio.to_thread(model.entered.wait, 5)  # the batch reached the model
+    tasks[2].cancel()
+    model.gate.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[2], asyncio.CancelledError)
+    for i in (0, 1, 3, 4):
+        rows = results[i]
+        assert isinstance(rows, np.ndarray)
+        np.testing.assert_array_equal(rows[0], expected(f"t{i}"))
+
+
+async def test_cancelling_a_queued_caller_drops_its_texts(
+    registry: ModelRegistry, model: HashEmbedder
+) -> None:
+    # A window far longer than the test: only a full batch (4 live texts) can leave.
+    batcher = EmbeddingBatcher(registry, "embedder", window_ms=60_000, max_batch=4)
+    tasks = [asyncio.create_task(batcher.embed([f"t{i}"])) for i in range(3)]
+    await asyncio.sleep(0.01)
+    tasks[0].cancel()
+    await asyncio.sleep(0.01)
+    tasks += [asyncio.create_task(batcher.embed([f"t{i}"])) for i in (3, 4)]
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[0], asyncio.CancelledError)
+    assert model.calls == [(4, "passage")]
+    for i in (1, 2, 3, 4):
+        rows = results[i]
+        assert isinstance(rows, np.ndarray)
+        np.testing.assert_array_equal(rows[0], expected(f"t{i}"))
+    await batcher.close()
+
+
+async def test_empty_input(batcher: EmbeddingBatcher) -> None:
+    rows = await batcher.embed([])
+    assert rows.shape == (0, DIM)
+
+
+async def test_close_leaves_no_task_behind(registry: ModelRegistry, model: HashEmbedder) -> None:
+    model.gate = threading.Event()
+    batcher = EmbeddingBatcher(registry, "embedder", window_ms=1, max_batch=2)
+    in_flight = asyncio.create_task(batcher.embed(["a", "b"]))
+    assert await asyncio.to_thread(model.entered.wait, 5)
+    queued = asyncio.create_task(batcher.embed(["c"]))
+    await asyncio.sleep(0.01)
+    closing = asyncio.create_task(batcher.close())
+    await asyncio.sleep(0.01)
+    model.gate.set()
+    await closing
+
+    rows = await in_flight  # the batch in flight finished normally
+    assert rows.shape == (2, DIM)
+    with pytest.raises(Unavailable, match="closed"):
+        await queued
+    with pytest.raises(Unavailable, match="closed"):
+        await batcher.embed(["d"])
+    others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    assert others == []
