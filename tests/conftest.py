@@ -30,11 +30,27 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+#: One directory of prepared models shared by every app the tests start (set per session),
+#: so the embedding model is prepared once rather than in every test's data dir.
+_MODEL_CACHE: list[Path] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    _MODEL_CACHE.append(tmp_path_factory.mktemp("model-cache"))
+    yield
+    _MODEL_CACHE.clear()
+
+
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    models = dict(overrides.pop("models", {}))
+    if _MODEL_CACHE:
+        models.setdefault("cache_dir", _MODEL_CACHE[0])
     values: dict[str, Any] = {
         "data_dir": data_dir,
         "jwt_secret": TEST_SECRET,
         "bootstrap_admin": False,
+        "models": models,
     }
     values.update(overrides)
     return load_settings(None, **values)

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from ragd import __version__
 from ragd.api.errors import install_error_handlers
 from ragd.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from ragd.api.routes import admin, auth, health, tenant
+from ragd.api.routes import admin, auth, health, keywords, performance, tenant
 from ragd.container import Services, StartupMetrics, background, open_services
 from ragd.settings import Settings
 
@@ -37,7 +37,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_services(settings, metrics=startup) as services, background(services):
+        async with open_services(settings, startup=startup) as services, background(services):
             app.state.services = services
             if on_startup is not None:
                 await on_startup(services)
@@ -67,6 +67,8 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
-    for module in (auth, tenant, admin):
+    app.include_router(performance.router)
+    app.include_router(performance.metrics_router)
+    for module in (auth, tenant, admin, keywords):
         app.include_router(module.router, prefix=API_PREFIX)
     return app

@@ -27,9 +27,11 @@ admin_app = typer.Typer(help="Administer users and tenants on the local data dir
                         no_args_is_help=True)
 config_app = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+models_app = typer.Typer(help="Prepare and inspect the models.", no_args_is_help=True)
 app.add_typer(admin_app, name="admin")
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
+app.add_typer(models_app, name="models")
 
 ConfigOpt = Annotated[
     Path | None,
@@ -200,6 +202,108 @@ def db_upgrade(data_dir: DataDirOpt = None, config: ConfigOpt = None) -> None:
     applied = _run(settings, action)
     state = "migrated" if applied else "already up to date"
     typer.echo(f"database {state} ({time.perf_counter() - started:.2f}s)")
+
+
+@models_app.command("prepare")
+def models_prepare(
+    force: Annotated[
+        bool, typer.Option("--force", help="Prepare again even if a valid preparation exists.")
+    ] = False,
+    no_quantize: Annotated[
+        bool,
+        typer.Option("--no-quantize", help="Prepare the fp32 graph [default: models.quantize]."),
+    ] = False,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Prepare the default embedder (all-MiniLM-L6-v2) in the data dir ahead of first use."""
+    from ragd.models import minilm
+    from ragd.ops.logs import configure_logging
+
+    settings = _settings(config, data_dir=data_dir)
+    configure_logging("WARNING", settings.log_format, production=settings.is_production)
+    quantize = settings.models.quantize and not no_quantize
+    started = time.perf_counter()
+    try:
+        prepared = minilm.prepare(
+            _model_dir(settings),
+            quantize=quantize,
+            force=force,
+            threads=settings.models.inference_threads,
+        )
+    except RagdError as exc:
+        _fail(exc.message)
+        raise  # unreachable: _fail exits
+    elapsed = time.perf_counter() - started
+    manifest = prepared.manifest
+    how = (
+        f"reused the preparation of {manifest['prepared_at']}"
+        if prepared.reused
+        else f"prepared in {manifest['timings']['total_seconds']:.1f}s"
+    )
+    lines = [
+        f"{minilm.NAME} in {prepared.path}",
+        f"  variant:    {prepared.variant} ({how})",
+        f"  why:        {manifest['reason']}",
+        f"  cosine:     mean {manifest['cosine_mean']:.4f}, min {manifest['cosine_min']:.4f} "
+        f"vs the original model on {manifest['sample_size']} sentences",
+        f"  throughput: {manifest['sentences_per_second']:.0f} sentences/s, "
+        f"{manifest['tokens_per_second']:.0f} tokens/s on that sample",
+        f"  took:       {elapsed:.2f}s",
+    ]
+    if settings.models.embedder != "minilm":
+        lines.append(f"note: the configured embedder is {settings.models.embedder}, not minilm")
+    typer.echo("\n".join(lines))
+
+
+@models_app.command("list")
+def models_list(data_dir: DataDirOpt = None, config: ConfigOpt = None) -> None:
+    """Show the configured embedder and reranker, and the models prepared on disk."""
+    from ragd.models import minilm
+    from ragd.models.factory import embedder_name
+
+    settings = _settings(config, data_dir=data_dir)
+    models = settings.models
+    try:
+        name = embedder_name(settings)
+    except RagdError as exc:
+        _fail(exc.message)
+    where = {
+        "minilm": f"quantize={str(models.quantize).lower()}",
+        "onnx": f"path={models.embedder_path}",
+        "openai": f"base_url={models.openai_base_url}",
+    }[models.embedder]
+    reranker = "none" if models.reranker == "none" else f"onnx, path={models.reranker_path}"
+    lines = [
+        f"embedder: {models.embedder} ({name}; {where}; max_tokens={models.max_tokens})",
+        f"reranker: {reranker}",
+    ]
+    root = settings.model_cache_dir / "models"
+    prepared = minilm.prepared_models(settings.model_cache_dir)
+    if not prepared:
+        lines.append(f"prepared: none in {root}")
+    else:
+        lines.append(f"prepared in {root}:")
+        for item in prepared:
+            manifest = item.manifest
+            size = sum(p.stat().st_size for p in item.path.rglob("*") if p.is_file())
+            model = item.model_path.stat().st_size if item.model_path.is_file() else 0
+            lines.append(
+                f"  {item.path.name:<22} {item.variant:<22} "
+                f"cosine {float(manifest.get('cosine_mean', 0)):.4f}  "
+                f"model {model / 1e6:.1f} MB, "
+                f"dir {size / 1e6:.1f} MB  {manifest.get('prepared_at', '?')}"
+            )
+    typer.echo("\n".join(lines))
+
+
+def _model_dir(settings: Any) -> Path:
+    from ragd.settings import ensure_data_dir
+
+    ensure_data_dir(settings)
+    path: Path = settings.model_cache_dir
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
 
 
 def main() -> None:

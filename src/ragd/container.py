@@ -21,7 +21,11 @@ from ragd.auth.service import AuthService
 from ragd.auth.tokens import TokenService
 from ragd.db import migrate
 from ragd.db.engine import Database
+from ragd.models.registry import ModelRegistry
+from ragd.models.runtime import ModelRuntime
+from ragd.ops.memory import MemoryManager
 from ragd.ops.metrics import Metrics
+from ragd.ops.telemetry import install_live_metrics
 from ragd.settings import Settings, ensure_data_dir, with_runtime_secret
 from ragd.stores.base import IdentityStore
 from ragd.stores.identity import SqlIdentityStore
@@ -61,15 +65,17 @@ class Services:
     accounts: AccountService
     startup: StartupMetrics
     metrics: Metrics
+    runtime: ModelRuntime
+    memory: MemoryManager
     migrations_applied: bool = False
 
 
 @asynccontextmanager
 async def open_services(
-    settings: Settings, *, metrics: StartupMetrics | None = None
+    settings: Settings, *, startup: StartupMetrics | None = None
 ) -> AsyncIterator[Services]:
     """Open the database (migrating it), build the services, and close them on exit."""
-    startup = metrics or StartupMetrics()
+    startup = startup or StartupMetrics()
     ensure_data_dir(settings)
     settings = with_runtime_secret(settings)
     startup.phase("settings")
@@ -102,8 +108,13 @@ async def open_services(
             allow_registration=settings.allow_registration,
         )
         accounts = AccountService(store, auth, revocation)
+        metrics = Metrics()
+        runtime = _build_runtime(settings, metrics)
+        memory = MemoryManager(settings.memory)
+        runtime.attach(memory)
+        install_live_metrics(metrics, runtime=runtime, memory=memory)
         startup.phase("services")
-        yield Services(
+        services = Services(
             settings=settings,
             db=db,
             store=store,
@@ -113,11 +124,35 @@ async def open_services(
             auth=auth,
             accounts=accounts,
             startup=startup,
-            metrics=Metrics(),
+            metrics=metrics,
+            runtime=runtime,
+            memory=memory,
             migrations_applied=applied,
         )
+        try:
+            yield services
+        finally:
+            await runtime.close()
     finally:
         await db.dispose()
+
+
+def _build_runtime(settings: Settings, metrics: Metrics) -> ModelRuntime:
+    """Register the configured models (nothing loads until first use)."""
+    from ragd.models.factory import embedder_loader, embedder_name
+    from ragd.models.reranker import reranker_loader
+
+    registry = ModelRegistry(settings.models, observer=metrics)
+    return ModelRuntime(
+        settings.models,
+        registry,
+        embedder_loader=embedder_loader(settings),
+        embedder_name=embedder_name(settings),
+        reranker_loader=reranker_loader(settings.models),
+        query_cache_mb=settings.memory.query_cache_mb,
+        keyword_cache_mb=settings.memory.keyword_cache_mb,
+        cache_ttl_seconds=settings.memory.cache_ttl_seconds,
+    )
 
 
 async def run_housekeeping(services: Services, interval: float = PRUNE_INTERVAL_SECONDS) -> None:
@@ -135,10 +170,16 @@ async def run_housekeeping(services: Services, interval: float = PRUNE_INTERVAL_
 
 @asynccontextmanager
 async def background(services: Services) -> AsyncIterator[None]:
-    task = asyncio.create_task(run_housekeeping(services), name="ragd-housekeeping")
+    """Run the housekeeping and memory monitor tasks for the life of the app."""
+    tasks = [
+        asyncio.create_task(run_housekeeping(services), name="ragd-housekeeping"),
+        asyncio.create_task(services.memory.run(), name="ragd-memory-monitor"),
+    ]
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -130,6 +130,11 @@ class ModelsSettings(BaseModel):
     quantize: bool = Field(
         default=True, description="minilm: prepare a per-channel int8 model in the data dir."
     )
+    cache_dir: Path | None = Field(
+        default=None,
+        description="Where prepared models live (<dir>/models/...); default: the data dir. "
+        "Several data dirs may share one.",
+    )
     embedder_path: Path | None = Field(default=None, description="onnx: model directory.")
     pooling: Literal["mean", "cls"] = "mean"
     normalize: bool = True
@@ -248,6 +253,11 @@ class Settings(BaseSettings):
         if self.database.url:
             return self.database.url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'ragd.db').resolve()}"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        """The directory under which prepared models are kept (``<dir>/models/...``)."""
+        return self.models.cache_dir or self.data_dir
 
     @property
     def should_bootstrap_admin(self) -> bool:

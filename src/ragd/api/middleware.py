@@ -72,9 +72,22 @@ def _observe(scope: Scope, status: int, seconds: float) -> None:
     metrics = getattr(services, "metrics", None)
     if metrics is None:
         return
-    route = scope.get("route")
-    template = getattr(route, "path", None) or "unmatched"
-    metrics.observe_request(scope["method"], template, status, seconds)
+    metrics.observe_request(scope["method"], route_template(scope), status, seconds)
+
+
+def route_template(scope: Scope) -> str:
+    """``/api/v1/tenant/users/{user_id}`` for ``/api/v1/tenant/users/3f2a...``.
+
+    Rebuilt from the matched path parameters, so it holds however routers were nested;
+    requests that matched no route are ``unmatched``.
+    """
+    if scope.get("route") is None:
+        return "unmatched"
+    params = {str(value): name for name, value in (scope.get("path_params") or {}).items()}
+    if not params:
+        return str(scope["path"])
+    parts = [f"{{{params[part]}}}" if part in params else part for part in scope["path"].split("/")]
+    return "/".join(parts)
 
 
 class BodyLimitMiddleware:

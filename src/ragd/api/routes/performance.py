@@ -1,0 +1,291 @@
+"""``/performance/*``: health, memory, models, LLM providers, startup and the optimisation
+report (paths kept from the backend ragd replaces), plus ``/metrics`` for Prometheus.
+
+``/performance/health`` is public. The other GETs need a platform admin unless
+``RAGD_PUBLIC_PERFORMANCE=true``; the cleanup POSTs always need a platform admin.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from ragd import __version__
+from ragd.api.deps import (
+    ApiKeyCredential,
+    BearerCredential,
+    PlatformAdmin,
+    ServicesDep,
+    get_principal,
+    get_services,
+)
+from ragd.api.errors import ERROR_RESPONSES
+from ragd.auth.principal import Principal
+from ragd.container import Services
+from ragd.errors import InvalidInput, PermissionDenied
+from ragd.models.registry import UnloadResult
+from ragd.ops.memory import read_process_memory
+from ragd.ops.metrics import CONTENT_TYPE
+from ragd.ops.report import build_report
+
+logger = logging.getLogger(__name__)
+router = APIRouter(prefix="/performance", tags=["performance"], responses=ERROR_RESPONSES)
+metrics_router = APIRouter(tags=["performance"])
+
+Status = Literal["ok", "degraded", "critical"]
+
+
+async def performance_reader(
+    services: ServicesDep, bearer: BearerCredential, api_key: ApiKeyCredential
+) -> Principal | None:
+    """A platform admin, or anyone when ``public_performance`` is on."""
+    if services.settings.public_performance:
+        return None
+    principal = await get_principal(services, bearer, api_key)
+    if not principal.is_superuser:
+        raise PermissionDenied("platform administrator required")
+    return principal
+
+
+Reader = Annotated[Principal | None, Depends(performance_reader)]
+
+
+# -- schemas ------------------------------------------------------------------------------
+
+
+class Check(BaseModel):
+    name: str
+    status: Status
+    detail: str
+
+
+class HealthOut(BaseModel):
+    status: Status
+    version: str
+    uptime_seconds: float
+    checks: list[Check]
+    llm_providers: list[dict[str, Any]] = Field(
+        default_factory=list, description="Filled by the generation layer."
+    )
+
+
+class ModelOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    kind: str
+    state: Literal["not_loaded", "loading", "loaded", "failed"]
+    load_seconds: float | None
+    loaded_at: float | None
+    last_used_at: float | None
+    use_count: int
+    rss_delta_bytes: int | None
+    idle_ttl: float
+    last_error: str | None
+    next_retry_at: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+
+
+class ModelsOut(BaseModel):
+    models: list[ModelOut]
+    embedder: dict[str, Any]
+    reranker: str = Field(description='"none" when no cross-encoder is configured.')
+
+
+class LlmProvider(BaseModel):
+    name: str
+    type: str
+    status: Literal["configured", "healthy", "degraded", "open"]
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    errors: dict[str, int] = Field(default_factory=dict)
+    last_error: str | None = None
+    last_success_at: float | None = None
+
+
+class LlmProvidersOut(BaseModel):
+    providers: list[LlmProvider]
+
+
+class StartupOut(BaseModel):
+    started_at: float
+    phases: dict[str, float] = Field(description="Seconds spent in each phase, in order.")
+    total_seconds: float
+    uptime_seconds: float
+
+
+class MemoryCleanupIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    emergency: bool = False
+
+
+class ModelsCleanupIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    names: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        default=None, max_length=32, description="Models to unload; all when omitted."
+    )
+
+
+class UnloadOut(BaseModel):
+    name: str
+    unloaded: bool
+    detail: str
+    freed_bytes: int
+    seconds: float
+
+
+class ModelsCleanupOut(BaseModel):
+    results: list[UnloadOut]
+    freed_bytes: int
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _uptime(services: Services) -> float:
+    return round(time.time() - services.startup.started_at, 3)
+
+
+def _model_dicts(services: Services) -> list[dict[str, Any]]:
+    info = services.runtime.embedder_info
+    models = []
+    for stats in services.runtime.registry.stats():
+        data = asdict(stats)
+        if stats.kind == "embedder" and info is not None:
+            data["variant"] = info.variant
+            data["dimension"] = info.dimension
+        models.append(data)
+    return models
+
+
+def _unload_out(result: UnloadResult) -> UnloadOut:
+    return UnloadOut(name=result.name, unloaded=result.unloaded, detail=result.detail,
+                     freed_bytes=result.freed_bytes, seconds=round(result.seconds, 4))
+
+
+# -- routes ---------------------------------------------------------------------------------
+
+
+@router.get("/health")
+async def health(services: Annotated[Services, Depends(get_services)]) -> HealthOut:
+    """Overall status with its checks. Public, cheap, no secrets."""
+    checks: list[Check] = []
+    try:
+        await services.db.ping()
+        checks.append(Check(name="database", status="ok", detail="reachable"))
+    except Exception as exc:  # noqa: BLE001 - any failure is a critical check
+        checks.append(Check(name="database", status="critical", detail=type(exc).__name__))
+    sample = services.memory.latest or read_process_memory()
+    memory_status: Status = services.memory.level(sample.rss)
+    checks.append(Check(
+        name="memory", status=memory_status,
+        detail=f"rss {sample.rss / 2**20:.0f} MB; soft {services.memory.soft_bytes / 2**20:.0f} "
+        f"MB, emergency {services.memory.emergency_bytes / 2**20:.0f} MB",
+    ))
+    failed = [s.name for s in services.runtime.registry.stats() if s.state == "failed"]
+    checks.append(Check(
+        name="models", status="degraded" if failed else "ok",
+        detail=f"failed: {', '.join(failed)}" if failed else "no failed models",
+    ))
+    checks.append(Check(name="uptime", status="ok", detail=f"{_uptime(services):.0f} s"))
+    statuses = {check.status for check in checks}
+    overall: Status = (
+        "critical" if "critical" in statuses else "degraded" if "degraded" in statuses else "ok"
+    )
+    return HealthOut(status=overall, version=__version__, uptime_seconds=_uptime(services),
+                     checks=checks)
+
+
+@router.get("/memory")
+async def memory(services: ServicesDep, _: Reader) -> dict[str, Any]:
+    """RSS/VMS/percent, thresholds, caches, per-model memory and recent cleanup events."""
+    return services.memory.snapshot()
+
+
+@router.get("/models")
+async def models(services: ServicesDep, _: Reader) -> ModelsOut:
+    """Every registered model with its state and figures (nothing is loaded by asking)."""
+    info = services.runtime.embedder_info
+    embedder: dict[str, Any] = {"name": services.runtime.embedder_name,
+                                "type": services.settings.models.embedder}
+    if info is not None:
+        embedder.update(asdict(info))
+    return ModelsOut(
+        models=[ModelOut(**data) for data in _model_dicts(services)],
+        embedder=embedder,
+        reranker="none" if not services.runtime.reranker_configured
+        else services.settings.models.reranker,
+    )
+
+
+@router.get("/llm-providers")
+async def llm_providers(services: ServicesDep, _: Reader) -> LlmProvidersOut:
+    """Provider status and latency (the generation layer registers providers)."""
+    return LlmProvidersOut(providers=[])
+
+
+@router.get("/startup-metrics")
+async def startup_metrics(services: ServicesDep, _: Reader) -> StartupOut:
+    startup = services.startup
+    return StartupOut(started_at=startup.started_at, phases=dict(startup.phases),
+                      total_seconds=startup.total, uptime_seconds=_uptime(services))
+
+
+@router.get("/optimization-report")
+async def optimization_report(services: ServicesDep, _: Reader) -> dict[str, Any]:
+    """Recommendations derived from the live figures, each with its evidence."""
+    return build_report(
+        memory=services.memory.snapshot(),
+        models=_model_dicts(services),
+        now=time.time(),
+        uptime_seconds=_uptime(services),
+    )
+
+
+@router.post("/memory/cleanup")
+async def memory_cleanup(
+    services: ServicesDep, admin: PlatformAdmin, body: MemoryCleanupIn | None = None
+) -> dict[str, Any]:
+    """Run a soft (default) or emergency cleanup now and report what it freed."""
+    level: Literal["soft", "emergency"] = (
+        "emergency" if body is not None and body.emergency else "soft"
+    )
+    event = await services.memory.cleanup(level, reason=f"admin request by {admin.user_id}")
+    logger.info("manual memory cleanup", extra={"level": level, "freed": event.freed_bytes})
+    return event.to_dict()
+
+
+@router.post("/models/cleanup")
+async def models_cleanup(
+    services: ServicesDep, admin: PlatformAdmin, body: ModelsCleanupIn | None = None
+) -> ModelsCleanupOut:
+    """Unload the named models (all when no names are given); they reload on next use."""
+    registry = services.runtime.registry
+    names = body.names if body is not None and body.names is not None else None
+    if names is not None:
+        unknown = sorted(set(names) - set(registry.names()))
+        if unknown:
+            raise InvalidInput(
+                f"unknown model(s): {', '.join(unknown)}; registered: "
+                f"{', '.join(registry.names())}",
+                code="unknown_model",
+            )
+        results = [await registry.unload(name, "admin") for name in dict.fromkeys(names)]
+    else:
+        results = await registry.unload_all("admin")
+    out = [_unload_out(result) for result in results]
+    return ModelsCleanupOut(results=out, freed_bytes=sum(item.freed_bytes for item in out))
+
+
+@metrics_router.get("/metrics", include_in_schema=True)
+async def prometheus_metrics(services: ServicesDep, _: Reader) -> Response:
+    """Prometheus text exposition (same access rule as the other performance GETs)."""
+    return Response(services.metrics.render(), media_type=CONTENT_TYPE)

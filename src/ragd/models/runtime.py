@@ -1,0 +1,136 @@
+"""The model runtime facade: what services use to embed, rerank and extract keywords.
+
+It owns the registry entries (embedder, keywords, optional reranker), the micro-batcher and
+the caches, and registers them with the memory manager. Nothing loads here: the first call
+that needs a model loads it (in a worker thread).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ragd.models.base import Embedder, EmbedderInfo, Reranker, TextKind, Vectors
+from ragd.models.batching import EmbeddingBatcher
+from ragd.models.keywords import Keyword, KeywordExtractor
+from ragd.models.registry import ModelHandle, ModelRegistry
+from ragd.ops.cache import ByteLRUCache
+from ragd.ops.memory import MemoryManager
+from ragd.settings import ModelsSettings
+
+logger = logging.getLogger(__name__)
+
+EMBEDDER = "embedder"
+RERANKER = "reranker"
+KEYWORDS = "keywords"
+MIB = 2**20
+
+
+class ModelRuntime:
+    """Embedding (batched, query-cached), keyword extraction and reranking."""
+
+    def __init__(
+        self,
+        settings: ModelsSettings,
+        registry: ModelRegistry,
+        *,
+        embedder_loader: Callable[[], Embedder],
+        embedder_name: str,
+        reranker_loader: Callable[[], Reranker] | None,
+        query_cache_mb: float,
+        keyword_cache_mb: float,
+        cache_ttl_seconds: float,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.embedder_name = embedder_name
+        self.embedder_info: EmbedderInfo | None = None
+
+        def load_embedder() -> Embedder:
+            embedder = embedder_loader()
+            self.embedder_info = embedder.info
+            return embedder
+
+        ttl = settings.idle_ttl_seconds
+        self._embedder: ModelHandle[Embedder] = registry.register(
+            EMBEDDER, load_embedder, kind="embedder", idle_ttl=ttl
+        )
+        self._keywords: ModelHandle[KeywordExtractor] = registry.register(
+            KEYWORDS, lambda: KeywordExtractor.from_settings(settings), kind="keywords",
+            idle_ttl=ttl,
+        )
+        self._reranker: ModelHandle[Reranker] | None = None
+        if reranker_loader is not None:
+            self._reranker = registry.register(
+                RERANKER, reranker_loader, kind="reranker", idle_ttl=ttl
+            )
+        self.batcher = EmbeddingBatcher(
+            registry, EMBEDDER, window_ms=settings.batch_window_ms, max_batch=settings.max_batch
+        )
+        self.query_cache: ByteLRUCache[str, Vectors] = ByteLRUCache(
+            "query_embeddings", int(query_cache_mb * MIB), ttl=cache_ttl_seconds
+        )
+        self.keyword_cache: ByteLRUCache[str, list[Keyword]] = ByteLRUCache(
+            "keywords", int(keyword_cache_mb * MIB), ttl=cache_ttl_seconds,
+            size=lambda items: 64 + sum(96 + len(item.keyword) for item in items),
+        )
+
+    @property
+    def reranker_configured(self) -> bool:
+        return self._reranker is not None
+
+    def attach(self, memory: MemoryManager) -> None:
+        """Let the memory manager unload these models and trim these caches."""
+        memory.register_registry(self.registry)
+        memory.register_cache(self.query_cache)
+        memory.register_cache(self.keyword_cache)
+
+    async def embed(self, texts: Sequence[str], *, kind: TextKind = "passage") -> Vectors:
+        """Embed texts through the micro-batcher (concurrent callers share batches)."""
+        return await self.batcher.embed(list(texts), kind)
+
+    async def embed_query(self, text: str) -> Vectors:
+        """One query vector, ``(dimension,)``, served from the query cache when possible."""
+        key = f"{self.embedder_name}\x00{text}"
+        cached = self.query_cache.get(key)
+        if cached is not None:
+            return cached
+        vector: Vectors = (await self.embed([text], kind="query"))[0]
+        self.query_cache.put(key, vector)
+        return vector
+
+    async def keywords(self, text: str, *, top_n: int | None = None) -> list[Keyword]:
+        """KeyBERT keywords of ``text``, embedded with the one loaded embedder."""
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+        key = f"{self.embedder_name}:{top_n}:{digest}"
+        cached = self.keyword_cache.get(key)
+        if cached is not None:
+            return cached
+        extractor = await self._keywords.get()
+
+        def extract(embedder: Embedder) -> list[Keyword]:
+            return extractor.extract(
+                text, lambda batch: embedder.embed(batch, kind="passage"), top_n=top_n
+            )
+
+        result = await self._embedder.run(extract)
+        self.keyword_cache.put(key, result)
+        return result
+
+    async def rerank(self, query: str, passages: Sequence[str]) -> np.ndarray[Any, Any] | None:
+        """Cross-encoder scores in input order, or None when no reranker is configured."""
+        if self._reranker is None:
+            return None
+        items = list(passages)
+        scores: np.ndarray[Any, Any] = await self._reranker.run(
+            lambda model: model.score(query, items)
+        )
+        return scores
+
+    async def close(self) -> None:
+        await self.batcher.close()
+        await self.registry.close()

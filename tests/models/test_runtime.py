@@ -1,0 +1,90 @@
+"""The model runtime with the real embedder: lazy single-flight load, no work on the event
+loop, unload and reload, query cache."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ragd.container import _build_runtime
+from ragd.models.runtime import ModelRuntime
+from ragd.ops.metrics import Metrics
+from tests.conftest import make_settings
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture
+async def runtime(tmp_path: Path, metrics: Metrics) -> AsyncIterator[ModelRuntime]:
+    built = _build_runtime(make_settings(tmp_path), metrics)
+    yield built
+    await built.close()
+
+
+async def test_nothing_loads_until_first_use_then_exactly_once(
+    runtime: ModelRuntime, metrics: Metrics
+) -> None:
+    assert runtime.registry.state("embedder") == "not_loaded"
+    texts = [f"question number {i} about debian packages" for i in range(20)]
+    results = await asyncio.gather(*(runtime.embed([text]) for text in texts))
+    stats = {s.name: s for s in runtime.registry.stats()}["embedder"]
+    assert stats.state == "loaded"
+    assert stats.failures == 0
+    loads = metrics.registry.get_sample_value(
+        "ragd_model_loads_total", {"model": "embedder", "outcome": "ok"}
+    )
+    assert loads == 1.0
+    for result in results:
+        assert result.shape == (1, 384)
+        assert abs(float(np.linalg.norm(result[0])) - 1.0) < 1e-4
+
+
+async def test_large_batch_does_not_block_the_event_loop(runtime: ModelRuntime) -> None:
+    await runtime.embed(["warm up"])  # load first: this test is about inference
+    texts = [f"passage {i}: " + "the apt package manager resolves dependencies " * 12
+             for i in range(256)]
+    lags: list[float] = []
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        while not stop.is_set():
+            started = time.perf_counter()
+            await asyncio.sleep(0.005)
+            lags.append(time.perf_counter() - started - 0.005)
+
+    tick = asyncio.create_task(ticker())
+    started = time.perf_counter()
+    vectors = await runtime.embed(texts)
+    elapsed = time.perf_counter() - started
+    stop.set()
+    await tick
+    assert vectors.shape == (256, 384)
+    assert elapsed > 0.2  # a real amount of inference happened meanwhile
+    assert len(lags) > 10
+    assert max(lags) < 0.1, f"event loop stalled {max(lags):.3f}s during inference"
+
+
+async def test_unload_frees_and_next_use_reloads(runtime: ModelRuntime) -> None:
+    first = await runtime.embed(["reload me"])
+    result = await runtime.registry.unload("embedder", "test")
+    assert result.unloaded
+    assert runtime.registry.state("embedder") == "not_loaded"
+    second = await runtime.embed(["reload me"])
+    assert runtime.registry.state("embedder") == "loaded"
+    assert float(first[0] @ second[0]) > 0.9999
+
+
+async def test_query_embeddings_are_cached(runtime: ModelRuntime) -> None:
+    one = await runtime.embed_query("how do I upgrade debian")
+    two = await runtime.embed_query("how do I upgrade debian")
+    assert np.array_equal(one, two)
+    stats = runtime.query_cache.stats()
+    assert stats.hits == 1 and stats.misses == 1
