@@ -166,3 +166,31 @@ async def test_prometheus_output_parses(app: FastAPI, client: httpx.AsyncClient)
     assert ("failure", "malformed") in reasons
     loaded = {s.labels["model"]: s.value for s in families["ragd_model_loaded"].samples}
     assert loaded["embedder"] == 0.0
+
+
+async def test_failed_model_load_is_reported_and_retried(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-model"
+    missing.mkdir()
+    settings = make_settings(
+        tmp_path / "data",
+        public_performance=True,
+        models={"embedder": "onnx", "embedder_path": missing, "load_retry_seconds": 30},
+    )
+    app = create_app(settings)
+    async with running(app) as client:
+        user = await register(client)
+        response = await client.post("/api/v1/keywords", json={"text": "debian package tools"},
+                                     headers=bearer(user["access_token"]))
+        assert_error(response, 503)
+        assert int(response.headers["Retry-After"]) >= 1
+        again = await client.post("/api/v1/keywords", json={"text": "debian package tools"},
+                                  headers=bearer(user["access_token"]))
+        assert_error(again, 503, "model_unavailable")
+        models = (await client.get("/performance/models")).json()["models"]
+        embedder = next(m for m in models if m["name"] == "embedder")
+        assert embedder["state"] == "failed"
+        assert embedder["last_error"] and embedder["next_retry_at"]
+        health = (await client.get("/performance/health")).json()
+        assert health["status"] == "degraded"
+        report = (await client.get("/performance/optimization-report")).json()
+        assert any(r["id"] == "model-failed-embedder" for r in report["recommendations"])

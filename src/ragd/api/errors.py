@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -96,8 +97,9 @@ async def _ragd_error(request: Request, exc: Exception) -> JSONResponse:
         services = getattr(request.app.state, "services", None)
         if services is not None:
             services.metrics.auth_failure(exc.reason)
-    if isinstance(exc, RateLimited):
-        headers["Retry-After"] = str(exc.retry_after)
+    retry_after = getattr(exc, "retry_after", None)  # RateLimited, ModelUnavailable
+    if isinstance(retry_after, int | float) and retry_after > 0:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return error_response(status, exc.code, exc.message, headers=headers or None)
 
 
