@@ -52,6 +52,7 @@ __all__ = [
     "directory_name",
     "find_model_files",
     "model_token_limit",
+    "open_session",
     "session_options",
 ]
 
@@ -188,7 +189,7 @@ class OnnxEmbedder:
         self._pad_id = _pad_id(self._tokenizer)
         self._counter: Tokenizer | None = None
         self._counter_lock = threading.Lock()
-        self._session: InferenceSession | None = _load_session(model_path, threads)
+        self._session: InferenceSession | None = open_session(model_path, threads)
         self._model_path = model_path
         self._inputs, self._int_dtype, self._output, declared = _graph_io(
             self._session, model_path
@@ -399,7 +400,9 @@ def _pad_id(tokenizer: Tokenizer) -> int:
     return 0
 
 
-def _load_session(path: Path, threads: int) -> InferenceSession:
+def open_session(path: Path, threads: int, *, what: str = "ONNX model") -> InferenceSession:
+    """An ONNX Runtime CPU session with :func:`session_options`; load errors become
+    ``ConfigurationError("cannot load <what> <path>: ...")``. Shared by every ONNX family."""
     import onnxruntime as ort
 
     started = time.perf_counter()
@@ -408,7 +411,7 @@ def _load_session(path: Path, threads: int) -> InferenceSession:
             str(path), session_options(threads), providers=["CPUExecutionProvider"]
         )
     except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped errors
-        raise ConfigurationError(f"cannot load ONNX model {path}: {exc}") from exc
+        raise ConfigurationError(f"cannot load {what} {path}: {exc}") from exc
     logger.debug(
         "onnx session created",
         extra={"model": str(path), "seconds": round(time.perf_counter() - started, 3)},

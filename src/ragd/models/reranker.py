@@ -149,16 +149,9 @@ def _load_tokenizer(tokenizer_file: Path) -> tuple[Tokenizer, int]:
 
 
 def _open_session(model_file: Path, threads: int) -> Any:
-    import onnxruntime as ort  # type: ignore[import-untyped, unused-ignore]
+    from ragd.models.onnx_embedder import open_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads  # 0 = one per core
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3  # errors only: exported graphs often trigger harmless warnings
-    with _vendor_errors(ConfigurationError, f"cannot load reranker model {model_file}"):
-        return ort.InferenceSession(
-            str(model_file), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+    return open_session(model_file, threads, what="reranker model")
 
 
 class OnnxCrossEncoder:
