@@ -11,6 +11,10 @@ For each start it records the wall time from just before the process launch unti
 readiness probe (a raw loopback socket, polled every ~5 ms) answers 200, the idle RSS of the
 server process tree 1 s after ready, and the SIGTERM-to-exit shutdown time and exit code.
 A separate ``python -c "import ..."`` run shows how much of the start is interpreter + imports.
+After the RSS sample it reads ``GET /performance/models`` (the bench server runs with
+``RAGD_PUBLIC_PERFORMANCE=true``, so no token is needed) and records each model's state:
+``models_loaded_at_start`` lists any model that is not ``not_loaded`` (expected: none, since
+the registry loads models on first use only).
 
 Targets (reported, never enforced): ready <= 1.0 s, idle RSS <= 150 MB, judged on the median.
 
@@ -20,10 +24,12 @@ Targets (reported, never enforced): ready <= 1.0 s, idle RSS <= 150 MB, judged o
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import subprocess
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +50,19 @@ IMPORTS = "import ragd.cli, ragd.app, ragd.container, uvicorn"
 _STARTUP_RE = re.compile(r"startup_seconds=([0-9.]+)")
 _MIGRATED_RE = re.compile(r"ragd ready .*migrated=(True|False)")
 _GRACEFUL = "ragd stopped"  # logged when the lifespan has closed the services
+#: Lets the bench read /performance/models without a platform admin token.
+_SERVER_EXTRA = {"RAGD_PUBLIC_PERFORMANCE": "true"}
+
+
+def model_states(port: int, *, timeout: float = 5.0) -> dict[str, str] | None:
+    """``{name: state}`` from ``GET /performance/models`` on 127.0.0.1, or None if unreadable."""
+    url = f"http://{common.LOOPBACK}:{port}/performance/models"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback
+            data = json.loads(response.read())
+        return {str(model["name"]): str(model["state"]) for model in data["models"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _server_reported(log_text: str) -> tuple[float | None, bool | None]:
@@ -83,6 +102,12 @@ def measure_start(
             time.sleep(settle)
             sample["rss_mb"] = common.bytes_to_mb(server.rss_bytes())
             sample["uss_mb"] = common.bytes_to_mb(server.uss_bytes())
+            states = model_states(server.port)  # after the RSS sample: it cannot skew it
+            sample["model_states"] = states
+            sample["models_loaded_at_start"] = (
+                None if states is None
+                else sorted(name for name, state in states.items() if state != "not_loaded")
+            )
         else:
             sample["error"] = f"not ready (exit code {ready.exit_code})"
             sample["log_tail"] = server.log_tail()
@@ -142,6 +167,11 @@ def _aggregate(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "killed": sum(1 for sample in samples if sample.get("killed")),
         "graceful": sum(1 for sample in samples if sample.get("graceful")),
         "migrated": sorted({sample.get("migrated") for sample in ok}, key=str),
+        "models_checked": sum(1 for s in ok if s.get("models_loaded_at_start") is not None),
+        "models_loaded_at_start": sorted(
+            {name for s in ok for name in s.get("models_loaded_at_start") or []}
+        ),
+        "models_registered": sorted({name for s in ok for name in s.get("model_states") or {}}),
     }
 
 
@@ -155,7 +185,9 @@ def run(
 ) -> dict[str, Any]:
     runs = runs if runs is not None else (QUICK_RUNS if quick else DEFAULT_RUNS)
     runs = max(1, min(runs, 100))  # bounded, whatever is asked
-    extra = {} if bootstrap_admin is None else {"RAGD_BOOTSTRAP_ADMIN": str(bootstrap_admin)}
+    extra = dict(_SERVER_EXTRA)
+    if bootstrap_admin is not None:
+        extra["RAGD_BOOTSTRAP_ADMIN"] = str(bootstrap_admin)
     env = common.server_env(extra)
     samples: dict[str, list[dict[str, Any]]] = {"fresh": [], "existing": []}
     imports: list[float] = []
@@ -201,6 +233,11 @@ def run(
         "samples": samples,
         "elapsed_s": round(time.perf_counter() - started, 2),
     }
+    # Every model found loaded right after any start; expected [] (models load on first use).
+    result["models_loaded_at_start"] = sorted(
+        set(result["fresh"]["models_loaded_at_start"])
+        | set(result["existing"]["models_loaded_at_start"])
+    )
     result["summary"] = summary_rows(result)
     return result
 
@@ -244,6 +281,16 @@ def summary_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             f"server-reported startup_seconds ({label}), median", reported.get("median"), "s",
             note="serve() entry -> app ready: imports, settings, DB, migrations, bootstrap",
         ))
+    checked = result["fresh"]["models_checked"] + result["existing"]["models_checked"]
+    starts = result["fresh"]["runs"] + result["existing"]["runs"]
+    loaded = result["models_loaded_at_start"]
+    rows.append(common.row(
+        "models loaded at start", len(loaded) if checked else None, "models",
+        target="0", status="pass" if checked and not loaded else ("FAIL" if loaded else "n/a"),
+        note=f"GET /performance/models after {checked}/{starts} starts: "
+             f"{', '.join(loaded) if loaded else 'all not_loaded'} "
+             f"({', '.join(result['fresh']['models_registered']) or 'none'} registered)",
+    ))
     imports = result["imports_s"]
     rows.append(common.row(
         "python start + imports only (no server), median", imports.get("median"), "s",
@@ -252,16 +299,23 @@ def summary_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _loaded_cell(sample: dict[str, Any]) -> str:
+    loaded = sample.get("models_loaded_at_start")
+    if loaded is None:
+        return "?"
+    return ", ".join(loaded) if loaded else "none"
+
+
 def render(result: dict[str, Any]) -> str:
     runs = [
         [kind, sample.get("run"), sample.get("ready_s"), sample.get("first_connect_s"),
          sample.get("server_startup_s"), sample.get("rss_mb"), sample.get("shutdown_s"),
-         sample.get("exit_code")]
+         sample.get("exit_code"), _loaded_cell(sample)]
         for kind in ("fresh", "existing") for sample in result["samples"][kind]
     ]
     per_run = common.format_table(
         ["data dir", "run", "ready s", "1st connect s", "server startup_s", "RSS MB", "shutdown s",
-         "exit"],
+         "exit", "models loaded"],
         runs,
     )
     return (

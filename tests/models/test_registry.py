@@ -524,3 +524,29 @@ async def test_event_loop_stays_responsive_during_a_large_cpu_bound_batch(
     assert rounds > 1
     assert probe.ticks >= 20
     assert probe.max_lag < MAX_LAG, f"event loop blocked for {probe.max_lag * 1000:.1f} ms"
+
+
+async def test_unload_all_credits_each_model_with_its_own_drop(clock: FakeClock) -> None:
+    """Each model's freed bytes are the RSS drop of its own unload, not the total."""
+    held = {"a": 30 * 2**20, "b": 50 * 2**20}
+    loaded: set[str] = set()
+
+    def rss() -> int:
+        return 100 * 2**20 + sum(held[name] for name in loaded)
+
+    class Sized:
+        def __init__(self, name: str) -> None:
+            self.name = name
+            loaded.add(name)
+
+        def close(self) -> None:
+            loaded.discard(self.name)
+
+    registry = ModelRegistry(ModelsSettings(), clock=clock, rss=rss)
+    registry.register("a", lambda: Sized("a"), kind="test", idle_ttl=0)
+    registry.register("b", lambda: Sized("b"), kind="test", idle_ttl=0)
+    await registry.get("a")
+    await registry.get("b")
+    results = {r.name: r.freed_bytes for r in await registry.unload_all("test")}
+    assert results == {"a": 30 * 2**20, "b": 50 * 2**20}
+    await registry.close()

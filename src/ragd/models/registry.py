@@ -496,7 +496,7 @@ class ModelRegistry:
         """Unload the models idle for longer than their TTL; busy ones are skipped."""
         now = self._clock()
         idle = [entry.name for entry in self._entries.values() if self._is_idle(entry, now)]
-        results = await asyncio.gather(*(self.unload(name, "idle") for name in idle))
+        results = [await self.unload(name, "idle") for name in idle]
         return [result for result in results if result.unloaded]
 
     async def unload_all(self, reason: str) -> list[UnloadResult]:
@@ -506,7 +506,9 @@ class ModelRegistry:
             for entry in self._entries.values()
             if entry.state == "loaded" or entry.unload_task is not None
         ]
-        results = await asyncio.gather(*(self.unload(name, reason) for name in loaded))
+        # One at a time: each unload measures the RSS drop around itself, and overlapping
+        # windows would credit every model with the whole drop.
+        results = [await self.unload(name, reason) for name in loaded]
         return [result for result in results if result.unloaded]
 
     async def close(self) -> None:
