@@ -151,10 +151,10 @@ def _settings(data_dir: Path, cache_dir: Path, **groups: dict[str, Any]) -> Any:
 
 
 def _runtime(settings: Any) -> Any:
-    from ragd.container import _build_runtime
+    from ragd.container import build_runtime
     from ragd.ops.metrics import Metrics
 
-    return _build_runtime(settings, Metrics())
+    return build_runtime(settings, Metrics())
 
 
 def _states(runtime: Any) -> dict[str, str]:

@@ -109,7 +109,7 @@ async def open_services(
         )
         accounts = AccountService(store, auth, revocation)
         metrics = Metrics()
-        runtime = _build_runtime(settings, metrics)
+        runtime = build_runtime(settings, metrics)
         memory = MemoryManager(settings.memory)
         runtime.attach(memory)
         install_live_metrics(metrics, runtime=runtime, memory=memory)
@@ -137,7 +137,7 @@ async def open_services(
         await db.dispose()
 
 
-def _build_runtime(settings: Settings, metrics: Metrics) -> ModelRuntime:
+def build_runtime(settings: Settings, metrics: Metrics) -> ModelRuntime:
     """Register the configured models (nothing loads until first use)."""
     from ragd.models.factory import embedder_loader, embedder_name
     from ragd.models.reranker import reranker_loader

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ragd.container import _build_runtime
+from ragd.container import build_runtime
 from ragd.models.runtime import ModelRuntime
 from ragd.ops.metrics import Metrics
 from tests.conftest import make_settings
@@ -24,7 +24,7 @@ def metrics() -> Metrics:
 
 @pytest.fixture
 async def runtime(tmp_path: Path, metrics: Metrics) -> AsyncIterator[ModelRuntime]:
-    built = _build_runtime(make_settings(tmp_path), metrics)
+    built = build_runtime(make_settings(tmp_path), metrics)
     yield built
     await built.close()
 
