@@ -182,6 +182,11 @@ class MemorySettings(BaseModel):
     query_cache_mb: float = Field(default=32.0, ge=0)
     keyword_cache_mb: float = Field(default=8.0, ge=0)
     cache_ttl_seconds: float = Field(default=3600.0, gt=0)
+    soft_idle_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="At the soft threshold, unload models unused this long (or past their TTL).",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> MemorySettings:

@@ -128,7 +128,7 @@ async def test_below_the_soft_threshold_nothing_happens(
     assert registry.state("embedder") == "loaded"
 
 
-async def test_soft_cleanup_expires_caches_unloads_idle_models_and_runs_callbacks(
+async def test_soft_cleanup_clears_caches_unloads_idle_models_and_runs_callbacks(
     manager: MemoryManager,
     memory: FakeMemory,
     clock: FakeClock,
@@ -152,7 +152,7 @@ async def test_soft_cleanup_expires_caches_unloads_idle_models_and_runs_callback
     assert registry.state("embedder") == "not_loaded"
     assert registry.state("reranker") == "loaded"
     assert registry.state("keywords") == "loaded"
-    assert cache.keys() == ["new query"]
+    assert cache.keys() == []
     assert status.level == "ok"  # the sample after the cleanup: 90 MiB
     event = status.cleanup
     assert event is not None and manager.events == [event]
@@ -162,8 +162,8 @@ async def test_soft_cleanup_expires_caches_unloads_idle_models_and_runs_callback
     assert event.freed_bytes == 60 * MIB
     assert event.at == clock.now
     targets = {action.target: action for action in event.actions}
-    assert targets["cache:queries"].action == "expire"
-    assert targets["cache:queries"].freed_bytes > 1000
+    assert targets["cache:queries"].action == "clear"
+    assert targets["cache:queries"].freed_bytes > 2000
     assert targets["model:embedder"].action == "unload"
     assert targets["callback:search-cache"].freed_bytes == 1234
     assert "model:reranker" not in targets
@@ -280,9 +280,9 @@ async def test_snapshot(
     cache: ByteLRUCache[str, str],
 ) -> None:
     await registry.get("embedder")
-    cache.put("q", "v")
     memory.set(150)
     await manager.cleanup("soft", "test")
+    cache.put("q", "v")  # after the cleanup, which clears caches
     memory.set(120)
     snap = manager.snapshot()
     assert snap["status"] == "degraded"
@@ -318,3 +318,24 @@ def test_real_process_readings_and_release() -> None:
     assert 0 < sample.percent < 100
     release_memory(1)
     assert isinstance(malloc_trim(), bool)
+
+
+async def test_soft_cleanup_unloads_models_idle_shorter_than_their_ttl(
+    memory: FakeMemory, clock: FakeClock, registry: ModelRegistry
+) -> None:
+    """Under memory pressure a model unused for ``soft_idle_seconds`` goes, TTL or not;
+    TTL 0 ("never") and models used just now stay."""
+    settings = MemorySettings(soft_limit_mb=SOFT_MB, emergency_limit_mb=EMERGENCY_MB,
+                              soft_idle_seconds=20)
+    manager = MemoryManager(settings, reader=memory, clock=clock)
+    manager.register_registry(registry)
+    await registry.get("embedder")
+    await registry.get("keywords")
+    clock.now += 30  # past soft_idle_seconds, well within the 60 s TTL
+    await registry.get("reranker")
+    memory.set(150)
+    await manager.check()
+    assert registry.state("embedder") == "not_loaded"
+    assert registry.state("reranker") == "loaded"
+    assert registry.state("keywords") == "loaded"
+    assert (await registry.unload_idle()) == []  # plain idle sweeps still follow the TTL

@@ -482,20 +482,24 @@ class ModelRegistry:
         finally:
             entry.unload_task = None
 
-    def _is_idle(self, entry: _Entry, now: float) -> bool:
+    def _is_idle(self, entry: _Entry, now: float, idle_for: float | None) -> bool:
+        limit = entry.idle_ttl if idle_for is None else min(entry.idle_ttl, idle_for)
         return (
             entry.state == "loaded"
             and entry.unload_task is None
             and entry.in_flight == 0
             and entry.idle_ttl > 0
             and entry.last_used is not None
-            and now - entry.last_used >= entry.idle_ttl
+            and now - entry.last_used >= limit
         )
 
-    async def unload_idle(self) -> list[UnloadResult]:
-        """Unload the models idle for longer than their TTL; busy ones are skipped."""
+    async def unload_idle(self, *, idle_for: float | None = None) -> list[UnloadResult]:
+        """Unload the models idle for longer than their TTL (or than ``idle_for``, when that
+        is shorter: memory pressure); busy models and TTL 0 ("never") are skipped."""
         now = self._clock()
-        idle = [entry.name for entry in self._entries.values() if self._is_idle(entry, now)]
+        idle = [
+            entry.name for entry in self._entries.values() if self._is_idle(entry, now, idle_for)
+        ]
         results = [await self.unload(name, "idle") for name in idle]
         return [result for result in results if result.unloaded]
 

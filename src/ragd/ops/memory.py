@@ -6,11 +6,11 @@ bounded in bytes); this manager is the safety net and the source of the figures 
 of system memory, and compares RSS with two thresholds:
 
 * ``rss < soft``: status ``ok``, nothing to do.
-* ``soft <= rss < emergency``: status ``degraded``; a **soft** cleanup runs: expired cache
-  entries are removed, models idle beyond their TTL are unloaded, and the registered cleanup
-  callbacks run with ``"soft"``, then one ``gc.collect()`` and ``malloc_trim(0)`` if any of
-  that freed something. Live cache entries and models in use are kept: what is in use is what
-  the service needs, and caches are already bounded in bytes.
+* ``soft <= rss < emergency``: status ``degraded``; a **soft** cleanup runs: caches are
+  cleared, models idle for ``soft_idle_seconds`` (or their TTL, if shorter) are unloaded, and
+  the registered cleanup callbacks run with ``"soft"``, then one ``gc.collect()`` and
+  ``malloc_trim(0)`` if any of that freed something. Models in use, and models whose TTL is 0
+  ("never unload"), are kept.
 * ``rss >= emergency``: status ``critical``; an **emergency** cleanup runs: every model is
   unloaded (after its in-flight calls finish), every cache is cleared, the callbacks run with
   ``"emergency"``, then three rounds of ``gc.collect()`` and ``malloc_trim(0)``.
@@ -275,7 +275,7 @@ class MemoryManager:
             else:
                 logger.warning("memory soft cleanup", extra={"reason": reason})
                 for cache in self._caches.values():
-                    actions.append(CleanupAction(f"cache:{cache.name}", "expire", cache.expire()))
+                    actions.append(CleanupAction(f"cache:{cache.name}", "clear", cache.clear()))
                 for registry in self._registries:
                     actions += await self._unload(registry, emergency=False)
             for name, callback in self._callbacks.items():
@@ -316,7 +316,7 @@ class MemoryManager:
             if emergency:
                 results = await registry.unload_all("memory emergency")
             else:
-                results = await registry.unload_idle()
+                results = await registry.unload_idle(idle_for=self.settings.soft_idle_seconds)
         except Exception as exc:  # noqa: BLE001 - the rest of the cleanup must still run
             logger.exception("unloading models failed during cleanup")
             return [CleanupAction("models", "unload", error=_describe(exc))]
