@@ -1,0 +1,1 @@
+"""Ingestion: parsing (sandboxed), chunking, and the durable pipeline that indexes documents."""

@@ -1,0 +1,66 @@
+"""What every parser returns: the document's text as ordered sections that keep structure.
+
+Parsers are pure functions ``bytes -> ParsedDocument`` that run inside the parsing sandbox
+(``ragd.ingestion.sandbox``), never in the server process. They must not read other files,
+touch the network, or resolve XML entities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+SectionKind = Literal[
+    "heading", "paragraph", "list", "table", "code", "quote", "slide", "notes", "row", "text"
+]
+
+#: MIME types ragd accepts, by format name.
+FORMATS: dict[str, str] = {
+    "pdf": "application/pdf",
+    "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "html": "text/html",
+    "markdown": "text/markdown",
+    "text": "text/plain",
+    "csv": "text/csv",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """A run of text under one heading path.
+
+    ``heading_path`` is the chain of headings above the text (outermost first); ``page`` is
+    the 1-based page (PDF) or slide (PPTX) number when the format has them.
+    """
+
+    text: str
+    heading_path: tuple[str, ...] = ()
+    page: int | None = None
+    kind: SectionKind = "paragraph"
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedDocument:
+    """Parser output. ``text`` is the sections' texts joined by blank lines ("\\n\\n"), and
+    chunk character offsets refer to it."""
+
+    format: str  # a key of FORMATS
+    sections: tuple[Section, ...]
+    title: str | None = None
+    pages: int | None = None
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def text(self) -> str:
+        return "\n\n".join(section.text for section in self.sections)
+
+
+class ParseError(Exception):
+    """The file cannot be parsed (corrupt, unsupported, over a limit); the message is shown
+    to the user as the job's error, so it says what is wrong in plain words."""
+
+    def __init__(self, message: str, *, code: str = "parse_failed") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
