@@ -1,0 +1,200 @@
+"""Document parsers: ``parse(bytes) -> ParsedDocument`` for every format in ``FORMATS``.
+
+The format comes from the content first (magic bytes, zip entries, HTML and CSV sniffing)
+and the file name or declared MIME type second; content that contradicts a binary format's
+extension, and everything that is not one of ``FORMATS``, is refused with
+``ParseError(code="unsupported_type")``.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Callable
+from pathlib import PurePath
+
+from ragd.ingestion.parsers.base import FORMATS, ParsedDocument, ParseError, Section
+from ragd.ingestion.parsers.text import decode
+
+__all__ = [
+    "FORMATS",
+    "ParseError",
+    "ParsedDocument",
+    "Section",
+    "ZIP_LIMITS",
+    "detect_format",
+    "parse",
+]
+
+_EXTENSIONS = {
+    ".pdf": "pdf",
+    ".docx": "docx",
+    ".pptx": "pptx",
+    ".html": "html",
+    ".htm": "html",
+    ".xhtml": "html",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".txt": "text",
+    ".text": "text",
+    ".rst": "text",
+    ".csv": "csv",
+    ".tsv": "csv",
+}
+_MIME_TYPES = {mime: name for name, mime in FORMATS.items()} | {
+    "application/xhtml+xml": "html",
+    "text/x-markdown": "markdown",
+    "text/tab-separated-values": "csv",
+    "text/x-rst": "text",
+}
+_BINARY_FORMATS = frozenset({"pdf", "docx", "pptx"})
+_TEXT_FORMATS = frozenset({"html", "markdown", "text", "csv"})
+_SNIFF_BYTES = 64 * 1024
+
+#: Checked on DOCX/PPTX before python-docx/pptx open them (zip bombs).
+ZIP_LIMITS = {"entries": 10_000, "uncompressed_bytes": 512 * 1024 * 1024, "ratio": 200}
+
+
+def _unsupported(what: str) -> ParseError:
+    supported = ", ".join(f"{name} ({mime})" for name, mime in FORMATS.items())
+    return ParseError(f"{what}. Supported types: {supported}.", code="unsupported_type")
+
+
+def _zip_format(data: bytes) -> str:
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise _unsupported("The file is a damaged or unsupported zip archive") from exc
+    if "word/document.xml" in names:
+        return "docx"
+    if "ppt/presentation.xml" in names:
+        return "pptx"
+    raise _unsupported("The zip archive is not a DOCX or PPTX document")
+
+
+def _check_zip(data: bytes) -> None:
+    """Refuses archives whose entry count, total size or compression ratio is hostile."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        entries = archive.infolist()
+    if len(entries) > ZIP_LIMITS["entries"]:
+        raise ParseError(
+            f"The document has too many parts ({len(entries)}).", code="limit_exceeded"
+        )
+    total = sum(entry.file_size for entry in entries)
+    if total > ZIP_LIMITS["uncompressed_bytes"]:
+        raise ParseError(
+            f"The document unpacks to {total // (1024 * 1024)} MB, over the limit.",
+            code="limit_exceeded",
+        )
+    for entry in entries:
+        if entry.file_size > 1024 * 1024 and entry.file_size > ZIP_LIMITS["ratio"] * max(
+            entry.compress_size, 1
+        ):
+            raise ParseError(
+                f"The document part {entry.filename!r} is compressed suspiciously well "
+                "(zip bomb?).",
+                code="limit_exceeded",
+            )
+
+
+def _looks_binary(prefix: bytes) -> bool:
+    if prefix.startswith((b"\xff\xfe", b"\xfe\xff", b"\xef\xbb\xbf")):
+        return False
+    # A stray NUL or control byte does not make a text file binary; 6 % of them does.
+    controls = sum(1 for byte in prefix if byte < 32 and byte not in (9, 10, 12, 13))
+    return controls > max(4, len(prefix) // 16)
+
+
+def _sniff_text(prefix_text: str, extension: str | None) -> str:
+    head = prefix_text.lstrip()[:1024].lower()
+    looks_html = head.startswith(("<!doctype html", "<html")) or (
+        head.startswith("<") and any(tag in head for tag in ("<html", "<head", "<body"))
+    )
+    if extension is None and looks_html:
+        return "html"
+    if extension is not None:
+        # Text formats overlap (an HTML snippet is valid plain text): the name decides.
+        return extension
+    from ragd.ingestion.parsers.csv import sniff_dialect
+
+    if sniff_dialect(prefix_text) is not None:
+        return "csv"
+    lines = prefix_text.splitlines()[:200]
+    if any(line.startswith(("# ", "## ", "```")) for line in lines):
+        return "markdown"
+    return "text"
+
+
+def detect_format(data: bytes, filename: str | None, declared_type: str | None) -> str:
+    """The key of ``FORMATS`` that ``data`` is, or ``ParseError(code="unsupported_type")``."""
+    extension_format: str | None = None
+    if filename:
+        suffix = PurePath(filename).suffix.lower()
+        if suffix:
+            extension_format = _EXTENSIONS.get(suffix)
+            if extension_format is None:
+                raise _unsupported(f"Files of type {suffix!r} are not supported")
+    declared = (declared_type or "").split(";", 1)[0].strip().lower()
+    declared_format = _MIME_TYPES.get(declared)
+    expected = extension_format or declared_format
+    if not data:
+        raise ParseError("The file is empty.", code="empty")
+
+    prefix = data[:_SNIFF_BYTES]
+    # Readers accept junk before the PDF header (up to 1 KB); a text file that merely
+    # mentions "%PDF-" near its top stays text.
+    if prefix.lstrip().startswith(b"%PDF-") or (
+        b"%PDF-" in prefix[:1024] and expected not in _TEXT_FORMATS
+    ):
+        content = "pdf"
+    elif prefix.startswith(b"PK\x03\x04"):
+        content = _zip_format(data)
+    elif _looks_binary(prefix):
+        raise _unsupported("The file is binary data of an unsupported type")
+    else:
+        content = _sniff_text(decode(prefix), expected if expected in _TEXT_FORMATS else None)
+
+    if expected is not None and expected != content:
+        text_pair = expected in _TEXT_FORMATS and content in _TEXT_FORMATS
+        if not text_pair:
+            raise _unsupported(
+                f"The file's content ({content}) does not match its declared type ({expected})"
+            )
+    return content
+
+
+def parse(
+    data: bytes,
+    *,
+    filename: str | None,
+    declared_type: str | None = None,
+    max_pages: int = 2000,
+) -> ParsedDocument:
+    """Detects the format of ``data`` and parses it; raises :class:`ParseError`."""
+    fmt = detect_format(data, filename, declared_type)
+    if fmt in {"docx", "pptx"}:
+        _check_zip(data)
+    parser = _parsers(max_pages)[fmt]
+    return parser(data)
+
+
+def _parsers(max_pages: int) -> dict[str, Callable[[bytes], ParsedDocument]]:
+    # Imported here: each pulls in a heavy third-party library only when its format is used.
+    from ragd.ingestion.parsers.csv import parse_csv
+    from ragd.ingestion.parsers.docx import parse_docx
+    from ragd.ingestion.parsers.html import parse_html
+    from ragd.ingestion.parsers.markdown import parse_markdown
+    from ragd.ingestion.parsers.pdf import parse_pdf
+    from ragd.ingestion.parsers.pptx import parse_pptx
+    from ragd.ingestion.parsers.text import parse_text
+
+    return {
+        "pdf": lambda data: parse_pdf(data, max_pages=max_pages),
+        "docx": parse_docx,
+        "pptx": lambda data: parse_pptx(data, max_pages=max_pages),
+        "html": parse_html,
+        "markdown": parse_markdown,
+        "text": parse_text,
+        "csv": parse_csv,
+    }
