@@ -1,0 +1,501 @@
+"""A durable, generic job queue: jobs are database rows claimed under a lease.
+
+The queue knows nothing about what a job does. A worker loop looks like::
+
+    job = await queue.claim(worker_id, ["ingest"])
+    ...for each stage...
+        if not await queue.heartbeat(job.id, worker_id):
+            stop: the lease was lost or cancellation was requested
+        await queue.set_stage(job.id, worker_id, "embed", done, total)
+    await queue.complete(job.id, worker_id, timings)   # or fail(...) / mark_cancelled(...)
+
+A worker that dies stops heartbeating; once its lease expires another worker claims the job
+again (a new attempt), so every stage must be idempotent.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol, cast
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ragd.db.engine import Database
+from ragd.db.tables import JobRow, utcnow
+from ragd.errors import Conflict, InvalidInput, NotFound
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JOB_STATUSES: tuple[JobStatus, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
+
+#: Retry backoff: ``BACKOFF_BASE * 2 ** (attempt - 1)``, capped at ``BACKOFF_MAX``.
+BACKOFF_BASE = timedelta(seconds=2)
+BACKOFF_MAX = timedelta(minutes=5)
+#: A job's error text is kept to this many characters.
+MAX_ERROR_CHARS = 4000
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """An immutable snapshot of one job row."""
+
+    id: str
+    tenant_id: str
+    kind: str
+    payload: Mapping[str, Any]
+    status: JobStatus
+    stage: str | None
+    progress_done: int
+    progress_total: int
+    attempts: int
+    max_attempts: int
+    error: str | None
+    run_after: datetime
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    cancel_requested: bool
+    timings: Mapping[str, float]
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    """One page of :meth:`JobQueue.list`; pass ``next_cursor`` back for the next page."""
+
+    items: tuple[Job, ...]
+    next_cursor: str | None
+
+
+def backoff_delay(attempts: int) -> timedelta:
+    """The wait before retrying a job that has failed ``attempts`` times (>= 1)."""
+    exponent = max(attempts - 1, 0)
+    # Compare exponents, not values: 2 ** 1000 seconds would overflow timedelta.
+    if exponent >= 16:
+        return BACKOFF_MAX
+    delay: timedelta = BACKOFF_BASE * (1 << exponent)
+    return min(delay, BACKOFF_MAX)
+
+
+class JobQueue(Protocol):
+    """The contract every job queue implements.
+
+    * Tenant-facing methods (``get``, ``list``, ``cancel``, ``retry``) take ``tenant_id`` and
+      never see or change another tenant's job: a foreign id is ``None``, with no side effect.
+    * Worker-facing methods (``heartbeat``, ``set_stage``, ``complete``, ``fail``,
+      ``mark_cancelled``) act only while ``worker_id`` holds the job's lease. They return
+      False, changing nothing, when the lease was taken over by another worker or the job is
+      no longer running, so a worker that was presumed dead cannot overwrite the new owner.
+    * ``claim`` is atomic: no two claimers, in any process, get the same job attempt.
+    * ``worker_id`` identifies one worker incarnation (e.g. host, pid and a random suffix):
+      a restarted worker must not reuse the id of the one that died.
+    """
+
+    async def enqueue(
+        self, tenant_id: str, kind: str, payload: Mapping[str, Any], *, max_attempts: int = 3
+    ) -> Job: ...
+
+    async def claim(self, worker_id: str, kinds: Sequence[str]) -> Job | None:
+        """Take the oldest due job of one of ``kinds``: a queued one whose ``run_after`` has
+        passed, or a running one whose lease expired. None when there is nothing to do."""
+        ...
+
+    async def heartbeat(self, job_id: str, worker_id: str) -> bool:
+        """Extend the lease. False means stop: the lease was lost or cancel was requested."""
+        ...
+
+    async def is_cancel_requested(self, job_id: str) -> bool: ...
+
+    async def set_stage(
+        self, job_id: str, worker_id: str, stage: str, done: int, total: int
+    ) -> bool: ...
+
+    async def complete(
+        self, job_id: str, worker_id: str, timings: Mapping[str, float] | None = None
+    ) -> bool: ...
+
+    async def fail(
+        self, job_id: str, worker_id: str, error: str, *, retryable: bool = True
+    ) -> bool:
+        """Requeue with backoff while attempts remain and ``retryable``; else mark failed."""
+        ...
+
+    async def mark_cancelled(self, job_id: str, worker_id: str) -> bool:
+        """The worker stopped because cancellation was requested."""
+        ...
+
+    async def cancel(self, tenant_id: str, job_id: str) -> Job | None:
+        """Queued: cancelled at once. Running: cancellation requested, the worker stops
+        between stages. Finished jobs are returned unchanged."""
+        ...
+
+    async def retry(self, tenant_id: str, job_id: str) -> Job | None:
+        """Queue a failed or cancelled job again with its attempts reset; :class:`Conflict`
+        for a job in any other state."""
+        ...
+
+    async def get(self, tenant_id: str, job_id: str) -> Job | None: ...
+
+    async def list(
+        self,
+        tenant_id: str,
+        *,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """Newest first."""
+        ...
+
+
+class SqlJobQueue:
+    """:class:`JobQueue` over SQLAlchemy.
+
+    On SQLite every state change runs in ``Database.transaction()`` (``BEGIN IMMEDIATE``),
+    which serialises claimers across connections and processes. On PostgreSQL the claim
+    query uses ``FOR UPDATE SKIP LOCKED`` for the same effect.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        lease_seconds: float = 30,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        if lease_seconds <= 0:
+            raise ValueError("lease_seconds must be positive")
+        self._db = db
+        self._lease = timedelta(seconds=lease_seconds)
+        self._clock = clock
+
+    # -- producers and tenants -------------------------------------------------------------
+
+    async def enqueue(
+        self, tenant_id: str, kind: str, payload: Mapping[str, Any], *, max_attempts: int = 3
+    ) -> Job:
+        if max_attempts < 1:
+            raise InvalidInput("max_attempts must be at least 1")
+        if not kind or len(kind) > 32:
+            raise InvalidInput("job kind must be 1 to 32 characters")
+        now = self._clock()
+        try:
+            return await self._insert(tenant_id, kind, payload, max_attempts, now)
+        except IntegrityError:
+            # The only constraint an insert can break is the tenant foreign key.
+            raise NotFound("tenant not found", code="tenant_not_found") from None
+
+    async def _insert(
+        self, tenant_id: str, kind: str, payload: Mapping[str, Any], max_attempts: int,
+        now: datetime,
+    ) -> Job:
+        async with self._db.transaction() as s:
+            row = JobRow(
+                tenant_id=tenant_id,
+                kind=kind,
+                payload=json.dumps(dict(payload), separators=(",", ":")),
+                status="queued",
+                progress_done=0,
+                progress_total=0,
+                attempts=0,
+                max_attempts=max_attempts,
+                run_after=now,
+                cancel_requested=False,
+                timings="{}",
+                created_at=now,
+                updated_at=now,
+            )
+            s.add(row)
+            await s.flush()
+            return _job(row)
+
+    async def get(self, tenant_id: str, job_id: str) -> Job | None:
+        async with self._db.read() as s:
+            row = await _tenant_row(s, tenant_id, job_id)
+            return None if row is None else _job(row)
+
+    async def list(
+        self,
+        tenant_id: str,
+        *,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        if not 1 <= limit <= 500:
+            raise InvalidInput("limit must be between 1 and 500")
+        if status is not None and status not in JOB_STATUSES:
+            raise InvalidInput(f"unknown job status {status!r}")
+        query = select(JobRow).where(JobRow.tenant_id == tenant_id)
+        if status is not None:
+            query = query.where(JobRow.status == status)
+        if cursor is not None:
+            after_created, after_id = _decode_cursor(cursor)
+            query = query.where(
+                or_(
+                    JobRow.created_at < after_created,
+                    and_(JobRow.created_at == after_created, JobRow.id < after_id),
+                )
+            )
+        query = query.order_by(JobRow.created_at.desc(), JobRow.id.desc()).limit(limit + 1)
+        async with self._db.read() as s:
+            rows = (await s.scalars(query)).all()
+        items = tuple(_job(row) for row in rows[:limit])
+        next_cursor = _encode_cursor(items[-1]) if len(rows) > limit else None
+        return JobPage(items=items, next_cursor=next_cursor)
+
+    async def cancel(self, tenant_id: str, job_id: str) -> Job | None:
+        now = self._clock()
+        async with self._db.transaction() as s:
+            row = await _tenant_row(s, tenant_id, job_id)
+            if row is None:
+                return None
+            if row.status == "queued":
+                row.status = "cancelled"
+                row.finished_at = now
+                row.updated_at = now
+            elif row.status == "running" and not row.cancel_requested:
+                row.cancel_requested = True
+                row.updated_at = now
+            await s.flush()
+            return _job(row)
+
+    async def retry(self, tenant_id: str, job_id: str) -> Job | None:
+        now = self._clock()
+        async with self._db.transaction() as s:
+            row = await _tenant_row(s, tenant_id, job_id)
+            if row is None:
+                return None
+            if row.status not in ("failed", "cancelled"):
+                raise Conflict(
+                    f"only failed or cancelled jobs can be retried (this one is {row.status})",
+                    code="job_not_retryable",
+                )
+            row.status = "queued"
+            row.attempts = 0
+            row.error = None
+            row.stage = None
+            row.progress_done = 0
+            row.progress_total = 0
+            row.cancel_requested = False
+            row.lease_owner = None
+            row.lease_expires_at = None
+            row.run_after = now
+            row.finished_at = None
+            row.updated_at = now
+            await s.flush()
+            return _job(row)
+
+    # -- workers ---------------------------------------------------------------------------
+
+    async def claim(self, worker_id: str, kinds: Sequence[str]) -> Job | None:
+        if not worker_id or len(worker_id) > 64:
+            raise InvalidInput("worker_id must be 1 to 64 characters")
+        if not kinds:
+            return None
+        now = self._clock()
+        due = or_(
+            and_(JobRow.status == "queued", JobRow.run_after <= now),
+            and_(JobRow.status == "running", JobRow.lease_expires_at <= now),
+        )
+        query = (
+            select(JobRow)
+            .where(JobRow.kind.in_(list(kinds)), due)
+            .order_by(JobRow.created_at, JobRow.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        async with self._db.transaction() as s:
+            while True:
+                row = (await s.scalars(query)).first()
+                if row is None:
+                    return None
+                if row.status == "running":
+                    # The previous owner died (or stalled past its lease) mid-attempt.
+                    if row.cancel_requested:
+                        _finish(row, "cancelled", now)
+                        await s.flush()
+                        continue
+                    if row.attempts >= row.max_attempts:
+                        _finish(row, "failed", now)
+                        row.error = (
+                            f"worker lost (lease expired) on attempt {row.attempts} "
+                            f"of {row.max_attempts}"
+                        )
+                        await s.flush()
+                        continue
+                row.status = "running"
+                row.lease_owner = worker_id
+                row.lease_expires_at = now + self._lease
+                row.attempts += 1
+                row.updated_at = now
+                await s.flush()
+                return _job(row)
+
+    async def heartbeat(self, job_id: str, worker_id: str) -> bool:
+        now = self._clock()
+        async with self._db.transaction() as s:
+            row = await _owned_row(s, job_id, worker_id)
+            if row is None:
+                return False
+            row.lease_expires_at = now + self._lease
+            row.updated_at = now
+            return not row.cancel_requested
+
+    async def is_cancel_requested(self, job_id: str) -> bool:
+        async with self._db.read() as s:
+            flag = await s.scalar(select(JobRow.cancel_requested).where(JobRow.id == job_id))
+            return bool(flag)
+
+    async def set_stage(
+        self, job_id: str, worker_id: str, stage: str, done: int, total: int
+    ) -> bool:
+        now = self._clock()
+        async with self._db.transaction() as s:
+            row = await _owned_row(s, job_id, worker_id)
+            if row is None:
+                return False
+            row.stage = stage
+            row.progress_done = done
+            row.progress_total = total
+            # Reporting progress proves the worker is alive: extend the lease too.
+            row.lease_expires_at = now + self._lease
+            row.updated_at = now
+            return True
+
+    async def complete(
+        self, job_id: str, worker_id: str, timings: Mapping[str, float] | None = None
+    ) -> bool:
+        now = self._clock()
+        async with self._db.transaction() as s:
+            row = await _owned_row(s, job_id, worker_id)
+            if row is None:
+                return False
+            _finish(row, "succeeded", now)
+            row.error = None
+            row.timings = json.dumps(dict(timings or {}), separators=(",", ":"))
+            return True
+
+    async def fail(
+        self, job_id: str, worker_id: str, error: str, *, retryable: bool = True
+    ) -> bool:
+        now = self._clock()
+        async with self._db.transaction() as s:
+            row = await _owned_row(s, job_id, worker_id)
+            if row is None:
+                return False
+            row.error = error[:MAX_ERROR_CHARS]
+            if row.cancel_requested:
+                _finish(row, "cancelled", now)
+            elif retryable and row.attempts < row.max_attempts:
+                row.status = "queued"
+                row.run_after = now + backoff_delay(row.attempts)
+                row.lease_owner = None
+                row.lease_expires_at = None
+                row.updated_at = now
+            else:
+                _finish(row, "failed", now)
+            return True
+
+    async def mark_cancelled(self, job_id: str, worker_id: str) -> bool:
+        now = self._clock()
+        async with self._db.transaction() as s:
+            row = await _owned_row(s, job_id, worker_id)
+            if row is None:
+                return False
+            _finish(row, "cancelled", now)
+            return True
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+async def _tenant_row(s: AsyncSession, tenant_id: str, job_id: str) -> JobRow | None:
+    return (
+        await s.scalars(select(JobRow).where(JobRow.id == job_id, JobRow.tenant_id == tenant_id))
+    ).first()
+
+
+async def _owned_row(s: AsyncSession, job_id: str, worker_id: str) -> JobRow | None:
+    """The job if ``worker_id`` still holds its lease.
+
+    An expired lease that nobody has taken over yet still counts as held: the worker is
+    evidently alive, and letting it finish is better than wasting the attempt.
+    """
+    return (
+        await s.scalars(
+            select(JobRow).where(
+                JobRow.id == job_id,
+                JobRow.status == "running",
+                JobRow.lease_owner == worker_id,
+            )
+        )
+    ).first()
+
+
+def _finish(row: JobRow, status: JobStatus, now: datetime) -> None:
+    row.status = status
+    row.finished_at = now
+    row.updated_at = now
+    row.lease_owner = None
+    row.lease_expires_at = None
+
+
+def _job(row: JobRow) -> Job:
+    return Job(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        kind=row.kind,
+        payload=json.loads(row.payload),
+        status=cast(JobStatus, row.status),
+        stage=row.stage,
+        progress_done=row.progress_done,
+        progress_total=row.progress_total,
+        attempts=row.attempts,
+        max_attempts=row.max_attempts,
+        error=row.error,
+        run_after=row.run_after,
+        lease_owner=row.lease_owner,
+        lease_expires_at=row.lease_expires_at,
+        cancel_requested=row.cancel_requested,
+        timings=json.loads(row.timings),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        finished_at=row.finished_at,
+    )
+
+
+def _encode_cursor(job: Job) -> str:
+    raw = f"{job.created_at.isoformat()}|{job.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, job_id = base64.urlsafe_b64decode(cursor.encode("ascii")).decode().split("|", 1)
+        when = datetime.fromisoformat(created)
+    except (ValueError, UnicodeError, binascii.Error):
+        raise InvalidInput("invalid cursor") from None
+    if when.tzinfo is None:
+        raise InvalidInput("invalid cursor")
+    return when, job_id
+
+
+__all__ = [
+    "BACKOFF_BASE",
+    "BACKOFF_MAX",
+    "JOB_STATUSES",
+    "Job",
+    "JobPage",
+    "JobQueue",
+    "JobStatus",
+    "SqlJobQueue",
+    "backoff_delay",
+]

@@ -1,0 +1,531 @@
+"""The durable job queue on a real SQLite file: leases, retries, cancellation, tenants, and
+claims racing across coroutines and across real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from ragd.db import migrate
+from ragd.db.engine import Database
+from ragd.errors import Conflict, InvalidInput, NotFound
+from ragd.jobs import Job, SqlJobQueue, backoff_delay
+from ragd.stores.identity import SqlIdentityStore
+
+KIND = "test"
+
+
+class Clock:
+    """A controllable clock that also ticks 1 ms per reading, so rows keep a strict order."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(milliseconds=1)
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def _url(path: Path) -> str:
+    return f"sqlite+aiosqlite:///{path.resolve()}"
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "db" / "ragd.db"
+
+
+@pytest.fixture
+async def db(db_path: Path) -> AsyncIterator[Database]:
+    database = Database(_url(db_path))
+    await migrate.upgrade(database)
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+@pytest.fixture
+async def tenant(db: Database) -> str:
+    return (await SqlIdentityStore(db).create_tenant("acme")).id
+
+
+@pytest.fixture
+async def other_tenant(db: Database) -> str:
+    return (await SqlIdentityStore(db).create_tenant("globex")).id
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def queue(db: Database, clock: Clock) -> SqlJobQueue:
+    return SqlJobQueue(db, lease_seconds=30, clock=clock)
+
+
+async def _claim(queue: SqlJobQueue, worker: str = "w1") -> Job:
+    job = await queue.claim(worker, [KIND])
+    assert job is not None
+    return job
+
+
+async def _get(queue: SqlJobQueue, tenant: str, job_id: str) -> Job:
+    job = await queue.get(tenant, job_id)
+    assert job is not None
+    return job
+
+
+# -- the happy path ---------------------------------------------------------------------------
+
+
+async def test_enqueue_claim_complete(queue: SqlJobQueue, tenant: str) -> None:
+    job = await queue.enqueue(tenant, KIND, {"document_id": "d1", "n": [1, 2]})
+    assert job.status == "queued" and job.attempts == 0 and job.lease_owner is None
+    assert job.payload == {"document_id": "d1", "n": [1, 2]}
+
+    claimed = await _claim(queue, "w1")
+    assert claimed.id == job.id
+    assert claimed.status == "running"
+    assert claimed.attempts == 1
+    assert claimed.lease_owner == "w1"
+    assert claimed.lease_expires_at is not None and claimed.lease_expires_at > claimed.updated_at
+    assert await queue.claim("w2", [KIND]) is None  # leased, not due
+
+    assert await queue.set_stage(job.id, "w1", "parse", 3, 10) is True
+    staged = await _get(queue, tenant, job.id)
+    assert (staged.stage, staged.progress_done, staged.progress_total) == ("parse", 3, 10)
+    assert await queue.heartbeat(job.id, "w1") is True
+
+    assert await queue.complete(job.id, "w1", {"parse": 0.5, "embed": 1.25}) is True
+    done = await _get(queue, tenant, job.id)
+    assert done.status == "succeeded"
+    assert done.timings == {"parse": 0.5, "embed": 1.25}
+    assert done.finished_at is not None and done.lease_owner is None
+    assert await queue.claim("w1", [KIND]) is None
+    # Finished: worker calls are refused.
+    assert await queue.complete(job.id, "w1") is False
+    assert await queue.heartbeat(job.id, "w1") is False
+
+
+async def test_claims_are_fifo_and_filtered_by_kind(queue: SqlJobQueue, tenant: str) -> None:
+    ids = [(await queue.enqueue(tenant, KIND, {"i": i})).id for i in range(5)]
+    other = await queue.enqueue(tenant, "other", {})
+    claimed = [(await _claim(queue)).id for _ in range(5)]
+    assert claimed == ids
+    assert await queue.claim("w1", [KIND]) is None
+    assert await queue.claim("w1", []) is None
+    assert (await _claim_kind(queue, "other")).id == other.id
+
+
+async def _claim_kind(queue: SqlJobQueue, kind: str) -> Job:
+    job = await queue.claim("w1", [kind])
+    assert job is not None
+    return job
+
+
+# -- retries ----------------------------------------------------------------------------------
+
+
+def test_backoff_is_capped_exponential() -> None:
+    assert [backoff_delay(n).total_seconds() for n in (1, 2, 3, 4)] == [2, 4, 8, 16]
+    assert backoff_delay(8).total_seconds() == 256
+    assert backoff_delay(9).total_seconds() == 300
+    assert backoff_delay(10_000).total_seconds() == 300
+
+
+async def test_backoff_then_failed_after_max_attempts(
+    queue: SqlJobQueue, tenant: str, clock: Clock
+) -> None:
+    job = await queue.enqueue(tenant, KIND, {}, max_attempts=3)
+
+    for attempt, delay in ((1, 2), (2, 4)):
+        claimed = await _claim(queue)
+        assert claimed.attempts == attempt
+        assert await queue.fail(job.id, "w1", f"boom {attempt}") is True
+        requeued = await _get(queue, tenant, job.id)
+        assert requeued.status == "queued" and requeued.error == f"boom {attempt}"
+        assert requeued.lease_owner is None
+        assert requeued.run_after - requeued.updated_at == timedelta(seconds=delay)
+        clock.advance(delay - 0.1)
+        assert await queue.claim("w1", [KIND]) is None  # still backing off
+        clock.advance(0.2)
+
+    last = await _claim(queue)
+    assert last.attempts == 3
+    assert await queue.fail(job.id, "w1", "boom 3") is True
+    failed = await _get(queue, tenant, job.id)
+    assert failed.status == "failed" and failed.error == "boom 3"
+    assert failed.finished_at is not None
+    clock.advance(3600)
+    assert await queue.claim("w1", [KIND]) is None
+
+
+async def test_non_retryable_failure_is_final(queue: SqlJobQueue, tenant: str) -> None:
+    job = await queue.enqueue(tenant, KIND, {}, max_attempts=5)
+    await _claim(queue)
+    assert await queue.fail(job.id, "w1", "not a PDF", retryable=False) is True
+    failed = await _get(queue, tenant, job.id)
+    assert (failed.status, failed.error, failed.attempts) == ("failed", "not a PDF", 1)
+
+
+# -- leases -----------------------------------------------------------------------------------
+
+
+async def test_expired_lease_is_reclaimed_and_old_worker_is_fenced(
+    db: Database, tenant: str, clock: Clock
+) -> None:
+    a = SqlJobQueue(db, lease_seconds=30, clock=clock)
+    b = SqlJobQueue(db, lease_seconds=30, clock=clock)
+    job = await a.enqueue(tenant, KIND, {})
+    await _claim(a, "worker-a")
+
+    clock.advance(20)
+    assert await b.claim("worker-b", [KIND]) is None  # lease still valid
+    assert await a.heartbeat(job.id, "worker-a") is True  # extends to +30 from now
+    clock.advance(20)
+    assert await b.claim("worker-b", [KIND]) is None
+
+    clock.advance(11)  # worker-a went silent past its lease
+    taken = await b.claim("worker-b", [KIND])
+    assert taken is not None and taken.id == job.id
+    assert taken.lease_owner == "worker-b" and taken.attempts == 2
+
+    # worker-a wakes up: every state change is refused and nothing moves.
+    assert await a.heartbeat(job.id, "worker-a") is False
+    assert await a.set_stage(job.id, "worker-a", "embed", 1, 1) is False
+    assert await a.complete(job.id, "worker-a") is False
+    assert await a.fail(job.id, "worker-a", "late") is False
+    assert await a.mark_cancelled(job.id, "worker-a") is False
+    current = await _get(a, tenant, job.id)
+    assert (current.status, current.lease_owner, current.stage, current.error) == (
+        "running", "worker-b", None, None
+    )
+
+    assert await b.complete(job.id, "worker-b") is True
+    assert (await _get(b, tenant, job.id)).status == "succeeded"
+
+
+async def test_lost_lease_on_last_attempt_fails_the_job(
+    queue: SqlJobQueue, tenant: str, clock: Clock
+) -> None:
+    job = await queue.enqueue(tenant, KIND, {}, max_attempts=1)
+    await _claim(queue, "crashy")
+    clock.advance(31)
+    assert await queue.claim("w2", [KIND]) is None
+    failed = await _get(queue, tenant, job.id)
+    assert failed.status == "failed"
+    assert failed.error is not None and "lease expired" in failed.error
+
+
+async def test_twenty_concurrent_claimers_get_distinct_jobs(
+    queue: SqlJobQueue, tenant: str
+) -> None:
+    ids = {(await queue.enqueue(tenant, KIND, {"i": i})).id for i in range(20)}
+
+    first_round = await asyncio.gather(*(queue.claim(f"w{i}", [KIND]) for i in range(20)))
+    claimed = [job.id for job in first_round if job is not None]
+    assert len(claimed) == 20 and set(claimed) == ids
+
+    # And draining a larger queue with 20 looping workers claims every job exactly once.
+    more = {(await queue.enqueue(tenant, KIND, {"i": i})).id for i in range(60)}
+
+    async def worker(name: str) -> list[str]:
+        got: list[str] = []
+        while (job := await queue.claim(name, [KIND])) is not None:
+            got.append(job.id)
+            assert await queue.complete(job.id, name) is True
+        return got
+
+    results = await asyncio.gather(*(worker(f"loop-{i}") for i in range(20)))
+    all_claimed = [job_id for got in results for job_id in got]
+    assert sorted(all_claimed) == sorted(more)
+
+
+# -- real processes ---------------------------------------------------------------------------
+
+_DRAIN_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, sys, time
+    from pathlib import Path
+    from ragd.db.engine import Database
+    from ragd.jobs import SqlJobQueue
+
+    async def main(url: str, worker: str, go: str) -> None:
+        db = Database(url)
+        queue = SqlJobQueue(db)
+        await db.ping()
+        Path(go + "." + worker).touch()  # ready
+        while not Path(go).exists():
+            time.sleep(0.005)
+        claimed = []
+        while (job := await queue.claim(worker, ["test"])) is not None:
+            claimed.append(job.id)
+            await asyncio.sleep(0.005)  # "work", so that neither process drains alone
+            assert await queue.complete(job.id, worker)
+        await db.dispose()
+        sys.stdout.write("\\n".join(claimed) + "\\n")
+
+    asyncio.run(main(*sys.argv[1:]))
+    """
+)
+
+_CLAIM_AND_HANG_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, sys
+    from ragd.db.engine import Database
+    from ragd.jobs import SqlJobQueue
+
+    async def main(url: str) -> None:
+        db = Database(url)
+        job = await SqlJobQueue(db, lease_seconds=1).claim("doomed", ["test"])
+        sys.stdout.write(f"{job.id if job else ''}\\n")
+        sys.stdout.flush()
+        await asyncio.sleep(120)  # "working", never heartbeating
+
+    asyncio.run(main(sys.argv[1]))
+    """
+)
+
+
+def _spawn(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(  # noqa: S603 - our own interpreter and script
+        [sys.executable, "-c", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+async def test_two_processes_never_claim_the_same_job(
+    db: Database, db_path: Path, tenant: str, tmp_path: Path
+) -> None:
+    queue = SqlJobQueue(db)
+    ids = {(await queue.enqueue(tenant, KIND, {"i": i})).id for i in range(50)}
+    go = tmp_path / "go"
+    procs = [_spawn(_DRAIN_SCRIPT, _url(db_path), f"proc-{n}", str(go)) for n in range(2)]
+    try:
+        # Let both import and connect, then start them together so their claims interleave.
+        deadline = time.monotonic() + 30
+        while not all((tmp_path / f"go.proc-{n}").exists() for n in range(2)):
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+            await asyncio.sleep(0.02)
+        go.touch()
+        outputs = await asyncio.gather(
+            *(asyncio.to_thread(p.communicate, timeout=60) for p in procs)
+        )
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, (_, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err
+    per_process = [out.split() for out, _ in outputs]
+    claimed = [job_id for got in per_process for job_id in got]
+    assert len(claimed) == len(set(claimed)) == 50
+    assert all(per_process), "one process drained the queue alone: no race was tested"
+    assert set(claimed) == ids
+    page = await queue.list(tenant, status="succeeded", limit=100)
+    assert len(page.items) == 50
+
+
+@pytest.mark.slow
+async def test_killed_worker_job_is_reclaimed_after_lease_expiry(
+    db: Database, db_path: Path, tenant: str
+) -> None:
+    queue = SqlJobQueue(db, lease_seconds=1)
+    job = await queue.enqueue(tenant, KIND, {"doc": "x"})
+    proc = _spawn(_CLAIM_AND_HANG_SCRIPT, _url(db_path))
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.to_thread(proc.stdout.readline)
+        assert line.strip() == job.id, proc.stderr.read() if proc.stderr else ""
+        os.kill(proc.pid, signal.SIGKILL)
+        await asyncio.to_thread(proc.wait, 10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    orphan = await _get(queue, tenant, job.id)
+    assert (orphan.status, orphan.lease_owner) == ("running", "doomed")
+
+    deadline = time.monotonic() + 10
+    reclaimed = None
+    while reclaimed is None and time.monotonic() < deadline:
+        reclaimed = await queue.claim("survivor", [KIND])
+        if reclaimed is None:
+            await asyncio.sleep(0.1)
+    assert reclaimed is not None and reclaimed.id == job.id
+    assert reclaimed.attempts == 2 and reclaimed.lease_owner == "survivor"
+    assert await queue.complete(job.id, "survivor") is True
+    assert (await _get(queue, tenant, job.id)).status == "succeeded"
+
+
+# -- cancellation and retry -------------------------------------------------------------------
+
+
+async def test_cancel_queued_job_is_immediate(queue: SqlJobQueue, tenant: str) -> None:
+    job = await queue.enqueue(tenant, KIND, {})
+    cancelled = await queue.cancel(tenant, job.id)
+    assert cancelled is not None and cancelled.status == "cancelled"
+    assert cancelled.finished_at is not None
+    assert await queue.claim("w1", [KIND]) is None
+
+
+async def test_cancel_running_job_is_honoured_by_the_worker(
+    queue: SqlJobQueue, tenant: str
+) -> None:
+    job = await queue.enqueue(tenant, KIND, {})
+    await _claim(queue)
+    assert await queue.is_cancel_requested(job.id) is False
+
+    requested = await queue.cancel(tenant, job.id)
+    assert requested is not None
+    assert (requested.status, requested.cancel_requested) == ("running", True)
+    assert await queue.is_cancel_requested(job.id) is True
+    assert await queue.heartbeat(job.id, "w1") is False  # "stop between stages"
+
+    assert await queue.mark_cancelled(job.id, "w1") is True
+    final = await _get(queue, tenant, job.id)
+    assert final.status == "cancelled" and final.lease_owner is None
+
+
+async def test_failing_after_cancel_request_ends_cancelled_not_requeued(
+    queue: SqlJobQueue, tenant: str
+) -> None:
+    job = await queue.enqueue(tenant, KIND, {})
+    await _claim(queue)
+    await queue.cancel(tenant, job.id)
+    assert await queue.fail(job.id, "w1", "interrupted") is True
+    assert (await _get(queue, tenant, job.id)).status == "cancelled"
+
+
+async def test_cancel_requested_job_with_dead_worker_ends_cancelled(
+    queue: SqlJobQueue, tenant: str, clock: Clock
+) -> None:
+    job = await queue.enqueue(tenant, KIND, {})
+    await _claim(queue)
+    await queue.cancel(tenant, job.id)
+    clock.advance(31)
+    assert await queue.claim("w2", [KIND]) is None
+    assert (await _get(queue, tenant, job.id)).status == "cancelled"
+
+
+async def test_cancel_finished_job_changes_nothing(queue: SqlJobQueue, tenant: str) -> None:
+    job = await queue.enqueue(tenant, KIND, {})
+    await _claim(queue)
+    await queue.complete(job.id, "w1")
+    after = await queue.cancel(tenant, job.id)
+    assert after is not None and after.status == "succeeded" and not after.cancel_requested
+
+
+async def test_retry_requeues_failed_and_cancelled_jobs(
+    queue: SqlJobQueue, tenant: str
+) -> None:
+    job = await queue.enqueue(tenant, KIND, {}, max_attempts=1)
+    await _claim(queue)
+    await queue.set_stage(job.id, "w1", "parse", 1, 2)
+    await queue.fail(job.id, "w1", "bad")
+    assert (await _get(queue, tenant, job.id)).status == "failed"
+
+    retried = await queue.retry(tenant, job.id)
+    assert retried is not None
+    assert (retried.status, retried.attempts, retried.error, retried.stage) == (
+        "queued", 0, None, None
+    )
+    assert retried.finished_at is None
+    again = await _claim(queue, "w2")
+    assert again.id == job.id and again.attempts == 1
+
+    with pytest.raises(Conflict):
+        await queue.retry(tenant, job.id)  # running
+    await queue.mark_cancelled(job.id, "w2")
+    retried_cancelled = await queue.retry(tenant, job.id)
+    assert retried_cancelled is not None and retried_cancelled.status == "queued"
+    assert not retried_cancelled.cancel_requested
+
+
+# -- tenants and listing ----------------------------------------------------------------------
+
+
+async def test_tenant_isolation(queue: SqlJobQueue, tenant: str, other_tenant: str) -> None:
+    queued = await queue.enqueue(tenant, KIND, {"secret": "acme"})
+    failed = await queue.enqueue(tenant, "other", {}, max_attempts=1)
+    assert (await _claim_kind(queue, "other")).id == failed.id
+    await queue.fail(failed.id, "w1", "x")
+
+    assert await queue.get(other_tenant, queued.id) is None
+    assert await queue.cancel(other_tenant, queued.id) is None
+    assert await queue.retry(other_tenant, failed.id) is None
+    assert (await queue.list(other_tenant)).items == ()
+
+    assert (await _get(queue, tenant, queued.id)).status == "queued"
+    assert (await _get(queue, tenant, failed.id)).status == "failed"
+    assert await queue.get(tenant, "no-such-job") is None
+
+
+async def test_list_pages_newest_first_with_status_filter(
+    queue: SqlJobQueue, tenant: str
+) -> None:
+    ids = [(await queue.enqueue(tenant, KIND, {"i": i})).id for i in range(5)]
+    await _claim(queue)  # the oldest one is now running
+
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        page = await queue.list(tenant, limit=2, cursor=cursor)
+        seen.extend(job.id for job in page.items)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == ids[::-1]
+
+    queued = await queue.list(tenant, status="queued")
+    assert [job.id for job in queued.items] == ids[:0:-1]
+    running = await queue.list(tenant, status="running")
+    assert [job.id for job in running.items] == ids[:1]
+
+    with pytest.raises(InvalidInput):
+        await queue.list(tenant, cursor="not-a-cursor")
+    with pytest.raises(InvalidInput):
+        await queue.list(tenant, limit=0)
+
+
+async def test_deleting_a_tenant_deletes_its_jobs(
+    db: Database, queue: SqlJobQueue, tenant: str
+) -> None:
+    job = await queue.enqueue(tenant, KIND, {})
+    async with db.transaction() as s:
+        await s.execute(text("DELETE FROM tenants WHERE id = :id"), {"id": tenant})
+    async with db.read() as s:
+        remaining = (await s.execute(text("SELECT count(*) FROM jobs"))).scalar_one()
+    assert remaining == 0
+    assert await queue.get(tenant, job.id) is None
+
+
+async def test_enqueue_validates_its_input(queue: SqlJobQueue, tenant: str) -> None:
+    with pytest.raises(NotFound):
+        await queue.enqueue("no-such-tenant", KIND, {})
+    with pytest.raises(InvalidInput):
+        await queue.enqueue(tenant, KIND, {}, max_attempts=0)
+    with pytest.raises(InvalidInput):
+        await queue.enqueue(tenant, "k" * 33, {})
+    assert (await queue.list(tenant)).items == ()
