@@ -8,7 +8,7 @@ by raw path, so ids cannot blow up the number of series. Gauges that mirror live
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -109,16 +109,21 @@ def gauge(name: str, documentation: str, value: float, **labels: str) -> GaugeMe
 def labelled_gauge(
     name: str, documentation: str, label: str, values: dict[str, float]
 ) -> GaugeMetricFamily:
-    family = GaugeMetricFamily(name, documentation, labels=[label])
-    for key, value in values.items():
-        family.add_metric([key], value)
-    return family
+    """A gauge family with one sample per ``label`` value."""
+    return _fill(GaugeMetricFamily(name, documentation, labels=[label]), values)
 
 
 def labelled_counter(
     name: str, documentation: str, label: str, values: dict[str, float]
 ) -> CounterMetricFamily:
-    family = CounterMetricFamily(name, documentation, labels=[label])
+    """A counter family with one sample per ``label`` value."""
+    return _fill(CounterMetricFamily(name, documentation, labels=[label]), values)
+
+
+_Family = TypeVar("_Family", GaugeMetricFamily, CounterMetricFamily)
+
+
+def _fill(family: _Family, values: dict[str, float]) -> _Family:
     for key, value in values.items():
         family.add_metric([key], value)
     return family

@@ -23,11 +23,12 @@ from ragd.api.deps import (
     ServicesDep,
     get_principal,
     get_services,
+    require_platform_admin,
 )
 from ragd.api.errors import ERROR_RESPONSES
 from ragd.auth.principal import Principal
 from ragd.container import Services
-from ragd.errors import InvalidInput, PermissionDenied
+from ragd.errors import InvalidInput
 from ragd.models.registry import UnloadResult
 from ragd.ops.memory import read_process_memory
 from ragd.ops.metrics import CONTENT_TYPE
@@ -46,10 +47,7 @@ async def performance_reader(
     """A platform admin, or anyone when ``public_performance`` is on."""
     if services.settings.public_performance:
         return None
-    principal = await get_principal(services, bearer, api_key)
-    if not principal.is_superuser:
-        raise PermissionDenied("platform administrator required")
-    return principal
+    return require_platform_admin(await get_principal(services, bearer, api_key))
 
 
 Reader = Annotated[Principal | None, Depends(performance_reader)]
