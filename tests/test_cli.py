@@ -71,3 +71,17 @@ def test_create_tenant_and_duplicate(tmp_path: Path) -> None:
     assert "already exists" in dup.output
     blank = runner.invoke(cli, ["admin", "create-tenant", "  ", "--data-dir", str(tmp_path)])
     assert blank.exit_code == 2
+
+
+@pytest.mark.parametrize("command", [["models", "prepare"], ["models", "list"]])
+def test_models_commands_reject_bad_configuration(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, command: list[str]
+) -> None:
+    monkeypatch.setenv("RAGD_MODELS__EMBEDDER", "bogus")
+    result = runner.invoke(cli, [*command, "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "models.embedder" in result.output
+    assert "Traceback" not in result.output
+    unknown = runner.invoke(cli, [*command, "--quantise"])
+    assert unknown.exit_code == 2
+    assert "No such option" in unknown.output
