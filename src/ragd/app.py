@@ -11,13 +11,25 @@ from fastapi import FastAPI
 from ragd import __version__
 from ragd.api.errors import install_error_handlers
 from ragd.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from ragd.api.routes import admin, auth, health, keywords, performance, tenant
+from ragd.api.routes import (
+    admin,
+    auth,
+    collections,
+    documents,
+    health,
+    jobs,
+    keywords,
+    performance,
+    tenant,
+)
 from ragd.container import Services, StartupMetrics, background, open_services
 from ragd.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
+#: Multipart framing and form fields around an uploaded file.
+UPLOAD_OVERHEAD_BYTES = 1024 * 1024
 
 
 StartupHook = Callable[[Services], Awaitable[None]]
@@ -64,11 +76,16 @@ def create_app(
         openapi_url="/openapi.json",
     )
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    upload_limit = settings.ingestion.max_upload_bytes + UPLOAD_OVERHEAD_BYTES
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_request_bytes,
+        overrides={f"{API_PREFIX}/documents": upload_limit},
+    )
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     app.include_router(performance.router)
     app.include_router(performance.metrics_router)
-    for module in (auth, tenant, admin, keywords):
+    for module in (auth, tenant, admin, keywords, collections, documents, jobs):
         app.include_router(module.router, prefix=API_PREFIX)
     return app

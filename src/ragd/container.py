@@ -21,6 +21,11 @@ from ragd.auth.service import AuthService
 from ragd.auth.tokens import TokenService
 from ragd.db import migrate
 from ragd.db.engine import Database
+from ragd.index.manager import IndexManager
+from ragd.ingestion.pipeline import CollectionPurger, IngestionPipeline
+from ragd.ingestion.service import IngestionService
+from ragd.ingestion.worker import WorkerPool
+from ragd.jobs.queue import SqlJobQueue
 from ragd.models.registry import ModelRegistry
 from ragd.models.runtime import ModelRuntime
 from ragd.ops.memory import MemoryManager
@@ -28,7 +33,9 @@ from ragd.ops.metrics import Metrics
 from ragd.ops.telemetry import install_live_metrics
 from ragd.settings import Settings, ensure_data_dir, with_runtime_secret
 from ragd.stores.base import IdentityStore
+from ragd.stores.catalog import DELETE_COLLECTION_JOB, INGEST_JOB
 from ragd.stores.identity import SqlIdentityStore
+from ragd.stores.sql_catalog import SqlCatalog
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +74,12 @@ class Services:
     metrics: Metrics
     runtime: ModelRuntime
     memory: MemoryManager
+    catalog: SqlCatalog
+    queue: SqlJobQueue
+    indexes: IndexManager
+    ingestion: IngestionService
     migrations_applied: bool = False
+    workers: WorkerPool | None = None
 
 
 @asynccontextmanager
@@ -113,6 +125,10 @@ async def open_services(
         memory = MemoryManager(settings.memory)
         runtime.attach(memory)
         install_live_metrics(metrics, runtime=runtime, memory=memory)
+        catalog = SqlCatalog(db)
+        queue = SqlJobQueue(db, lease_seconds=settings.ingestion.lease_seconds)
+        indexes = IndexManager(catalog, settings.data_dir / "indexes")
+        ingestion = IngestionService(catalog, queue, indexes, settings.ingestion)
         startup.phase("services")
         services = Services(
             settings=settings,
@@ -127,12 +143,17 @@ async def open_services(
             metrics=metrics,
             runtime=runtime,
             memory=memory,
+            catalog=catalog,
+            queue=queue,
+            indexes=indexes,
+            ingestion=ingestion,
             migrations_applied=applied,
         )
         try:
             yield services
         finally:
             await runtime.close()
+            indexes.close()
     finally:
         await db.dispose()
 
@@ -168,16 +189,52 @@ async def run_housekeeping(services: Services, interval: float = PRUNE_INTERVAL_
             logger.info("pruned expired auth rows", extra={"rows": removed})
 
 
+def build_workers(services: Services, concurrency: int) -> WorkerPool:
+    """A worker pool running ingestion and collection-deletion jobs."""
+    pipeline = IngestionPipeline(
+        services.catalog, services.queue, services.runtime, services.indexes,
+        services.settings.ingestion,
+    )
+    purger = CollectionPurger(services.catalog, services.queue, services.indexes)
+    pool = WorkerPool(
+        services.queue,
+        {INGEST_JOB: pipeline.run, DELETE_COLLECTION_JOB: purger.run},
+        concurrency=concurrency,
+        poll_interval=services.settings.ingestion.poll_interval_seconds,
+    )
+    services.ingestion.set_wake(pool.wake)
+    return pool
+
+
+async def recover_indexes(services: Services) -> None:
+    """Replay index changes that a crash left unapplied (a startup background task)."""
+    try:
+        applied = await services.indexes.sync_all()
+    except Exception:  # noqa: BLE001 - search re-syncs on demand; keep serving
+        logger.exception("index recovery failed")
+        return
+    if applied:
+        logger.info("index changes replayed", extra={"changes": applied})
+
+
 @asynccontextmanager
 async def background(services: Services) -> AsyncIterator[None]:
-    """Run the housekeeping and memory monitor tasks for the life of the app."""
+    """Run housekeeping, the memory monitor, index recovery and the in-process workers."""
     tasks = [
         asyncio.create_task(run_housekeeping(services), name="ragd-housekeeping"),
         asyncio.create_task(services.memory.run(), name="ragd-memory-monitor"),
+        asyncio.create_task(recover_indexes(services), name="ragd-index-recovery"),
     ]
+    workers = services.settings.ingestion.workers
+    if workers > 0:
+        services.workers = build_workers(services, workers)
+        services.workers.start()
     try:
         yield
     finally:
+        if services.workers is not None:
+            await services.workers.stop()
+            services.workers = None
         for task in tasks:
             task.cancel()
         for task in tasks:

@@ -32,6 +32,18 @@ class InvalidInput(RagdError):
     code = "invalid_input"
 
 
+class UnsupportedMediaType(RagdError):
+    """The uploaded content is of a type ragd cannot ingest (the message lists the types)."""
+
+    code = "unsupported_type"
+
+
+class PayloadTooLarge(RagdError):
+    """The request body or uploaded file is over its size limit."""
+
+    code = "payload_too_large"
+
+
 class NotFound(RagdError):
     """The resource does not exist, or belongs to another tenant."""
 

@@ -195,6 +195,47 @@ class MemorySettings(BaseModel):
         return self
 
 
+class IngestionSettings(BaseModel):
+    """Uploads, parsing limits, chunking and the ingestion worker pool."""
+
+    workers: int = Field(
+        default=2, ge=0, le=64,
+        description="Ingestion workers inside `ragd serve` (0: only `ragd worker` processes).",
+    )
+    max_upload_mb: float = Field(default=50.0, gt=0, le=4096)
+    max_text_chars: int = Field(default=5_000_000, ge=1, description="JSON text documents.")
+    parse_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    parse_memory_mb: int = Field(default=1024, ge=64, le=65536)
+    parse_cpu_seconds: int = Field(default=120, ge=1, le=86400)
+    parse_concurrency: int = Field(default=2, ge=1, le=64)
+    max_pages: int = Field(default=2000, ge=1)
+    chunk_target_tokens: int = Field(
+        default=220, ge=16, le=8192,
+        description="Chunk size in embedder tokens (room left for the heading prefix).",
+    )
+    chunk_overlap_tokens: int = Field(default=32, ge=0, le=1024)
+    keywords_enabled: bool = True
+    keywords_top_n: int = Field(default=5, ge=1, le=50)
+    embed_batch: int = Field(default=64, ge=1, le=4096)
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    lease_seconds: float = Field(default=60.0, ge=1, le=3600)
+    poll_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+    delete_inline_chunks: int = Field(
+        default=5000, ge=0,
+        description="Collections with more chunks than this are deleted by a background job.",
+    )
+
+    @model_validator(mode="after")
+    def _sizes(self) -> IngestionSettings:
+        if self.chunk_overlap_tokens >= self.chunk_target_tokens:
+            raise ValueError("chunk_overlap_tokens must be below chunk_target_tokens")
+        return self
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
 class Settings(BaseSettings):
     """Effective configuration of one ragd process."""
 
@@ -225,6 +266,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     models: ModelsSettings = ModelsSettings()
     memory: MemorySettings = MemorySettings()
+    ingestion: IngestionSettings = IngestionSettings()
 
     @field_validator("data_dir")
     @classmethod

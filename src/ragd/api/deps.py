@@ -17,7 +17,9 @@ from ragd.auth.principal import Principal
 from ragd.auth.service import AuthService
 from ragd.container import Services
 from ragd.errors import AuthenticationFailed, PermissionDenied
+from ragd.ingestion.service import IngestionService
 from ragd.settings import Settings
+from ragd.stores.catalog import Catalog
 
 MAX_CREDENTIAL_CHARS = 4096
 
@@ -45,7 +47,17 @@ def get_account_service(services: ServicesDep) -> AccountService:
     return services.accounts
 
 
+def get_ingestion(services: ServicesDep) -> IngestionService:
+    return services.ingestion
+
+
+def get_catalog(services: ServicesDep) -> Catalog:
+    return services.catalog
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+IngestionDep = Annotated[IngestionService, Depends(get_ingestion)]
+CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 AuthServiceDep = Annotated[AuthService, Depends(get_auth_service)]
 AccountServiceDep = Annotated[AccountService, Depends(get_account_service)]
 

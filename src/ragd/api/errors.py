@@ -18,10 +18,12 @@ from ragd.errors import (
     Conflict,
     InvalidInput,
     NotFound,
+    PayloadTooLarge,
     PermissionDenied,
     RagdError,
     RateLimited,
     Unavailable,
+    UnsupportedMediaType,
 )
 
 logger = logging.getLogger(__name__)
@@ -31,6 +33,8 @@ _STATUS: list[tuple[type[RagdError], int]] = [
     (PermissionDenied, 403),
     (NotFound, 404),
     (Conflict, 409),
+    (PayloadTooLarge, 413),
+    (UnsupportedMediaType, 415),
     (InvalidInput, 422),
     (RateLimited, 429),
     (Unavailable, 503),

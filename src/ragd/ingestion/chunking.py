@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 from ragd.ingestion.parsers.base import ParsedDocument, Section
 
-__all__ = ["Chunk", "Tokenize", "chunk_document", "chunk_id"]
+__all__ = ["Chunk", "Tokenize", "chunk_document", "chunk_id", "embed_text"]
 
 #: ``tokenize(text)`` returns each token's ``(start, end)`` character span in ``text``.
 Tokenize = Callable[[str], Sequence[tuple[int, int]]]
@@ -80,10 +80,15 @@ class Chunk:
     @property
     def embed_text(self) -> str:
         """The text to embed and index: the heading path, a blank line, then the text."""
-        headings = [heading for heading in self.heading_path if heading.strip()]
-        if not headings:
-            return self.text
-        return f"{HEADING_SEPARATOR.join(headings)}\n\n{self.text}"
+        return embed_text(self.heading_path, self.text)
+
+
+def embed_text(heading_path: Sequence[str], text: str) -> str:
+    """``text`` prefixed by its heading path (what the embedder and the lexical index see)."""
+    headings = [heading for heading in heading_path if heading.strip()]
+    if not headings:
+        return text
+    return f"{HEADING_SEPARATOR.join(headings)}\n\n{text}"
 
 
 def chunk_id(document_id: str, version: int, ordinal: int) -> str:

@@ -15,8 +15,6 @@ again (a new attempt), so every stage must be idempotent.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ragd.db.cursor import decode_cursor, encode_cursor
 from ragd.db.engine import Database
 from ragd.db.tables import JobRow, utcnow
 from ragd.errors import Conflict, InvalidInput, NotFound
@@ -197,29 +196,15 @@ class SqlJobQueue:
         now: datetime,
     ) -> Job:
         async with self._db.transaction() as s:
-            row = JobRow(
-                tenant_id=tenant_id,
-                kind=kind,
-                payload=json.dumps(dict(payload), separators=(",", ":")),
-                status="queued",
-                progress_done=0,
-                progress_total=0,
-                attempts=0,
-                max_attempts=max_attempts,
-                run_after=now,
-                cancel_requested=False,
-                timings="{}",
-                created_at=now,
-                updated_at=now,
-            )
+            row = new_job_row(tenant_id, kind, payload, max_attempts=max_attempts, now=now)
             s.add(row)
             await s.flush()
-            return _job(row)
+            return job_from_row(row)
 
     async def get(self, tenant_id: str, job_id: str) -> Job | None:
         async with self._db.read() as s:
             row = await _tenant_row(s, tenant_id, job_id)
-            return None if row is None else _job(row)
+            return None if row is None else job_from_row(row)
 
     async def list(
         self,
@@ -237,7 +222,7 @@ class SqlJobQueue:
         if status is not None:
             query = query.where(JobRow.status == status)
         if cursor is not None:
-            after_created, after_id = _decode_cursor(cursor)
+            after_created, after_id = decode_cursor(cursor)
             query = query.where(
                 or_(
                     JobRow.created_at < after_created,
@@ -247,8 +232,10 @@ class SqlJobQueue:
         query = query.order_by(JobRow.created_at.desc(), JobRow.id.desc()).limit(limit + 1)
         async with self._db.read() as s:
             rows = (await s.scalars(query)).all()
-        items = tuple(_job(row) for row in rows[:limit])
-        next_cursor = _encode_cursor(items[-1]) if len(rows) > limit else None
+        items = tuple(job_from_row(row) for row in rows[:limit])
+        next_cursor = (
+            encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
+        )
         return JobPage(items=items, next_cursor=next_cursor)
 
     async def cancel(self, tenant_id: str, job_id: str) -> Job | None:
@@ -265,7 +252,7 @@ class SqlJobQueue:
                 row.cancel_requested = True
                 row.updated_at = now
             await s.flush()
-            return _job(row)
+            return job_from_row(row)
 
     async def retry(self, tenant_id: str, job_id: str) -> Job | None:
         now = self._clock()
@@ -291,7 +278,7 @@ class SqlJobQueue:
             row.finished_at = None
             row.updated_at = now
             await s.flush()
-            return _job(row)
+            return job_from_row(row)
 
     # -- workers ---------------------------------------------------------------------------
 
@@ -337,7 +324,7 @@ class SqlJobQueue:
                 row.attempts += 1
                 row.updated_at = now
                 await s.flush()
-                return _job(row)
+                return job_from_row(row)
 
     async def heartbeat(self, job_id: str, worker_id: str) -> bool:
         now = self._clock()
@@ -448,7 +435,32 @@ def _finish(row: JobRow, status: JobStatus, now: datetime) -> None:
     row.lease_expires_at = None
 
 
-def _job(row: JobRow) -> Job:
+def new_job_row(
+    tenant_id: str, kind: str, payload: Mapping[str, Any], *, max_attempts: int = 3,
+    now: datetime | None = None,
+) -> JobRow:
+    """A queued job row, for producers that enqueue inside their own transaction (so the
+    job exists if and only if the change that needs it was committed)."""
+    now = now or utcnow()
+    return JobRow(
+        tenant_id=tenant_id,
+        kind=kind,
+        payload=json.dumps(dict(payload), separators=(",", ":")),
+        status="queued",
+        progress_done=0,
+        progress_total=0,
+        attempts=0,
+        max_attempts=max_attempts,
+        run_after=now,
+        cancel_requested=False,
+        timings="{}",
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def job_from_row(row: JobRow) -> Job:
+    """The immutable :class:`Job` snapshot of a row."""
     return Job(
         id=row.id,
         tenant_id=row.tenant_id,
@@ -472,22 +484,6 @@ def _job(row: JobRow) -> Job:
     )
 
 
-def _encode_cursor(job: Job) -> str:
-    raw = f"{job.created_at.isoformat()}|{job.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode("ascii")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        created, job_id = base64.urlsafe_b64decode(cursor.encode("ascii")).decode().split("|", 1)
-        when = datetime.fromisoformat(created)
-    except (ValueError, UnicodeError, binascii.Error):
-        raise InvalidInput("invalid cursor") from None
-    if when.tzinfo is None:
-        raise InvalidInput("invalid cursor")
-    return when, job_id
-
-
 __all__ = [
     "BACKOFF_BASE",
     "BACKOFF_MAX",
@@ -498,4 +494,6 @@ __all__ = [
     "JobStatus",
     "SqlJobQueue",
     "backoff_delay",
+    "job_from_row",
+    "new_job_row",
 ]

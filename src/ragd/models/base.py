@@ -45,6 +45,11 @@ class Embedder(Protocol):
         """Tokens each text would use (before truncation to ``max_tokens``)."""
         ...
 
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        """``(start, end)`` character spans of the tokens of ``text`` (no special tokens, no
+        prefix, no truncation): what the chunker measures sizes with."""
+        ...
+
     def close(self) -> None:
         """Release sessions and buffers (the registry calls this when unloading)."""
         ...

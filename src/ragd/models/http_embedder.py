@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -29,6 +30,7 @@ from ragd.settings import ModelsSettings
 
 __all__ = ["MAX_INPUTS_PER_REQUEST", "OpenAIEmbedder"]
 
+_WORD = re.compile(r"\w+|[^\w\s]")
 logger = logging.getLogger(__name__)
 
 #: OpenAI accepts up to 2048 inputs per request; smaller requests keep each response (and a
@@ -123,6 +125,11 @@ class OpenAIEmbedder:
         """An estimate (about four characters a token): the provider's tokenizer is unknown."""
         prefix = self._prefixes["passage"]
         return [max(1, math.ceil(len(prefix + text) / _CHARS_PER_TOKEN)) for text in texts]
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        """Words and punctuation marks: the provider's tokenizer is unknown, and this
+        over-counts rather than under-counts its sub-word tokens for ordinary prose."""
+        return [match.span() for match in _WORD.finditer(text)]
 
     def close(self) -> None:
         client, self._client = self._client, None

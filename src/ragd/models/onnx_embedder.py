@@ -272,15 +272,25 @@ class OnnxEmbedder:
         """Tokens each text uses as a passage (prefix and special tokens included), before
         truncation to ``max_tokens``."""
         _check_texts(texts)
+        counter = self._untruncated()
+        prefix = self._prefixes["passage"]
+        inputs = [prefix + text for text in texts] if prefix else list(texts)
+        return [len(encoding.ids) for encoding in counter.encode_batch(inputs)]
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        """Character spans of ``text``'s tokens, without special tokens or truncation."""
+        _check_texts([text])
+        encoding = self._untruncated().encode(text, add_special_tokens=False)
+        return [(int(start), int(end)) for start, end in encoding.offsets]
+
+    def _untruncated(self) -> Tokenizer:
         counter = self._counter
         if counter is None:
             with self._counter_lock:
                 if self._counter is None:
                     self._counter = _load_tokenizer(self._tokenizer_path, None)
                 counter = self._counter
-        prefix = self._prefixes["passage"]
-        inputs = [prefix + text for text in texts] if prefix else list(texts)
-        return [len(encoding.ids) for encoding in counter.encode_batch(inputs)]
+        return counter
 
     def close(self) -> None:
         """Drop the session; ``embed`` then raises :class:`Unavailable`."""

@@ -103,6 +103,16 @@ class ModelRuntime:
         self.query_cache.put(key, vector)
         return vector
 
+    async def token_spans(self) -> Callable[[str], list[tuple[int, int]]]:
+        """The loaded embedder's tokenizer as ``text -> [(start, end)]`` (for chunking)."""
+        embedder = await self._embedder.get()
+        return embedder.token_spans
+
+    async def embedder_details(self) -> EmbedderInfo:
+        """The embedder's name, dimension and token limit (loads it if needed)."""
+        embedder = await self._embedder.get()
+        return embedder.info
+
     async def keywords(self, text: str, *, top_n: int | None = None) -> list[Keyword]:
         """KeyBERT keywords of ``text``, embedded with the one loaded embedder."""
         digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()

@@ -1,0 +1,273 @@
+"""Request and response bodies of the content routes: collections, documents, chunks, jobs."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from ragd.errors import InvalidInput
+from ragd.jobs.queue import Job, JobStatus
+from ragd.stores.catalog import Collection, Document, DocumentStatus, StoredChunk
+
+MAX_METADATA_KEYS = 64
+MAX_METADATA_KEY = 64
+MAX_METADATA_BYTES = 16 * 1024
+MAX_LIST_ITEMS = 100
+
+CollectionName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                                  max_length=200)]
+Description = Annotated[str, StringConstraints(max_length=2000)]
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+def check_metadata(value: Any) -> dict[str, Any]:
+    """User metadata: a flat JSON object of strings, finite numbers, booleans, nulls and
+    lists of those; at most 64 keys and 16 KiB. Raises :class:`InvalidInput` otherwise."""
+    if not isinstance(value, dict):
+        raise InvalidInput("metadata must be a JSON object", code="invalid_metadata")
+    if len(value) > MAX_METADATA_KEYS:
+        raise InvalidInput(f"metadata has more than {MAX_METADATA_KEYS} keys",
+                           code="invalid_metadata")
+    for key, item in value.items():
+        if not isinstance(key, str) or not 1 <= len(key) <= MAX_METADATA_KEY:
+            raise InvalidInput(f"metadata keys must be 1 to {MAX_METADATA_KEY} characters",
+                               code="invalid_metadata")
+        items = item if isinstance(item, list) else [item]
+        if isinstance(item, list) and len(item) > MAX_LIST_ITEMS:
+            raise InvalidInput(f"metadata list {key!r} is longer than {MAX_LIST_ITEMS}",
+                               code="invalid_metadata")
+        for scalar in items:
+            if not _scalar(scalar):
+                raise InvalidInput(
+                    f"metadata value of {key!r} must be a string, number, boolean, null or a "
+                    "list of those", code="invalid_metadata",
+                )
+    if len(json.dumps(value, ensure_ascii=False).encode()) > MAX_METADATA_BYTES:
+        raise InvalidInput(f"metadata is larger than {MAX_METADATA_BYTES} bytes",
+                           code="invalid_metadata")
+    return value
+
+
+def parse_metadata(raw: str | None) -> dict[str, Any] | None:
+    """Metadata sent as a JSON string (multipart form field)."""
+    if raw is None or not raw.strip():
+        return None
+    if len(raw) > 4 * MAX_METADATA_BYTES:
+        raise InvalidInput(f"metadata is larger than {MAX_METADATA_BYTES} bytes",
+                           code="invalid_metadata")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise InvalidInput("metadata must be a JSON object", code="invalid_metadata") from None
+    return check_metadata(value)
+
+
+def _scalar(value: Any) -> bool:
+    if value is None or isinstance(value, str | bool | int):
+        return not isinstance(value, str) or len(value) <= 4096
+    return isinstance(value, float) and math.isfinite(value)
+
+
+class Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("metadata", mode="before", check_fields=False)
+    @classmethod
+    def _metadata(cls, value: Any) -> Any:
+        return None if value is None else check_metadata(value)
+
+
+class CollectionIn(Input):
+    name: CollectionName
+    description: Description | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class CollectionPatchIn(Input):
+    name: CollectionName | None = None
+    description: Description | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class TextDocumentIn(Input):
+    collection_id: Identifier
+    title: Title
+    text: str = Field(min_length=1)
+    metadata: dict[str, Any] | None = None
+
+
+class TextReplaceIn(Input):
+    title: Title | None = None
+    text: str = Field(min_length=1)
+    metadata: dict[str, Any] | None = None
+
+
+class CollectionOut(BaseModel):
+    id: str
+    name: str
+    description: str | None
+    metadata: dict[str, Any]
+    document_count: int
+    embedder: str | None
+    embedder_dimension: int | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, c: Collection) -> CollectionOut:
+        return cls(
+            id=c.id, name=c.name, description=c.description, metadata=dict(c.metadata),
+            document_count=c.document_count, embedder=c.embedder_name,
+            embedder_dimension=c.embedder_dimension, created_at=c.created_at,
+            updated_at=c.updated_at,
+        )
+
+
+class CollectionPage(BaseModel):
+    items: list[CollectionOut]
+    next_cursor: str | None
+
+
+class DocumentOut(BaseModel):
+    id: str
+    collection_id: str
+    title: str
+    filename: str | None
+    content_type: str
+    format: str | None
+    status: DocumentStatus
+    searchable: bool
+    error: str | None
+    content_sha256: str
+    size_bytes: int
+    version: int
+    active_version: int | None
+    job_id: str | None
+    pages: int | None
+    chunk_count: int
+    token_count: int
+    keywords: list[dict[str, Any]]
+    metadata: dict[str, Any]
+    timings: dict[str, float]
+    created_at: datetime
+    updated_at: datetime
+    ready_at: datetime | None
+
+    @classmethod
+    def of(cls, d: Document) -> DocumentOut:
+        return cls(
+            id=d.id, collection_id=d.collection_id, title=d.title, filename=d.filename,
+            content_type=d.content_type, format=d.format, status=d.status,
+            searchable=d.searchable, error=d.error, content_sha256=d.content_sha256,
+            size_bytes=d.size_bytes, version=d.latest_version, active_version=d.active_version,
+            job_id=d.job_id, pages=d.pages, chunk_count=d.chunk_count,
+            token_count=d.token_count, keywords=[dict(k) for k in d.keywords],
+            metadata=dict(d.metadata), timings=dict(d.timings), created_at=d.created_at,
+            updated_at=d.updated_at, ready_at=d.ready_at,
+        )
+
+
+class DocumentAccepted(BaseModel):
+    """Answer to an upload: 202 with the job, or 200 with ``duplicate: true``."""
+
+    document_id: str
+    job_id: str | None
+    status: DocumentStatus
+    duplicate: bool
+    document: DocumentOut
+
+
+class DocumentPage(BaseModel):
+    items: list[DocumentOut]
+    next_cursor: str | None
+
+
+class ChunkOut(BaseModel):
+    id: str
+    document_id: str
+    collection_id: str
+    version: int
+    ordinal: int
+    text: str
+    heading_path: list[str]
+    page: int | None
+    page_end: int | None
+    token_count: int
+    start: int
+    end: int
+    keywords: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, c: StoredChunk) -> ChunkOut:
+        return cls(
+            id=c.id, document_id=c.document_id, collection_id=c.collection_id,
+            version=c.version, ordinal=c.ordinal, text=c.text,
+            heading_path=list(c.heading_path), page=c.page, page_end=c.page_end,
+            token_count=c.token_count, start=c.start, end=c.end,
+            keywords=[dict(k) for k in c.keywords],
+        )
+
+
+class ChunkPage(BaseModel):
+    items: list[ChunkOut]
+    next_cursor: str | None
+
+
+class Progress(BaseModel):
+    done: int
+    total: int
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: str
+    status: JobStatus
+    stage: str | None
+    progress: Progress
+    attempts: int
+    max_attempts: int
+    error: str | None
+    cancel_requested: bool
+    document_id: str | None
+    collection_id: str | None
+    timings: dict[str, float]
+    run_after: datetime
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, job: Job) -> JobOut:
+        payload = dict(job.payload)
+        return cls(
+            id=job.id, kind=job.kind, status=job.status, stage=job.stage,
+            progress=Progress(done=job.progress_done, total=job.progress_total),
+            attempts=job.attempts, max_attempts=job.max_attempts, error=job.error,
+            cancel_requested=job.cancel_requested,
+            document_id=_optional_str(payload.get("document_id")),
+            collection_id=_optional_str(payload.get("collection_id")),
+            timings={k: float(v) for k, v in dict(job.timings).items()},
+            run_after=job.run_after, created_at=job.created_at, updated_at=job.updated_at,
+            finished_at=job.finished_at,
+        )
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None
+
+
+class CollectionDeleted(BaseModel):
+    """202 answer when a large collection is deleted by a background job."""
+
+    status: Literal["deleting"]
+    job: JobOut
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)

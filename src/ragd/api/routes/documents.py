@@ -1,0 +1,273 @@
+"""``/api/v1/documents``: upload, inspect, re-ingest and delete documents.
+
+``POST`` and ``PUT`` take either ``multipart/form-data`` (``file``, plus ``collection_id``,
+optional ``title`` and ``metadata`` as a JSON object) or ``application/json`` with raw text.
+New content answers 202 with the ingestion job; content identical (same SHA-256) to a
+document of the same collection answers 200 with ``duplicate: true`` and that document.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Path, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
+
+from ragd.api.deps import CatalogDep, CurrentPrincipal, IngestionDep
+from ragd.api.errors import ERROR_RESPONSES
+from ragd.api.payloads import (
+    ChunkOut,
+    ChunkPage,
+    DocumentAccepted,
+    DocumentOut,
+    DocumentPage,
+    TextDocumentIn,
+    TextReplaceIn,
+    parse_metadata,
+)
+from ragd.errors import InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
+from ragd.ingestion.service import IngestionService
+from ragd.stores.catalog import Accepted, DocumentStatus, Upload
+
+router = APIRouter(prefix="/documents", tags=["documents"], responses=ERROR_RESPONSES)
+
+M = TypeVar("M", bound=BaseModel)
+DocumentId = Annotated[str, Path(min_length=1, max_length=64)]
+_FORM_FIELDS = 8
+_UPLOAD_BODY = {
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "collection_id": {"type": "string"},
+                        "title": {"type": "string"},
+                        "metadata": {"type": "string", "description": "a JSON object"},
+                    },
+                }
+            },
+            "application/json": {"schema": TextDocumentIn.model_json_schema()},
+        }
+    }
+}
+
+
+def _missing() -> NotFound:
+    return NotFound("document not found", code="document_not_found")
+
+
+def _answer(accepted: Accepted) -> JSONResponse:
+    body = DocumentAccepted(
+        document_id=accepted.document.id,
+        job_id=accepted.job.id if accepted.job else accepted.document.job_id,
+        status=accepted.document.status,
+        duplicate=accepted.duplicate,
+        document=DocumentOut.of(accepted.document),
+    )
+    code = status.HTTP_200_OK if accepted.job is None else status.HTTP_202_ACCEPTED
+    return JSONResponse(body.model_dump(mode="json"), status_code=code)
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def _json_body(request: Request, model: type[M], limit: int) -> M:
+    raw = await request.body()
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"the text is longer than {limit} bytes")
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
+
+
+async def _form_upload(
+    request: Request, ingestion: IngestionService, *, need_collection: bool
+) -> tuple[Upload, str | None]:
+    try:
+        form = await request.form(max_files=1, max_fields=_FORM_FIELDS)
+    except Exception as exc:  # noqa: BLE001 - malformed multipart must be a 4xx, not a 500
+        raise InvalidInput(f"malformed multipart body: {exc}", code="bad_multipart") from None
+    file = form.get("file")
+    if not isinstance(file, UploadFile):
+        raise InvalidInput("the form needs a 'file' part", code="missing_file")
+    fields: dict[str, str | None] = {}
+    for name in ("collection_id", "title", "metadata"):
+        value = form.get(name)
+        if value is not None and not isinstance(value, str):
+            raise InvalidInput(f"form field {name!r} must be text", code="invalid_field")
+        fields[name] = value
+    unknown = set(form.keys()) - {"file", "collection_id", "title", "metadata"}
+    if unknown:
+        raise InvalidInput(f"unknown form fields: {', '.join(sorted(unknown))}",
+                           code="invalid_field")
+    collection_id = fields["collection_id"]
+    if need_collection and not collection_id:
+        raise InvalidInput("the form needs a 'collection_id' field", code="missing_collection")
+    if collection_id is not None and len(collection_id) > 64:
+        raise InvalidInput("collection_id is too long", code="invalid_field")
+    metadata = parse_metadata(fields["metadata"])
+    data = await file.read()
+    await file.close()
+    upload = await ingestion.prepare(
+        data, filename=file.filename, declared_type=file.content_type,
+        title=fields["title"], metadata=metadata,
+    )
+    return upload, collection_id
+
+
+def _text_limit(ingestion: IngestionService) -> int:
+    return ingestion.settings.max_text_chars * 4 + 64 * 1024
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=DocumentAccepted,
+    responses={200: {"model": DocumentAccepted}, 413: {}, 415: {}},
+    openapi_extra=_UPLOAD_BODY,
+)
+async def create_document(
+    request: Request, principal: CurrentPrincipal, ingestion: IngestionDep
+) -> JSONResponse:
+    """Upload a file (multipart) or raw text (JSON) into a collection."""
+    media_type = _media_type(request)
+    if media_type == "multipart/form-data":
+        upload, collection_id = await _form_upload(request, ingestion, need_collection=True)
+        assert collection_id is not None  # noqa: S101 - checked by _form_upload
+    elif media_type == "application/json":
+        body = await _json_body(request, TextDocumentIn, _text_limit(ingestion))
+        upload = await _text_upload(ingestion, body.text, body.title, body.metadata)
+        collection_id = body.collection_id
+    else:
+        raise UnsupportedMediaType(
+            "send multipart/form-data (a file) or application/json (text)"
+        )
+    return _answer(await ingestion.add(principal.tenant_id, collection_id, upload))
+
+
+async def _text_upload(
+    ingestion: IngestionService, text: str, title: str | None, metadata: dict[str, Any] | None
+) -> Upload:
+    if len(text) > ingestion.settings.max_text_chars:
+        raise PayloadTooLarge(
+            f"the text is longer than {ingestion.settings.max_text_chars} characters"
+        )
+    if not text.strip():
+        raise InvalidInput("the text is empty", code="empty_file")
+    return await ingestion.prepare(
+        text.encode("utf-8", "surrogatepass"), filename=None, declared_type="text/plain",
+        title=title, metadata=metadata,
+    )
+
+
+@router.get("")
+async def list_documents(
+    principal: CurrentPrincipal,
+    catalog: CatalogDep,
+    collection_id: Annotated[str | None, Query(max_length=64)] = None,
+    status: DocumentStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> DocumentPage:
+    page = await catalog.list_documents(
+        principal.tenant_id, collection_id=collection_id, status=status, limit=limit,
+        cursor=cursor,
+    )
+    return DocumentPage(
+        items=[DocumentOut.of(d) for d in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.get("/{document_id}")
+async def get_document(
+    document_id: DocumentId, principal: CurrentPrincipal, catalog: CatalogDep
+) -> DocumentOut:
+    document = await catalog.get_document(principal.tenant_id, document_id)
+    if document is None:
+        raise _missing()
+    return DocumentOut.of(document)
+
+
+@router.get("/{document_id}/chunks")
+async def list_chunks(
+    document_id: DocumentId,
+    principal: CurrentPrincipal,
+    catalog: CatalogDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=20, pattern=r"^-?\d+$")] = None,
+) -> ChunkPage:
+    """Chunks of the searchable version, in document order."""
+    if await catalog.get_document(principal.tenant_id, document_id) is None:
+        raise _missing()
+    after = int(cursor) if cursor is not None else -1
+    chunks = await catalog.list_chunks(
+        principal.tenant_id, document_id, after=after, limit=limit + 1
+    )
+    items = [ChunkOut.of(c) for c in chunks[:limit]]
+    next_cursor = str(items[-1].ordinal) if len(chunks) > limit and items else None
+    return ChunkPage(items=items, next_cursor=next_cursor)
+
+
+@router.get("/{document_id}/content", response_class=Response, responses={200: {}})
+async def get_content(
+    document_id: DocumentId, principal: CurrentPrincipal, catalog: CatalogDep
+) -> Response:
+    """The original file of the latest version, with its content type."""
+    content = await catalog.get_content(principal.tenant_id, document_id)
+    if content is None:
+        raise _missing()
+    name = content.filename or f"{content.document_id}"
+    disposition = f"attachment; filename*=UTF-8''{urllib.parse.quote(name, safe='')}"
+    return Response(
+        content=content.content,
+        media_type=content.content_type,
+        headers={
+            "Content-Disposition": disposition,
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "sandbox",
+            "ETag": f'"{content.content_sha256}"',
+        },
+    )
+
+
+@router.put(
+    "/{document_id}",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=DocumentAccepted,
+    responses={200: {"model": DocumentAccepted}, 413: {}, 415: {}},
+)
+async def replace_document(
+    document_id: DocumentId, request: Request, principal: CurrentPrincipal,
+    ingestion: IngestionDep,
+) -> JSONResponse:
+    """Upload new content for a document. The current version stays searchable until the
+    new one is ready, then its chunks are replaced in one step."""
+    media_type = _media_type(request)
+    if media_type == "multipart/form-data":
+        upload, _ = await _form_upload(request, ingestion, need_collection=False)
+    elif media_type == "application/json":
+        body = await _json_body(request, TextReplaceIn, _text_limit(ingestion))
+        upload = await _text_upload(ingestion, body.text, body.title, body.metadata)
+    else:
+        raise UnsupportedMediaType(
+            "send multipart/form-data (a file) or application/json (text)"
+        )
+    return _answer(await ingestion.replace(principal.tenant_id, document_id, upload))
+
+
+@router.delete("/{document_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_document(
+    document_id: DocumentId, principal: CurrentPrincipal, ingestion: IngestionDep
+) -> Response:
+    """Delete the document, its versions and its chunks from every index."""
+    await ingestion.delete_document(principal.tenant_id, document_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,56 @@
+"""``/api/v1/jobs``: background jobs of the caller's tenant (ingestion, deletion)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from ragd.api.deps import CurrentPrincipal, IngestionDep
+from ragd.api.errors import ERROR_RESPONSES
+from ragd.api.payloads import JobOut, JobPage
+from ragd.errors import NotFound
+from ragd.jobs.queue import JobStatus
+
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
+
+JobId = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+@router.get("")
+async def list_jobs(
+    principal: CurrentPrincipal,
+    ingestion: IngestionDep,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> JobPage:
+    page = await ingestion.queue.list(
+        principal.tenant_id, status=status, limit=limit, cursor=cursor
+    )
+    return JobPage(items=[JobOut.of(job) for job in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/{job_id}")
+async def get_job(job_id: JobId, principal: CurrentPrincipal, ingestion: IngestionDep) -> JobOut:
+    job = await ingestion.queue.get(principal.tenant_id, job_id)
+    if job is None:
+        raise NotFound("job not found", code="job_not_found")
+    return JobOut.of(job)
+
+
+@router.post("/{job_id}/cancel")
+async def cancel_job(
+    job_id: JobId, principal: CurrentPrincipal, ingestion: IngestionDep
+) -> JobOut:
+    """A queued job is cancelled at once; a running one stops before its next stage
+    (``cancel_requested`` is true until then). Finished jobs are returned unchanged."""
+    return JobOut.of(await ingestion.cancel_job(principal.tenant_id, job_id))
+
+
+@router.post("/{job_id}/retry")
+async def retry_job(
+    job_id: JobId, principal: CurrentPrincipal, ingestion: IngestionDep
+) -> JobOut:
+    """Queue a failed or cancelled job again (409 for any other state)."""
+    return JobOut.of(await ingestion.retry_job(principal.tenant_id, job_id))

@@ -1,0 +1,29 @@
+"""Opaque keyset-pagination cursors: ``(created_at, id)`` of the last item of a page."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+
+from ragd.errors import InvalidInput
+
+
+def encode_cursor(created_at: datetime, item_id: str) -> str:
+    """The cursor that continues after the item created at ``created_at`` with ``item_id``."""
+    raw = f"{created_at.isoformat()}|{item_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Inverse of :func:`encode_cursor`; :class:`InvalidInput` for anything else."""
+    try:
+        created, item_id = (
+            base64.urlsafe_b64decode(cursor.encode("ascii")).decode().split("|", 1)
+        )
+        when = datetime.fromisoformat(created)
+    except (ValueError, UnicodeError, binascii.Error):
+        raise InvalidInput("invalid cursor", code="invalid_cursor") from None
+    if when.tzinfo is None or len(item_id) > 64:
+        raise InvalidInput("invalid cursor", code="invalid_cursor")
+    return when, item_id

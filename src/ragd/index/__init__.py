@@ -1,0 +1,1 @@
+"""Derived search indexes (BM25 and vectors), one partition per tenant, rebuilt from SQL."""

@@ -1,0 +1,328 @@
+"""Keeps the per-tenant derived indexes in step with the SQL change log.
+
+``sync(tenant)`` replays every ``index_changes`` row after a partition's ``applied_seq``
+(idempotently: an upsert of a chunk that no longer exists is a delete), so it is the one
+recovery path for every failure: a crash between the SQL commit and the index write, a
+partition deleted by hand, another process that committed changes. ``verify`` compares the
+partitions with the chunk rows; ``rebuild`` refills them from SQL.
+
+Writers serialise per tenant with an ``fcntl`` lock file, so an API server and separate
+``ragd worker`` processes can share one data dir. Blocking index work runs in threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ragd.auth.revocation import FileChangeSignal
+from ragd.index.base import IndexEntry, LexicalPartition, Partition, VectorPartition
+from ragd.stores.catalog import Catalog, Change
+
+logger = logging.getLogger(__name__)
+
+_TENANT_DIR = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+BATCH = 2000
+
+LexicalFactory = Callable[[Path], LexicalPartition]
+VectorFactory = Callable[[Path], VectorPartition]
+
+
+@dataclass
+class Partitions:
+    """The two partitions of one tenant, plus the in-process lock that guards them."""
+
+    lexical: LexicalPartition
+    vectors: VectorPartition
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    dirty: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    tenant_id: str
+    chunks: int
+    last_change: int
+    lexical_applied: int
+    vector_applied: int
+    lexical_missing: int
+    lexical_orphans: int
+    vector_missing: int
+    vector_orphans: int
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.lexical_missing == self.lexical_orphans == 0
+            and self.vector_missing == self.vector_orphans == 0
+            and self.lexical_applied >= self.last_change
+            and self.vector_applied >= self.last_change
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "tenant_id": self.tenant_id, "ok": self.ok, "chunks": self.chunks,
+            "last_change": self.last_change, "lexical_applied": self.lexical_applied,
+            "vector_applied": self.vector_applied, "lexical_missing": self.lexical_missing,
+            "lexical_orphans": self.lexical_orphans, "vector_missing": self.vector_missing,
+            "vector_orphans": self.vector_orphans,
+        }
+
+
+def default_factories() -> tuple[LexicalFactory, VectorFactory]:
+    """tantivy for BM25 and usearch for vectors (imported on first use, not at startup)."""
+
+    def lexical(path: Path) -> LexicalPartition:
+        from ragd.index.lexical import TantivyPartition
+
+        return TantivyPartition(path)
+
+    def vectors(path: Path) -> VectorPartition:
+        from ragd.index.vectors import UsearchPartition
+
+        return UsearchPartition(path, None)
+
+    return lexical, vectors
+
+
+class IndexManager:
+    """Opens tenant partitions on demand and replays the change log into them."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        root: Path,
+        *,
+        lexical_factory: LexicalFactory | None = None,
+        vector_factory: VectorFactory | None = None,
+    ) -> None:
+        defaults = default_factories()
+        self._catalog = catalog
+        self._root = root
+        self._lexical_factory = lexical_factory or defaults[0]
+        self._vector_factory = vector_factory or defaults[1]
+        self._tenants: dict[str, Partitions] = {}
+        self._open_lock = threading.Lock()
+        root.mkdir(parents=True, exist_ok=True)
+        self._signal = FileChangeSignal(root / "changes.marker")
+
+    # -- partitions ----------------------------------------------------------------------
+
+    def _tenant_dir(self, tenant_id: str) -> Path:
+        if not _TENANT_DIR.match(tenant_id):
+            raise ValueError(f"unsafe tenant id for a directory name: {tenant_id!r}")
+        return self._root / tenant_id
+
+    async def partitions(self, tenant_id: str) -> Partitions:
+        """The tenant's partitions, opened (in a thread) on first use."""
+        found = self._tenants.get(tenant_id)
+        if found is not None:
+            return found
+        return await asyncio.to_thread(self._open, tenant_id)
+
+    def _open(self, tenant_id: str) -> Partitions:
+        with self._open_lock:
+            found = self._tenants.get(tenant_id)
+            if found is None:
+                base = self._tenant_dir(tenant_id)
+                found = Partitions(
+                    lexical=self._lexical_factory(base / "lexical"),
+                    vectors=self._vector_factory(base / "vectors"),
+                )
+                self._tenants[tenant_id] = found
+            return found
+
+    # -- keeping in step -------------------------------------------------------------------
+
+    def notify(self) -> None:
+        """Tell other processes that the change log moved (they sync before searching)."""
+        self._signal.notify()
+
+    async def ensure_fresh(self, tenant_id: str) -> Partitions:
+        """The tenant's partitions with every committed change applied (search calls this:
+        a ``stat`` when nothing moved)."""
+        parts = await self.partitions(tenant_id)
+        if self._signal.changed():
+            for other in self._tenants.values():
+                other.dirty = True
+        if parts.dirty:
+            await self.sync(tenant_id)
+        return parts
+
+    async def sync(self, tenant_id: str) -> int:
+        """Apply every change after the partitions' marks; returns how many were applied."""
+        parts = await self.partitions(tenant_id)
+        async with parts.lock:
+            parts.dirty = False
+            try:
+                with await asyncio.to_thread(self._file_lock, tenant_id) as _:
+                    return await self._replay(tenant_id, parts)
+            except BaseException:
+                parts.dirty = True
+                raise
+
+    async def _replay(self, tenant_id: str, parts: Partitions) -> int:
+        await asyncio.to_thread(_refresh, parts)
+        applied = 0
+        while True:
+            low = min(parts.lexical.applied_seq, parts.vectors.applied_seq)
+            changes = await self._catalog.changes_after(tenant_id, low, limit=BATCH)
+            if not changes:
+                return applied
+            upserts, deletes = _net(changes)
+            entries = await self._catalog.index_entries(tenant_id, sorted(upserts))
+            present = {entry.key for entry in entries}
+            gone = deletes | (upserts - present)
+            last = changes[-1].seq
+            await asyncio.to_thread(_apply, parts, changes[0].seq, entries, gone, last)
+            applied += len(changes)
+
+    @contextlib.contextmanager
+    def _held(self, fd: int) -> Iterator[None]:
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _file_lock(self, tenant_id: str) -> contextlib.AbstractContextManager[None]:
+        base = self._tenant_dir(tenant_id)
+        base.mkdir(parents=True, exist_ok=True)
+        fd = os.open(base / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        return self._held(fd)
+
+    async def sync_all(self) -> int:
+        """Sync every tenant that has changes (startup recovery)."""
+        total = 0
+        for tenant_id in await self._catalog.tenants_with_changes():
+            total += await self.sync(tenant_id)
+        return total
+
+    # -- verify and rebuild ----------------------------------------------------------------
+
+    async def verify(self, tenant_id: str) -> Verification:
+        parts = await self.partitions(tenant_id)
+        async with parts.lock:
+            await asyncio.to_thread(_refresh, parts)
+            stored = await self._all_keys(tenant_id)
+            last = await self._catalog.last_change(tenant_id)
+            lexical, vectors = await asyncio.to_thread(
+                lambda: (parts.lexical.keys(), parts.vectors.keys())
+            )
+        return Verification(
+            tenant_id=tenant_id, chunks=len(stored), last_change=last,
+            lexical_applied=parts.lexical.applied_seq, vector_applied=parts.vectors.applied_seq,
+            lexical_missing=len(stored - lexical), lexical_orphans=len(lexical - stored),
+            vector_missing=len(stored - vectors), vector_orphans=len(vectors - stored),
+        )
+
+    async def rebuild(self, tenant_id: str) -> int:
+        """Refill both partitions from the chunk rows; returns the number of entries."""
+        parts = await self.partitions(tenant_id)
+        async with parts.lock:
+            with await asyncio.to_thread(self._file_lock, tenant_id) as _:
+                # Changes committed after this mark are replayed afterwards (idempotent).
+                mark = await self._catalog.last_change(tenant_id)
+                await asyncio.to_thread(_clear, parts)
+                count = 0
+                after = 0
+                while keys := await self._catalog.chunk_keys(tenant_id, after=after, limit=BATCH):
+                    entries = await self._catalog.index_entries(tenant_id, keys)
+                    await asyncio.to_thread(_upsert_both, parts, entries)
+                    count += len(entries)
+                    after = keys[-1]
+                await asyncio.to_thread(_commit_both, parts, mark)
+                await self._replay(tenant_id, parts)
+        self.notify()
+        return count
+
+    async def _all_keys(self, tenant_id: str) -> set[int]:
+        keys: set[int] = set()
+        after = 0
+        while batch := await self._catalog.chunk_keys(tenant_id, after=after, limit=10_000):
+            keys.update(batch)
+            after = batch[-1]
+        return keys
+
+    def memory_bytes(self) -> int:
+        return sum(
+            parts.lexical.memory_bytes() + parts.vectors.memory_bytes()
+            for parts in list(self._tenants.values())
+        )
+
+    def close(self) -> None:
+        with self._open_lock:
+            for parts in self._tenants.values():
+                for partition in (parts.lexical, parts.vectors):
+                    try:
+                        partition.close()
+                    except Exception:  # noqa: BLE001 - closing must reach every partition
+                        logger.exception("closing an index partition failed")
+            self._tenants.clear()
+
+
+# -- blocking helpers (run in threads) ---------------------------------------------------
+
+
+def _net(changes: list[Change]) -> tuple[set[int], set[int]]:
+    """The last operation per key wins: (keys to upsert, keys to delete)."""
+    last: dict[int, str] = {}
+    for change in changes:
+        last[change.chunk_key] = change.op
+    upserts = {key for key, op in last.items() if op == "upsert"}
+    return upserts, set(last) - upserts
+
+
+def _refresh(parts: Partitions) -> None:
+    parts.lexical.refresh()
+    parts.vectors.refresh()
+
+
+def _apply(
+    parts: Partitions, first: int, entries: list[IndexEntry], gone: set[int], last: int
+) -> None:
+    partition: Partition
+    for partition in (parts.lexical, parts.vectors):
+        if partition.applied_seq >= last:
+            continue  # this partition already has the whole batch
+        if gone:
+            partition.delete(gone)
+        if partition is parts.vectors:
+            with_vectors = [entry for entry in entries if entry.vector is not None]
+            if with_vectors:
+                partition.upsert(with_vectors)
+        elif entries:
+            partition.upsert(entries)
+        partition.commit(last)
+    del first
+
+
+def _clear(parts: Partitions) -> None:
+    parts.lexical.clear()
+    parts.vectors.clear()
+
+
+def _upsert_both(parts: Partitions, entries: list[IndexEntry]) -> None:
+    parts.lexical.upsert(entries)
+    with_vectors = [entry for entry in entries if entry.vector is not None]
+    if with_vectors:
+        parts.vectors.upsert(with_vectors)
+
+
+def _commit_both(parts: Partitions, mark: int) -> None:
+    parts.lexical.commit(mark)
+    parts.vectors.commit(mark)

@@ -1,0 +1,334 @@
+"""The ingestion pipeline: parse → chunk → keywords → embed → index, for one job.
+
+Every stage before ``index`` only computes: nothing is written until the index stage commits
+the whole version in one transaction (see :class:`~ragd.stores.catalog.Catalog`). A job that
+is retried, or reclaimed after its worker was killed, therefore recomputes the same chunks
+(same ids, same text) and commits them once; a stale worker's commit is refused because it no
+longer holds the lease. Cancellation is checked between stages (and between embedding
+batches).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ragd.errors import InvalidInput, RagdError
+from ragd.index.manager import IndexManager
+from ragd.ingestion.chunking import Chunk, chunk_document, chunk_id
+from ragd.ingestion.limits import ParseLimits
+from ragd.ingestion.parsers.base import ParsedDocument, ParseError
+from ragd.ingestion.sandbox import parse_in_sandbox
+from ragd.jobs.queue import Job, JobQueue
+from ragd.models.runtime import ModelRuntime
+from ragd.settings import IngestionSettings
+from ragd.stores.catalog import Catalog, CommitOutcome, NewChunk, VersionCommit
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("parse", "chunk", "keywords", "embed", "index")
+#: Keywords kept for the whole document (aggregated over its chunks).
+DOCUMENT_KEYWORDS = 10
+#: Leave room for [CLS]/[SEP] and the heading prefix under the embedder's token limit.
+_SPECIAL_TOKENS = 2
+#: Parser error codes worth another attempt (the file itself may be fine).
+_TRANSIENT_PARSE_CODES = frozenset({"timeout", "resource_limit", "parser_crashed"})
+
+
+class Stop(Exception):
+    """The job must stop now: cancellation was requested or the lease was lost."""
+
+    def __init__(self, cancelled: bool) -> None:
+        super().__init__("cancelled" if cancelled else "lease lost")
+        self.cancelled = cancelled
+
+
+@dataclass
+class _Run:
+    """State of one job attempt."""
+
+    job: Job
+    worker_id: str
+    timings: dict[str, float]
+    lost: asyncio.Event
+
+
+def parse_limits(settings: IngestionSettings) -> ParseLimits:
+    """The sandbox limits configured for ingestion."""
+    return ParseLimits(
+        timeout_seconds=settings.parse_timeout_seconds,
+        memory_mb=settings.parse_memory_mb,
+        cpu_seconds=settings.parse_cpu_seconds,
+        max_file_bytes=settings.max_upload_bytes,
+        max_pages=settings.max_pages,
+    )
+
+
+class IngestionPipeline:
+    """Runs ``ingest`` jobs (one document version each) to completion or failure."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        queue: JobQueue,
+        runtime: ModelRuntime,
+        indexes: IndexManager,
+        settings: IngestionSettings,
+        *,
+        parser_target: str | None = None,
+        parser_sys_path: Sequence[str] = (),
+    ) -> None:
+        self._catalog = catalog
+        self._queue = queue
+        self._runtime = runtime
+        self._indexes = indexes
+        self._settings = settings
+        self._limits = parse_limits(settings)
+        self._parse_slots = asyncio.Semaphore(settings.parse_concurrency)
+        self._parser: dict[str, Any] = {}
+        if parser_target is not None:
+            self._parser = {"target": parser_target, "sys_path": parser_sys_path}
+        self._heartbeat_every = max(0.5, settings.lease_seconds / 3)
+
+    async def run(self, job: Job, worker_id: str) -> None:
+        """Process one claimed job; every outcome is recorded on the job and the document."""
+        tenant_id = job.tenant_id
+        document_id = str(job.payload.get("document_id", ""))
+        version = int(job.payload.get("version", 0))
+        state = _Run(job=job, worker_id=worker_id, timings={}, lost=asyncio.Event())
+        async with self._heartbeat(state):
+            try:
+                await self._process(state, tenant_id, document_id, version)
+            except Stop as stop:
+                if stop.cancelled:
+                    await self._queue.mark_cancelled(job.id, worker_id)
+                    await self._catalog.finish_version(
+                        tenant_id, document_id, version, "cancelled", "cancelled by request"
+                    )
+                # A lost lease: the new owner records the outcome.
+            except ParseError as exc:
+                retryable = exc.code in _TRANSIENT_PARSE_CODES
+                await self._fail(state, document_id, version, f"{exc.code}: {exc.message}",
+                                 retryable=retryable)
+            except InvalidInput as exc:
+                await self._fail(state, document_id, version, f"{exc.code}: {exc.message}",
+                                 retryable=False)
+            except (RagdError, OSError) as exc:
+                await self._fail(state, document_id, version, f"{type(exc).__name__}: {exc}",
+                                 retryable=True)
+            except Exception as exc:  # noqa: BLE001 - a bug must fail the job, not the worker
+                logger.exception("ingestion failed unexpectedly", extra={"job_id": job.id})
+                await self._fail(state, document_id, version,
+                                 f"internal error ({type(exc).__name__})", retryable=True)
+
+    async def _fail(
+        self, state: _Run, document_id: str, version: int, error: str, *, retryable: bool
+    ) -> None:
+        job = state.job
+        if not await self._queue.fail(job.id, state.worker_id, error, retryable=retryable):
+            return
+        after = await self._queue.get(job.tenant_id, job.id)
+        status = after.status if after is not None else "failed"
+        document_status = {"queued": "queued", "cancelled": "cancelled"}.get(status, "failed")
+        message = error if document_status == "failed" else f"attempt failed, retrying: {error}"
+        if document_status == "cancelled":
+            message = "cancelled by request"
+        await self._catalog.finish_version(
+            job.tenant_id, document_id, version, document_status,  # type: ignore[arg-type]
+            message,
+        )
+
+    async def _process(
+        self, state: _Run, tenant_id: str, document_id: str, version: int
+    ) -> None:
+        job, worker_id = state.job, state.worker_id
+        started = await self._catalog.start_version(tenant_id, document_id, version)
+        if started is None:
+            # Deleted or superseded before we started: nothing to index.
+            if await self._queue.is_cancel_requested(job.id):
+                raise Stop(cancelled=True)
+            await self._queue.complete(job.id, worker_id, {"skipped": 1.0})
+            return
+        document, content, collection = started
+        info = await self._runtime.embedder_details()
+        recorded = (collection.embedder_name, collection.embedder_dimension)
+        if recorded != (None, None) and recorded != (info.name, info.dimension):
+            raise InvalidInput(
+                f"collection was indexed with embedder {collection.embedder_name} "
+                f"(dimension {collection.embedder_dimension}); the configured embedder is "
+                f"{info.name} (dimension {info.dimension})",
+                code="embedder_mismatch",
+            )
+
+        await self._stage(state, "parse", 0, 1)
+        with _timed(state.timings, "parse"):
+            async with self._parse_slots:
+                parsed = await parse_in_sandbox(
+                    content.content, filename=content.filename,
+                    declared_type=content.content_type, limits=self._limits, **self._parser,
+                )
+
+        await self._stage(state, "chunk", 0, 1)
+        with _timed(state.timings, "chunk"):
+            chunks = await self._chunk(parsed, info.max_tokens)
+        total = len(chunks)
+
+        keywords: list[list[dict[str, Any]]] = [[] for _ in chunks]
+        await self._stage(state, "keywords", 0, total)
+        if self._settings.keywords_enabled:
+            with _timed(state.timings, "keywords"):
+                for index, chunk in enumerate(chunks):
+                    found = await self._runtime.keywords(
+                        chunk.text, top_n=self._settings.keywords_top_n
+                    )
+                    keywords[index] = [
+                        {"keyword": item.keyword, "score": round(float(item.score), 4)}
+                        for item in found
+                    ]
+                    if (index + 1) % 16 == 0:
+                        await self._stage(state, "keywords", index + 1, total)
+
+        await self._stage(state, "embed", 0, total)
+        vectors: list[bytes] = []
+        with _timed(state.timings, "embed"):
+            batch = self._settings.embed_batch
+            for start in range(0, total, batch):
+                texts = [chunk.embed_text for chunk in chunks[start : start + batch]]
+                matrix = await self._runtime.embed(texts)
+                vectors.extend(
+                    np.ascontiguousarray(row, dtype=np.float32).tobytes() for row in matrix
+                )
+                await self._stage(state, "embed", min(start + batch, total), total)
+
+        await self._stage(state, "index", 0, total)
+        with _timed(state.timings, "index"):
+            outcome = await self._catalog.commit_version(
+                VersionCommit(
+                    tenant_id=tenant_id, document_id=document.id, version=version,
+                    job_id=job.id, worker_id=worker_id,
+                    chunks=[
+                        _new_chunk(document.id, version, chunk, keywords[i], vectors[i])
+                        for i, chunk in enumerate(chunks)
+                    ],
+                    format=parsed.format, pages=parsed.pages,
+                    keywords=_document_keywords(keywords),
+                    timings=dict(state.timings),
+                    embedder_name=info.name, embedder_dimension=info.dimension,
+                )
+            )
+            if outcome is CommitOutcome.LEASE_LOST:
+                raise Stop(cancelled=False)
+            if outcome in (CommitOutcome.COMMITTED, CommitOutcome.ALREADY_COMMITTED):
+                await self._indexes.sync(tenant_id)
+                self._indexes.notify()
+        state.timings["total"] = round(sum(state.timings.values()), 6)
+        await self._queue.set_stage(job.id, worker_id, "index", total, total)
+        if outcome in (CommitOutcome.SUPERSEDED, CommitOutcome.GONE):
+            state.timings["skipped"] = 1.0
+        await self._queue.complete(job.id, worker_id, state.timings)
+
+    async def _chunk(self, parsed: ParsedDocument, max_tokens: int) -> list[Chunk]:
+        tokenize = await self._runtime.token_spans()
+        target = min(self._settings.chunk_target_tokens, max(16, max_tokens - _SPECIAL_TOKENS))
+        overlap = min(self._settings.chunk_overlap_tokens, target // 2)
+        return await asyncio.to_thread(
+            chunk_document, parsed, tokenize=tokenize, target_tokens=target,
+            overlap_tokens=overlap,
+        )
+
+    async def _stage(self, state: _Run, stage: str, done: int, total: int) -> None:
+        """Report progress (which also extends the lease) and stop if told to."""
+        if state.lost.is_set():
+            raise Stop(cancelled=await self._queue.is_cancel_requested(state.job.id))
+        if not await self._queue.set_stage(state.job.id, state.worker_id, stage, done, total):
+            raise Stop(cancelled=False)
+        if await self._queue.is_cancel_requested(state.job.id):
+            raise Stop(cancelled=True)
+
+    @contextlib.asynccontextmanager
+    async def _heartbeat(self, state: _Run) -> AsyncIterator[None]:
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(self._heartbeat_every)
+                try:
+                    alive = await self._queue.heartbeat(state.job.id, state.worker_id)
+                except Exception:  # noqa: BLE001 - a missed beat is retried next period
+                    logger.warning("heartbeat failed", exc_info=True)
+                    continue
+                if not alive:
+                    state.lost.set()
+                    return
+
+        task = asyncio.create_task(beat(), name=f"heartbeat-{state.job.id}")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+class CollectionPurger:
+    """Runs ``delete_collection`` jobs: removes documents in batches, then the collection."""
+
+    def __init__(self, catalog: Catalog, queue: JobQueue, indexes: IndexManager) -> None:
+        self._catalog = catalog
+        self._queue = queue
+        self._indexes = indexes
+
+    async def run(self, job: Job, worker_id: str) -> None:
+        collection_id = str(job.payload.get("collection_id", ""))
+        removed = 0
+        try:
+            while not await self._catalog.purge_collection(
+                job.tenant_id, collection_id, batch=100
+            ):
+                removed += 100
+                if not await self._queue.set_stage(job.id, worker_id, "delete", removed, 0):
+                    return
+            await self._indexes.sync(job.tenant_id)
+            self._indexes.notify()
+        except (RagdError, OSError) as exc:
+            await self._queue.fail(job.id, worker_id, f"{type(exc).__name__}: {exc}")
+            return
+        await self._queue.complete(job.id, worker_id)
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Any:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = round(timings.get(stage, 0.0) + time.perf_counter() - start, 6)
+
+
+def _new_chunk(
+    document_id: str, version: int, chunk: Chunk, keywords: list[dict[str, Any]],
+    vector: bytes,
+) -> NewChunk:
+    return NewChunk(
+        id=chunk_id(document_id, version, chunk.ordinal), ordinal=chunk.ordinal,
+        text=chunk.text, heading_path=chunk.heading_path, page=chunk.page,
+        page_end=chunk.page_end, token_count=chunk.token_count, start=chunk.start,
+        end=chunk.end, keywords=tuple(keywords), vector=vector,
+    )
+
+
+def _document_keywords(per_chunk: list[list[dict[str, Any]]]) -> tuple[Mapping[str, Any], ...]:
+    """The document's keywords: chunk keywords ranked by summed score."""
+    scores: dict[str, float] = defaultdict(float)
+    for items in per_chunk:
+        for item in items:
+            scores[str(item["keyword"])] += float(item["score"])
+    ranked = sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))[:DOCUMENT_KEYWORDS]
+    return tuple({"keyword": keyword, "score": round(score, 4)} for keyword, score in ranked)
+

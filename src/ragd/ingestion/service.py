@@ -1,0 +1,145 @@
+"""Ingestion use cases behind the HTTP API and the CLI: accept content, manage its lifecycle.
+
+Uploads are checked before anything is stored: size, type (from the bytes and the name;
+unsupported or contradictory → :class:`~ragd.errors.UnsupportedMediaType` listing the
+supported types), and emptiness. The document, its version and its job are then created in
+one transaction, so an accepted upload is never lost and never has no job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ragd.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
+from ragd.index.manager import IndexManager
+from ragd.ingestion.parsers import FORMATS, ParseError, detect_format
+from ragd.jobs.queue import Job, JobQueue
+from ragd.settings import IngestionSettings
+from ragd.stores.catalog import (
+    DELETE_COLLECTION_JOB,
+    INGEST_JOB,
+    Accepted,
+    Catalog,
+    CollectionRemoval,
+    Upload,
+)
+
+MAX_TITLE = 500
+MAX_FILENAME = 255
+
+
+class IngestionService:
+    """What the documents, collections and jobs routes call."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        queue: JobQueue,
+        indexes: IndexManager,
+        settings: IngestionSettings,
+        *,
+        wake: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.catalog = catalog
+        self.queue = queue
+        self.indexes = indexes
+        self.settings = settings
+        self._wake = wake
+
+    def set_wake(self, wake: Callable[[], None]) -> None:
+        """Called after every enqueue (the in-process worker pool claims at once)."""
+        self._wake = wake
+
+    async def prepare(
+        self, data: bytes, *, filename: str | None, declared_type: str | None,
+        title: str | None, metadata: Mapping[str, Any] | None,
+    ) -> Upload:
+        """Validate an upload and describe it (type detected from the content)."""
+        if len(data) > self.settings.max_upload_bytes:
+            raise PayloadTooLarge(
+                f"the file is larger than {self.settings.max_upload_mb:g} MB"
+            )
+        if filename is not None:
+            filename = filename.replace("\\", "/").rsplit("/", 1)[-1].strip()[:MAX_FILENAME]
+            filename = filename or None
+        try:
+            fmt = await asyncio.to_thread(detect_format, data, filename, declared_type)
+        except ParseError as exc:
+            if exc.code == "empty":
+                raise InvalidInput("the file is empty", code="empty_file") from None
+            raise UnsupportedMediaType(exc.message) from None
+        digest = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
+        return Upload(
+            content=data, content_sha256=digest, content_type=FORMATS[fmt],
+            filename=filename, title=(title or "").strip()[:MAX_TITLE] or None,
+            metadata=metadata,
+        )
+
+    async def add(self, tenant_id: str, collection_id: str, upload: Upload) -> Accepted:
+        accepted = await self.catalog.add_document(
+            tenant_id, collection_id, upload, max_attempts=self.settings.max_attempts
+        )
+        if accepted.job is not None:
+            self._wake()
+        return accepted
+
+    async def replace(self, tenant_id: str, document_id: str, upload: Upload) -> Accepted:
+        accepted = await self.catalog.replace_document(
+            tenant_id, document_id, upload, max_attempts=self.settings.max_attempts
+        )
+        if accepted is None:
+            raise NotFound("document not found", code="document_not_found")
+        if accepted.job is not None:
+            self._wake()
+        return accepted
+
+    async def delete_document(self, tenant_id: str, document_id: str) -> None:
+        if not await self.catalog.delete_document(tenant_id, document_id):
+            raise NotFound("document not found", code="document_not_found")
+        await self._reindex(tenant_id)
+
+    async def delete_collection(self, tenant_id: str, collection_id: str) -> CollectionRemoval:
+        removal = await self.catalog.delete_collection(
+            tenant_id, collection_id, inline_chunks=self.settings.delete_inline_chunks,
+            max_attempts=self.settings.max_attempts,
+        )
+        if removal is None:
+            raise NotFound("collection not found", code="collection_not_found")
+        if removal.job is None:
+            await self._reindex(tenant_id)
+        else:
+            self._wake()
+        return removal
+
+    async def cancel_job(self, tenant_id: str, job_id: str) -> Job:
+        job = await self.queue.cancel(tenant_id, job_id)
+        if job is None:
+            raise NotFound("job not found", code="job_not_found")
+        if job.kind == INGEST_JOB and job.status == "cancelled":
+            await self.catalog.job_document_status(
+                tenant_id, job_id, ("queued",), "cancelled", "cancelled by request"
+            )
+        return job
+
+    async def retry_job(self, tenant_id: str, job_id: str) -> Job:
+        job = await self.queue.get(tenant_id, job_id)
+        if job is None:
+            raise NotFound("job not found", code="job_not_found")
+        if job.kind == DELETE_COLLECTION_JOB and job.status == "cancelled":
+            raise Conflict("a cancelled deletion cannot be retried", code="job_not_retryable")
+        retried = await self.queue.retry(tenant_id, job_id)
+        if retried is None:
+            raise NotFound("job not found", code="job_not_found")
+        if retried.kind == INGEST_JOB:
+            await self.catalog.job_document_status(
+                tenant_id, job_id, ("failed", "cancelled"), "queued", None
+            )
+        self._wake()
+        return retried
+
+    async def _reindex(self, tenant_id: str) -> None:
+        await self.indexes.sync(tenant_id)
+        self.indexes.notify()

@@ -1,0 +1,104 @@
+"""The worker pool: N loops that claim jobs from the durable queue and run their handler.
+
+It runs inside ``ragd serve`` (``ingestion.workers`` loops) and as ``ragd worker``
+processes against the same database. Each loop has its own worker id for its whole lifetime
+(host, pid, random suffix), which the queue uses to fence stale workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+
+from ragd.jobs.queue import Job, JobQueue
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[Job, str], Awaitable[None]]
+
+
+def new_worker_id(index: int) -> str:
+    """A worker id never reused by another incarnation (fits the queue's 64 characters)."""
+    host = socket.gethostname()[:24]
+    return f"{host}-{os.getpid()}-{uuid.uuid4().hex[:12]}-{index}"
+
+
+class WorkerPool:
+    """Claims and runs jobs of the handled kinds with ``concurrency`` loops."""
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        handlers: Mapping[str, Handler],
+        *,
+        concurrency: int,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self._queue = queue
+        self._handlers = dict(handlers)
+        self._concurrency = concurrency
+        self._poll = poll_interval
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.processed = 0
+        self.busy = 0
+
+    def wake(self) -> None:
+        """A job was enqueued in this process: claim now instead of at the next poll."""
+        self._wake.set()
+
+    def start(self) -> None:
+        for index in range(self._concurrency):
+            self._tasks.append(
+                asyncio.create_task(self._loop(new_worker_id(index)), name=f"ragd-worker-{index}")
+            )
+
+    async def stop(self) -> None:
+        """Cancel the loops. A job cut short is reclaimed after its lease expires."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    async def run_until_stopped(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set (``ragd worker``)."""
+        self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
+
+    async def _loop(self, worker_id: str) -> None:
+        kinds = list(self._handlers)
+        logger.info("worker started", extra={"worker_id": worker_id})
+        while True:
+            try:
+                job = await self._queue.claim(worker_id, kinds)
+            except Exception:  # noqa: BLE001 - a locked or unavailable DB: retry later
+                logger.warning("claiming a job failed", exc_info=True)
+                job = None
+            if job is None:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._poll):
+                        await self._wake.wait()
+                continue
+            self.busy += 1
+            try:
+                logger.info(
+                    "job started",
+                    extra={"job_id": job.id, "kind": job.kind, "attempt": job.attempts},
+                )
+                await self._handlers[job.kind](job, worker_id)
+                self.processed += 1
+            except Exception:  # noqa: BLE001 - handlers record failures; never kill the loop
+                logger.exception("job handler crashed", extra={"job_id": job.id})
+            finally:
+                self.busy -= 1

@@ -1,0 +1,323 @@
+"""Storage contract for content: collections, documents, their versions and chunks.
+
+``ragd.stores.sql_catalog.SqlCatalog`` implements it over SQLAlchemy. The same rules as the
+identity stores apply: every tenant-facing method takes ``tenant_id`` and a foreign id is a
+miss (``None``), never an error that reveals the row exists; records are immutable snapshots.
+
+Exactly-once indexing rests on three properties of this contract:
+
+* a document, its first version and its ingestion job are created in one transaction;
+* a version's chunks appear (with their vectors) in the single transaction that makes the
+  version active, removes the previous version's chunks and appends the matching
+  ``index_changes`` rows; that transaction also checks that the calling worker still holds
+  the job's lease and that the version is still the latest, so a worker presumed dead or a
+  superseded version can never write;
+* removing chunks (document or collection deletion) appends ``delete`` changes in the same
+  transaction, so the derived indexes learn about every removal by replaying the log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Generic, Literal, Protocol, TypeVar
+
+from ragd.index.base import IndexEntry
+from ragd.jobs.queue import Job
+
+DocumentStatus = Literal["queued", "processing", "ready", "failed", "cancelled"]
+DOCUMENT_STATUSES: tuple[DocumentStatus, ...] = (
+    "queued", "processing", "ready", "failed", "cancelled",
+)
+INGEST_JOB = "ingest"
+DELETE_COLLECTION_JOB = "delete_collection"
+
+
+@dataclass(frozen=True, slots=True)
+class Collection:
+    id: str
+    tenant_id: str
+    name: str
+    description: str | None
+    metadata: Mapping[str, Any]
+    status: Literal["active", "deleting"]
+    embedder_name: str | None
+    embedder_dimension: int | None
+    document_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    id: str
+    tenant_id: str
+    collection_id: str
+    title: str
+    filename: str | None
+    content_type: str
+    format: str | None
+    content_sha256: str
+    size_bytes: int
+    metadata: Mapping[str, Any]
+    status: DocumentStatus
+    error: str | None
+    latest_version: int
+    active_version: int | None
+    job_id: str | None
+    pages: int | None
+    chunk_count: int
+    token_count: int
+    keywords: tuple[Mapping[str, Any], ...]
+    timings: Mapping[str, float]
+    created_at: datetime
+    updated_at: datetime
+    ready_at: datetime | None
+
+    @property
+    def searchable(self) -> bool:
+        """True once a version is ready; stays True while a newer version is processed."""
+        return self.active_version is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """One uploaded version: the original bytes and what the client said about them."""
+
+    content: bytes
+    content_sha256: str
+    content_type: str
+    filename: str | None
+    title: str | None = None
+    metadata: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentContent:
+    document_id: str
+    version: int
+    filename: str | None
+    content_type: str
+    content_sha256: str
+    content: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class NewChunk:
+    """A chunk ready to be stored (text, position, keywords and its float32 vector)."""
+
+    id: str
+    ordinal: int
+    text: str
+    heading_path: tuple[str, ...]
+    page: int | None
+    page_end: int | None
+    token_count: int
+    start: int
+    end: int
+    keywords: tuple[Mapping[str, Any], ...]
+    vector: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredChunk:
+    key: int
+    id: str
+    tenant_id: str
+    collection_id: str
+    document_id: str
+    version: int
+    ordinal: int
+    text: str
+    heading_path: tuple[str, ...]
+    page: int | None
+    page_end: int | None
+    token_count: int
+    start: int
+    end: int
+    keywords: tuple[Mapping[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One entry of the index change log."""
+
+    seq: int
+    op: Literal["upsert", "delete"]
+    chunk_key: int
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: tuple[T, ...]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """Result of an upload: the document, the job that will ingest it (None when nothing
+    needs doing), and whether the content was already there."""
+
+    document: Document
+    job: Job | None
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class VersionCommit:
+    """What the index stage commits for one document version."""
+
+    tenant_id: str
+    document_id: str
+    version: int
+    job_id: str
+    worker_id: str
+    chunks: Sequence[NewChunk]
+    format: str
+    pages: int | None
+    keywords: tuple[Mapping[str, Any], ...]
+    timings: Mapping[str, float]
+    embedder_name: str | None
+    embedder_dimension: int | None
+
+
+class CommitOutcome(StrEnum):
+    COMMITTED = "committed"
+    ALREADY_COMMITTED = "already_committed"  # a previous attempt committed this version
+    SUPERSEDED = "superseded"  # a newer version was uploaded meanwhile
+    GONE = "gone"  # the document was deleted meanwhile
+    LEASE_LOST = "lease_lost"  # another worker owns the job now
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionRemoval:
+    """Outcome of deleting a collection: removed now, or handed to ``job``."""
+
+    chunks: int
+    job: Job | None
+
+
+class Catalog(Protocol):
+    """Collections, documents, versions, chunks and the index change log."""
+
+    # -- collections -----------------------------------------------------------------------
+
+    async def create_collection(
+        self, tenant_id: str, name: str, *, description: str | None,
+        metadata: Mapping[str, Any],
+    ) -> Collection:
+        """:class:`~ragd.errors.Conflict` (``collection_exists``) when the name is taken
+        (case-insensitively) in the tenant."""
+        ...
+
+    async def list_collections(
+        self, tenant_id: str, *, limit: int = 50, cursor: str | None = None
+    ) -> Page[Collection]: ...
+
+    async def get_collection(self, tenant_id: str, collection_id: str) -> Collection | None: ...
+
+    async def find_collection(self, tenant_id: str, name: str) -> Collection | None: ...
+
+    async def update_collection(
+        self, tenant_id: str, collection_id: str, *, name: str | None = None,
+        description: str | None = None, metadata: Mapping[str, Any] | None = None,
+    ) -> Collection | None: ...
+
+    async def delete_collection(
+        self, tenant_id: str, collection_id: str, *, inline_chunks: int, max_attempts: int
+    ) -> CollectionRemoval | None:
+        """Delete at once when it holds at most ``inline_chunks`` chunks; otherwise mark it
+        deleting (hidden at once) and enqueue a job that calls :meth:`purge_collection`."""
+        ...
+
+    async def purge_collection(self, tenant_id: str, collection_id: str, *, batch: int) -> bool:
+        """Remove up to ``batch`` documents of a deleting collection; True when it is gone."""
+        ...
+
+    # -- documents -------------------------------------------------------------------------
+
+    async def add_document(
+        self, tenant_id: str, collection_id: str, upload: Upload, *, max_attempts: int
+    ) -> Accepted:
+        """Create the document, its version 1 and its ingestion job; or return the document
+        with the same content in that collection (``duplicate``)."""
+        ...
+
+    async def replace_document(
+        self, tenant_id: str, document_id: str, upload: Upload, *, max_attempts: int
+    ) -> Accepted | None:
+        """Add a new version and its job (the active version stays searchable until the new
+        one is ready); identical content is a no-op (``duplicate``). :class:`Conflict`
+        (``duplicate_content``) when another document of the collection has this content."""
+        ...
+
+    async def list_documents(
+        self, tenant_id: str, *, collection_id: str | None = None,
+        status: DocumentStatus | None = None, limit: int = 50, cursor: str | None = None,
+    ) -> Page[Document]: ...
+
+    async def get_document(self, tenant_id: str, document_id: str) -> Document | None: ...
+
+    async def get_content(
+        self, tenant_id: str, document_id: str, version: int | None = None
+    ) -> DocumentContent | None:
+        """The original bytes of ``version`` (default: the latest upload)."""
+        ...
+
+    async def list_chunks(
+        self, tenant_id: str, document_id: str, *, after: int = -1, limit: int = 50
+    ) -> list[StoredChunk]:
+        """Chunks of the active version in order, starting after ordinal ``after``."""
+        ...
+
+    async def delete_document(self, tenant_id: str, document_id: str) -> bool: ...
+
+    # -- the ingestion worker ------------------------------------------------------------
+
+    async def start_version(
+        self, tenant_id: str, document_id: str, version: int
+    ) -> tuple[Document, DocumentContent, Collection] | None:
+        """Mark the version processing and return what the pipeline needs; None when the
+        document is gone or the version is no longer the latest."""
+        ...
+
+    async def commit_version(self, commit: VersionCommit) -> CommitOutcome: ...
+
+    async def finish_version(
+        self, tenant_id: str, document_id: str, version: int, status: DocumentStatus,
+        error: str | None,
+    ) -> None:
+        """Record a failed/cancelled/requeued version (only while it is the latest)."""
+        ...
+
+    async def job_document_status(
+        self, tenant_id: str, job_id: str, when: Sequence[str], status: DocumentStatus,
+        error: str | None,
+    ) -> None:
+        """Set the status of the document whose current job is ``job_id``, if its status is
+        one of ``when`` (job cancelled while queued, job retried)."""
+        ...
+
+    # -- derived indexes -----------------------------------------------------------------
+
+    async def changes_after(self, tenant_id: str, seq: int, *, limit: int) -> list[Change]: ...
+
+    async def last_change(self, tenant_id: str) -> int: ...
+
+    async def tenants_with_changes(self) -> list[str]: ...
+
+    async def index_entries(self, tenant_id: str, keys: Sequence[int]) -> list[IndexEntry]:
+        """Entries for the keys that still exist (a deleted chunk is simply absent)."""
+        ...
+
+    async def chunk_keys(self, tenant_id: str, *, after: int, limit: int) -> list[int]:
+        """Keys of all stored chunks of the tenant in ascending order (for rebuild/verify)."""
+        ...
+
+    async def chunks_by_keys(self, tenant_id: str, keys: Sequence[int]) -> list[StoredChunk]:
+        ...
