@@ -28,7 +28,10 @@ admin_app = typer.Typer(help="Administer users and tenants on the local data dir
 config_app = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 models_app = typer.Typer(help="Prepare and inspect the models.", no_args_is_help=True)
+index_app = typer.Typer(help="Check and rebuild the derived search indexes.",
+                        no_args_is_help=True)
 app.add_typer(admin_app, name="admin")
+app.add_typer(index_app, name="index")
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
@@ -295,6 +298,122 @@ def models_list(data_dir: DataDirOpt = None, config: ConfigOpt = None) -> None:
                 f"dir {size / 1e6:.1f} MB  {manifest.get('prepared_at', '?')}"
             )
     typer.echo("\n".join(lines))
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=64, help="Jobs processed at once by this process.")
+    ] = 2,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Run ingestion workers against the data dir's database until SIGTERM/SIGINT.
+
+    Several `ragd worker` processes and `ragd serve` may run on the same data dir; jobs are
+    claimed under a lease, and a job whose worker dies is picked up again.
+    """
+    import signal
+
+    from ragd.container import build_workers, open_services, recover_indexes
+    from ragd.ops.logs import configure_logging
+
+    settings = _settings(config, data_dir=data_dir)
+    configure_logging(settings.log_level, settings.log_format, production=settings.is_production)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        async with open_services(settings) as services:
+            await recover_indexes(services)
+            pool = build_workers(services, concurrency)
+            monitor = asyncio.create_task(services.memory.run(), name="ragd-memory-monitor")
+            print(f"ragd worker: {concurrency} worker(s) on {settings.data_dir.resolve()}",
+                  file=sys.stderr, flush=True)
+            try:
+                await pool.run_until_stopped(stop)
+            finally:
+                monitor.cancel()
+        print("ragd worker: stopped", file=sys.stderr, flush=True)
+
+    try:
+        asyncio.run(main())
+    except RagdError as exc:
+        _fail(exc.message)
+
+
+TenantOpt = Annotated[
+    str | None,
+    typer.Option("--tenant", help="Only this tenant id [default: every tenant].",
+                 show_default=False),
+]
+
+
+async def _tenant_ids(services: Any, tenant: str | None) -> list[str]:
+    if tenant is not None:
+        if await services.store.get_tenant(tenant) is None:
+            raise RagdError(f"no tenant with id {tenant}")
+        return [tenant]
+    ids: list[str] = []
+    while batch := await services.store.list_tenants(limit=500, offset=len(ids)):
+        ids.extend(t.id for t in batch)
+        if len(batch) < 500:
+            break
+    return ids
+
+
+@index_app.command("verify")
+def index_verify(
+    tenant: TenantOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Compare each tenant's BM25 and vector partitions with the chunk rows (exit 1 when a
+    partition is behind, misses entries or holds orphans). Nothing is changed."""
+    settings = _settings(config, data_dir=data_dir)
+
+    async def action(services: Any) -> list[dict[str, Any]]:
+        reports = []
+        for tenant_id in await _tenant_ids(services, tenant):
+            reports.append((await services.indexes.verify(tenant_id)).as_dict())
+        return reports
+
+    reports = _run(settings, action)
+    if as_json:
+        typer.echo(json.dumps(reports, indent=2))
+    else:
+        for r in reports:
+            state = "ok" if r["ok"] else "NEEDS REPAIR"
+            typer.echo(
+                f"{r['tenant_id']}  {state}  chunks={r['chunks']} "
+                f"changes={r['last_change']} applied(lexical={r['lexical_applied']}, "
+                f"vectors={r['vector_applied']}) missing(lexical={r['lexical_missing']}, "
+                f"vectors={r['vector_missing']}) orphans(lexical={r['lexical_orphans']}, "
+                f"vectors={r['vector_orphans']})"
+            )
+    if not all(r["ok"] for r in reports):
+        typer.echo("repair with: ragd index rebuild", err=True)
+        raise typer.Exit(1)
+
+
+@index_app.command("rebuild")
+def index_rebuild(
+    tenant: TenantOpt = None, data_dir: DataDirOpt = None, config: ConfigOpt = None
+) -> None:
+    """Refill each tenant's partitions from the chunk rows in the database."""
+    settings = _settings(config, data_dir=data_dir)
+
+    async def action(services: Any) -> list[tuple[str, int]]:
+        done = []
+        for tenant_id in await _tenant_ids(services, tenant):
+            done.append((tenant_id, await services.indexes.rebuild(tenant_id)))
+        return done
+
+    for tenant_id, count in _run(settings, action):
+        typer.echo(f"{tenant_id}  rebuilt with {count} entries")
 
 
 def _model_dir(settings: Any) -> Path:
