@@ -172,6 +172,7 @@ def build_runtime(settings: Settings, metrics: Metrics) -> ModelRuntime:
         reranker_loader=reranker_loader(settings.models),
         query_cache_mb=settings.memory.query_cache_mb,
         keyword_cache_mb=settings.memory.keyword_cache_mb,
+        phrase_cache_mb=settings.memory.phrase_cache_mb,
         cache_ttl_seconds=settings.memory.cache_ttl_seconds,
     )
 

@@ -181,6 +181,9 @@ class MemorySettings(BaseModel):
     cache_cleanup_interval_seconds: float = Field(default=120.0, gt=0, le=86400)
     query_cache_mb: float = Field(default=32.0, ge=0)
     keyword_cache_mb: float = Field(default=8.0, ge=0)
+    phrase_cache_mb: float = Field(
+        default=16.0, ge=0, description="Vectors of keyword candidate phrases (ingestion)."
+    )
     cache_ttl_seconds: float = Field(default=3600.0, gt=0)
     soft_idle_seconds: float = Field(
         default=300.0,

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from ragd.container import build_runtime
+from ragd.models.keywords import KeywordExtractor
 from ragd.models.runtime import ModelRuntime
 from ragd.ops.metrics import Metrics
 from tests.conftest import make_settings
@@ -88,3 +89,38 @@ async def test_query_embeddings_are_cached(runtime: ModelRuntime) -> None:
     assert np.array_equal(one, two)
     stats = runtime.query_cache.stats()
     assert stats.hits == 1 and stats.misses == 1
+
+
+async def test_keyword_phrases_are_embedded_once_and_results_unchanged(
+    runtime: ModelRuntime,
+) -> None:
+    first = "The apt package manager installs Debian packages and resolves dependencies."
+    second = "Debian packages are installed by the apt package manager from mirrors."
+    extractor = KeywordExtractor.from_settings(runtime.settings)
+    uncached = await runtime.keywords(first, top_n=3)
+    runtime.keyword_cache.clear()
+    runtime.phrase_cache.clear()
+    embedded: list[list[str]] = []
+    embedder = await runtime._embedder.get()
+    original = embedder.embed
+
+    def counting(texts: list[str], kind: str = "passage") -> np.ndarray:  # type: ignore[type-arg]
+        embedded.append(list(texts))
+        return original(texts, kind=kind)  # type: ignore[arg-type]
+
+    embedder.embed = counting  # type: ignore[method-assign,assignment]
+    try:
+        again = await runtime.keywords(first, top_n=3)
+        await runtime.keywords(second, top_n=3)
+    finally:
+        embedder.embed = original  # type: ignore[method-assign]
+    # Same keywords and scores as before the phrase cache was emptied.
+    assert [(k.keyword, round(k.score, 4)) for k in again] == [
+        (k.keyword, round(k.score, 4)) for k in uncached
+    ]
+    # The second text shares phrases with the first: only its new phrases (after the text
+    # itself) were embedded.
+    new_phrases = set(extractor.candidates(second)) - set(extractor.candidates(first))
+    assert embedded[-1][0] == second
+    assert set(embedded[-1][1:]) == new_phrases
+    assert len(embedded[-1]) - 1 < len(extractor.candidates(second))

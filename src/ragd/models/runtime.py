@@ -44,6 +44,7 @@ class ModelRuntime:
         query_cache_mb: float,
         keyword_cache_mb: float,
         cache_ttl_seconds: float,
+        phrase_cache_mb: float = 16.0,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -74,6 +75,11 @@ class ModelRuntime:
         self.query_cache: ByteLRUCache[str, Vectors] = ByteLRUCache(
             "query_embeddings", int(query_cache_mb * MIB), ttl=cache_ttl_seconds
         )
+        # Candidate phrases recur across the chunks of a document (and across documents):
+        # their vectors are cached so keyword extraction embeds each phrase once.
+        self.phrase_cache: ByteLRUCache[str, Vectors] = ByteLRUCache(
+            "keyword_phrases", int(phrase_cache_mb * MIB), ttl=cache_ttl_seconds
+        )
         self.keyword_cache: ByteLRUCache[str, list[Keyword]] = ByteLRUCache(
             "keywords", int(keyword_cache_mb * MIB), ttl=cache_ttl_seconds,
             size=lambda items: 64 + sum(96 + len(item.keyword) for item in items),
@@ -88,6 +94,7 @@ class ModelRuntime:
         memory.register_registry(self.registry)
         memory.register_cache(self.query_cache)
         memory.register_cache(self.keyword_cache)
+        memory.register_cache(self.phrase_cache)
 
     async def embed(self, texts: Sequence[str], *, kind: TextKind = "passage") -> Vectors:
         """Embed texts through the micro-batcher (concurrent callers share batches)."""
@@ -124,12 +131,26 @@ class ModelRuntime:
 
         def extract(embedder: Embedder) -> list[Keyword]:
             return extractor.extract(
-                text, lambda batch: embedder.embed(batch, kind="passage"), top_n=top_n
+                text, lambda batch: self._embed_phrases(embedder, batch), top_n=top_n
             )
 
         result = await self._embedder.run(extract)
         self.keyword_cache.put(key, result)
         return result
+
+    def _embed_phrases(self, embedder: Embedder, texts: list[str]) -> Vectors:
+        """Embed ``[document, *phrases]``, taking phrase vectors from the phrase cache."""
+        prefix = f"{self.embedder_name}\x00"
+        rows: list[Vectors | None] = [None] + [
+            self.phrase_cache.get(prefix + phrase) for phrase in texts[1:]
+        ]
+        missing = [i for i, row in enumerate(rows) if row is None]
+        fresh = embedder.embed([texts[i] for i in missing], kind="passage")
+        for position, i in enumerate(missing):
+            rows[i] = fresh[position]
+            if i > 0:
+                self.phrase_cache.put(prefix + texts[i], fresh[position])
+        return np.stack([row for row in rows if row is not None])
 
     async def rerank(self, query: str, passages: Sequence[str]) -> np.ndarray[Any, Any] | None:
         """Cross-encoder scores in input order, or None when no reranker is configured."""
