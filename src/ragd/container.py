@@ -35,7 +35,7 @@ from ragd.settings import Settings, ensure_data_dir, with_runtime_secret
 from ragd.stores.base import IdentityStore
 from ragd.stores.catalog import DELETE_COLLECTION_JOB, INGEST_JOB
 from ragd.stores.identity import SqlIdentityStore
-from ragd.stores.sql_catalog import SqlCatalog
+from ragd.stores.sql_catalog import SqlCatalog, finalise_ingest_job
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,10 @@ async def open_services(
         runtime.attach(memory)
         install_live_metrics(metrics, runtime=runtime, memory=memory)
         catalog = SqlCatalog(db)
-        queue = SqlJobQueue(db, lease_seconds=settings.ingestion.lease_seconds)
+        queue = SqlJobQueue(
+            db, lease_seconds=settings.ingestion.lease_seconds,
+            finalisers={INGEST_JOB: finalise_ingest_job},
+        )
         indexes = IndexManager(catalog, settings.data_dir / "indexes")
         ingestion = IngestionService(catalog, queue, indexes, settings.ingestion)
         startup.phase("services")

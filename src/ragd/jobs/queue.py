@@ -16,7 +16,7 @@ again (a new attempt), so every stage must be idempotent.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol, cast
@@ -36,6 +36,9 @@ JOB_STATUSES: tuple[JobStatus, ...] = ("queued", "running", "succeeded", "failed
 #: Retry backoff: ``BACKOFF_BASE * 2 ** (attempt - 1)``, capped at ``BACKOFF_MAX``.
 BACKOFF_BASE = timedelta(seconds=2)
 BACKOFF_MAX = timedelta(minutes=5)
+#: Called with the session and the finished job when the queue itself ends a job (its worker
+#: died on the last attempt, or after cancellation was requested).
+Finaliser = Callable[[AsyncSession, "Job"], Awaitable[None]]
 #: A job's error text is kept to this many characters.
 MAX_ERROR_CHARS = 4000
 
@@ -168,9 +171,11 @@ class SqlJobQueue:
         *,
         lease_seconds: float = 30,
         clock: Callable[[], datetime] = utcnow,
+        finalisers: Mapping[str, Finaliser] | None = None,
     ) -> None:
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
+        self._finalisers = dict(finalisers or {})
         self._db = db
         self._lease = timedelta(seconds=lease_seconds)
         self._clock = clock
@@ -308,7 +313,7 @@ class SqlJobQueue:
                     # The previous owner died (or stalled past its lease) mid-attempt.
                     if row.cancel_requested:
                         _finish(row, "cancelled", now)
-                        await s.flush()
+                        await self._finished(s, row)
                         continue
                     if row.attempts >= row.max_attempts:
                         _finish(row, "failed", now)
@@ -316,7 +321,7 @@ class SqlJobQueue:
                             f"worker lost (lease expired) on attempt {row.attempts} "
                             f"of {row.max_attempts}"
                         )
-                        await s.flush()
+                        await self._finished(s, row)
                         continue
                 row.status = "running"
                 row.lease_owner = worker_id
@@ -325,6 +330,14 @@ class SqlJobQueue:
                 row.updated_at = now
                 await s.flush()
                 return job_from_row(row)
+
+    async def _finished(self, s: AsyncSession, row: JobRow) -> None:
+        """A job ended inside the queue (its worker is gone): tell its kind's finaliser, in
+        the same transaction, so whatever the job was producing is not left "in progress"."""
+        await s.flush()
+        finaliser = self._finalisers.get(row.kind)
+        if finaliser is not None:
+            await finaliser(s, job_from_row(row))
 
     async def heartbeat(self, job_id: str, worker_id: str) -> bool:
         now = self._clock()

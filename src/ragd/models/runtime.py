@@ -141,9 +141,8 @@ class ModelRuntime:
     def _embed_phrases(self, embedder: Embedder, texts: list[str]) -> Vectors:
         """Embed ``[document, *phrases]``, taking phrase vectors from the phrase cache."""
         prefix = f"{self.embedder_name}\x00"
-        rows: list[Vectors | None] = [None] + [
-            self.phrase_cache.get(prefix + phrase) for phrase in texts[1:]
-        ]
+        rows: list[Vectors | None] = [None]
+        rows.extend(self.phrase_cache.get(prefix + phrase) for phrase in texts[1:])
         missing = [i for i, row in enumerate(rows) if row is None]
         fresh = embedder.embed([texts[i] for i in missing], kind="passage")
         for position, i in enumerate(missing):

@@ -583,6 +583,19 @@ class SqlCatalog:
         return [_chunk(row) for row in rows]
 
 
+async def finalise_ingest_job(s: AsyncSession, job: Job) -> None:
+    """Queue finaliser for ``ingest`` jobs that the queue ended itself (the worker died on
+    the last attempt, or cancellation was requested): the document leaves queued/processing
+    with the job's outcome instead of staying "in progress" forever."""
+    status = "cancelled" if job.status == "cancelled" else "failed"
+    error = "cancelled by request" if status == "cancelled" else job.error
+    await s.execute(
+        update(DocumentRow)
+        .where(DocumentRow.job_id == job.id, DocumentRow.status.in_(("queued", "processing")))
+        .values(status=status, error=error, updated_at=utcnow())
+    )
+
+
 # -- helpers -------------------------------------------------------------------------------
 
 
@@ -776,4 +789,4 @@ def _chunk(row: ChunkRow) -> StoredChunk:
     )
 
 
-__all__ = ["Job", "SqlCatalog", "np_vector"]
+__all__ = ["Job", "SqlCatalog", "finalise_ingest_job", "np_vector"]

@@ -1,0 +1,438 @@
+"""Crash consistency of durable ingestion: `ragd worker` processes SIGKILLed mid-work.
+
+A tenant's documents are uploaded (and some replaced) through the real API with no
+in-process workers; then, ``KILLS`` times, a `ragd worker` process is started on the same
+data dir and SIGKILLed after a seeded random delay. A final worker drains the queue. The
+result must equal an uninterrupted run: every document ready exactly once, with the chunks
+of a clean run, no chunk of a dead version, consistent derived indexes, a sound SQLite file
+and no job left behind.
+
+``RAGD_CRASH_KILLS`` (default 20) and ``RAGD_CRASH_SEED`` set the kills and the seed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ragd.app import create_app
+from ragd.stores.catalog import INGEST_JOB
+from tests.conftest import _MODEL_CACHE, TEST_SECRET
+from tests.ingestion.conftest import EVAL, Tenant, ingest_settings, new_tenant, upload_text
+
+pytestmark = pytest.mark.slow
+
+KILLS = int(os.environ.get("RAGD_CRASH_KILLS", "20"))
+SEED = int(os.environ.get("RAGD_CRASH_SEED", "20261125"))
+#: Documents uploaded before the first kill; each iteration then adds or replaces one.
+INITIAL_DOCS = 12
+LEASE_SECONDS = 2
+#: SIGKILL this long after the worker was spawned (start-up, ~2.5 s here, is included so
+#: some kills land before any claim and most land mid-job).
+KILL_DELAY = (0.3, 5.5)
+#: Enough that a job killed at every attempt of the scenario is not failed for it.
+MAX_ATTEMPTS = 20
+#: Keyword extraction is ~2/3 of the pipeline's CPU time here (2 CPUs); it is off in both
+#: runs so 20 kills fit the time budget. Set RAGD_CRASH_KEYWORDS=1 to keep it on.
+KEYWORDS = os.environ.get("RAGD_CRASH_KEYWORDS", "0") == "1"
+DRAIN_TIMEOUT = 240.0
+CORPUS = EVAL / "python-faq" / "corpus.jsonl"
+
+
+# -- documents --------------------------------------------------------------------------------
+
+
+def _contents(count: int, seed: int) -> list[tuple[str, str]]:
+    """``count`` (title, text) pairs of 1.2-4 KB built from consecutive FAQ answers."""
+    rng = random.Random(seed)
+    entries = [json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitlines()]
+    out: list[tuple[str, str]] = []
+    pos = 0
+    for index in range(count):
+        target = rng.randint(1200, 4000)
+        parts: list[str] = []
+        while sum(len(p) for p in parts) < target:
+            parts.append(entries[pos % len(entries)]["text"])
+            pos += 1
+        out.append((f"faq-{index:03d}", "\n\n".join(parts)))
+    return out
+
+
+@dataclass
+class Plan:
+    """What is uploaded: the initial documents and, per iteration, one add or replace."""
+
+    contents: list[tuple[str, str]]
+    initial: list[int]
+    #: Per iteration: ("add", content, new slot) and, every other one, ("replace", content,
+    #: slot).
+    steps: list[list[tuple[str, int, int]]]
+
+    @classmethod
+    def make(cls, kills: int, seed: int) -> Plan:
+        rng = random.Random(seed + 1)
+        contents = _contents(INITIAL_DOCS + kills + kills // 2, seed)
+        steps: list[list[tuple[str, int, int]]] = []
+        slots, content = INITIAL_DOCS, INITIAL_DOCS
+        for k in range(kills):
+            step = [("add", content, slots)]
+            slots, content = slots + 1, content + 1
+            if k % 2 == 1:
+                step.append(("replace", content, rng.randrange(slots)))
+                content += 1
+            steps.append(step)
+        return cls(contents, list(range(INITIAL_DOCS)), steps)
+
+    def final_contents(self) -> list[int]:
+        """The content each document slot ends with."""
+        slots = list(self.initial)
+        for op, content, slot in (item for step in self.steps for item in step):
+            if op == "add":
+                slots.append(content)
+            else:
+                slots[slot] = content
+        return slots
+
+
+@dataclass
+class Uploader:
+    client: httpx.AsyncClient
+    tenant: Tenant
+    document_ids: list[str] = field(default_factory=list)
+
+    async def add(self, title: str, text: str) -> None:
+        response = await upload_text(self.client, self.tenant, title, text)
+        assert response.status_code == 202, response.text
+        self.document_ids.append(response.json()["document_id"])
+
+    async def replace(self, slot: int, title: str, text: str) -> None:
+        response = await self.client.put(
+            f"/api/v1/documents/{self.document_ids[slot]}", json={"title": title, "text": text},
+            headers=self.tenant.headers,
+        )
+        assert response.status_code == 202, response.text
+
+
+async def _uploader(data_dir: Path) -> AsyncIterator[Uploader]:
+    settings = ingest_settings(data_dir, ingestion={"workers": 0, "max_attempts": MAX_ATTEMPTS})
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://ragd.test",
+                                     timeout=60) as client:
+            yield Uploader(client, await new_tenant(client))
+
+
+# -- worker processes -------------------------------------------------------------------------
+
+
+def _env(model_cache: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGD_")}
+    env.update(
+        RAGD_JWT_SECRET=TEST_SECRET, RAGD_BOOTSTRAP_ADMIN="false",
+        RAGD_MODELS__CACHE_DIR=str(model_cache), RAGD_LOG_LEVEL="INFO",
+        RAGD_INGESTION__WORKERS="0", RAGD_INGESTION__LEASE_SECONDS=str(LEASE_SECONDS),
+        RAGD_INGESTION__POLL_INTERVAL_SECONDS="0.1",
+        RAGD_INGESTION__MAX_ATTEMPTS=str(MAX_ATTEMPTS), PYTHONUNBUFFERED="1",
+        RAGD_INGESTION__KEYWORDS_ENABLED=str(KEYWORDS).lower(),
+    )
+    env.update(extra)
+    return env
+
+
+def _ragd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ragd", *args]
+
+
+def _spawn_worker(data_dir: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            _ragd("worker", "--data-dir", str(data_dir), "--concurrency", "2"),
+            env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+        )
+
+
+def _query(db_path: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    connection = sqlite3.connect(db_path, timeout=30)
+    try:
+        return connection.execute(sql, params).fetchall()
+    finally:
+        connection.close()
+
+
+def _unfinished(db_path: Path) -> int:
+    return int(_query(db_path, "SELECT count(*) FROM jobs WHERE status IN "
+                               "('queued', 'running')")[0][0])
+
+
+def _drain(data_dir: Path, env: dict[str, str], log: Path) -> float:
+    """Run one worker until no job is queued or running; SIGTERM it; the seconds taken."""
+    started = time.monotonic()
+    proc = _spawn_worker(data_dir, env, log)
+    try:
+        while _unfinished(data_dir / "ragd.db"):
+            assert proc.poll() is None, f"worker exited {proc.returncode}: {_tail(log)}"
+            if time.monotonic() - started > DRAIN_TIMEOUT:
+                states = _query(data_dir / "ragd.db",
+                                "SELECT status, count(*) FROM jobs GROUP BY status")
+                raise AssertionError(f"queue not drained after {DRAIN_TIMEOUT}s: {states}")
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode in (0, -signal.SIGTERM), _tail(log)
+    return time.monotonic() - started
+
+
+def _tail(log: Path, lines: int = 30) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass
+class Kill:
+    delay: float
+    jobs_held: int  # running jobs whose lease the killed process held
+    stages: list[str]
+
+
+def _kill_once(data_dir: Path, env: dict[str, str], log: Path, delay: float) -> Kill:
+    proc = _spawn_worker(data_dir, env, log)
+    try:
+        time.sleep(delay)
+        assert proc.poll() is None, f"worker exited early ({proc.returncode}): {_tail(log)}"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    # The dead process's rows are frozen: its worker ids embed its pid.
+    held = _query(data_dir / "ragd.db",
+                  "SELECT stage FROM jobs WHERE status = 'running' AND lease_owner LIKE ?",
+                  f"%-{proc.pid}-%")
+    return Kill(delay, len(held), [str(row[0]) for row in held])
+
+
+# -- the checks -------------------------------------------------------------------------------
+
+
+def _chunk_digests(db_path: Path) -> dict[str, tuple[int, str]]:
+    """Per document title: (chunk count, digest of the ordered chunk texts)."""
+    out: dict[str, tuple[int, str]] = {}
+    for document_id, title, count in _query(
+        db_path, "SELECT id, title, chunk_count FROM documents"
+    ):
+        texts = [row[0] for row in _query(
+            db_path, "SELECT text FROM chunks WHERE document_id = ? ORDER BY ordinal",
+            document_id,
+        )]
+        digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
+        out[title] = (int(count), digest)
+    return out
+
+
+def _verify_indexes(data_dir: Path, env: dict[str, str]) -> list[dict[str, Any]]:
+    result = subprocess.run(
+        _ragd("index", "verify", "--data-dir", str(data_dir), "--json"),
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, f"index verify: {result.stdout}\n{result.stderr}"
+    reports: list[dict[str, Any]] = json.loads(result.stdout)
+    return reports
+
+
+def _check_consistent(
+    data_dir: Path, env: dict[str, str], expected: dict[str, tuple[int, str]], tenant_id: str
+) -> dict[str, Any]:
+    db = data_dir / "ragd.db"
+    problems: list[str] = []
+
+    assert _query(db, "PRAGMA integrity_check") == [("ok",)]
+    leftover = _query(db, "SELECT id, status, attempts, error FROM jobs "
+                          "WHERE status IN ('queued', 'running', 'failed')")
+    if leftover:
+        problems.append(f"jobs left queued/running/failed: {leftover}")
+
+    documents = _query(db, "SELECT id, title, status, active_version, latest_version, error, "
+                           "content_sha256, chunk_count FROM documents")
+    titles = [row[1] for row in documents]
+    if sorted(titles) != sorted(expected):
+        problems.append(f"documents {sorted(titles)} != expected {sorted(expected)}")
+    if len({row[6] for row in documents}) != len(documents):
+        problems.append("two documents share a content hash")
+    for doc_id, title, status, active, latest, error, _sha, _count in documents:
+        if status != "ready" or active != latest:
+            problems.append(f"{title} ({doc_id}): status={status} active={active} "
+                            f"latest={latest} error={error}")
+
+    actual = _chunk_digests(db)
+    for title, want in sorted(expected.items()):
+        if actual.get(title) != want:
+            problems.append(f"{title}: (chunk_count, text digest) {actual.get(title)} != "
+                            f"clean run {want}")
+
+    dead = _query(db, "SELECT c.document_id, c.version, d.active_version FROM chunks c "
+                      "JOIN documents d ON d.id = c.document_id "
+                      "WHERE d.active_version IS NULL OR c.version != d.active_version")
+    if dead:
+        problems.append(f"{len(dead)} chunks of non-active versions, e.g. {dead[:3]}")
+    orphans = _query(db, "SELECT count(*) FROM chunks WHERE document_id NOT IN "
+                         "(SELECT id FROM documents)")[0][0]
+    if orphans:
+        problems.append(f"{orphans} chunks without a document")
+    duplicates = _query(db, "SELECT document_id, ordinal, count(*) FROM chunks "
+                            "GROUP BY document_id, ordinal HAVING count(*) > 1")
+    if duplicates:
+        problems.append(f"duplicate (document_id, ordinal): {duplicates[:5]}")
+    miscounted = _query(db, "SELECT d.title, d.chunk_count, count(c.key), max(c.ordinal) "
+                            "FROM documents d LEFT JOIN chunks c ON c.document_id = d.id "
+                            "GROUP BY d.id HAVING d.chunk_count != count(c.key) "
+                            "OR coalesce(max(c.ordinal), -1) != d.chunk_count - 1")
+    if miscounted:
+        problems.append(f"chunk_count disagrees with the chunk rows: {miscounted}")
+
+    reports = _verify_indexes(data_dir, env)
+    mine = [r for r in reports if r["tenant_id"] == tenant_id]
+    total_chunks = _query(db, "SELECT count(*) FROM chunks")[0][0]
+    if len(mine) != 1 or not mine[0]["ok"] or mine[0]["chunks"] != total_chunks:
+        problems.append(f"index verify: {reports} (chunk rows: {total_chunks})")
+
+    assert not problems, "crash consistency violated:\n  " + "\n  ".join(problems)
+    reclaimed = _query(db, "SELECT count(*), coalesce(max(attempts), 0) FROM jobs "
+                           "WHERE attempts > 1")[0]
+    return {"documents": len(documents), "chunks": total_chunks,
+            "jobs": _query(db, "SELECT count(*) FROM jobs")[0][0],
+            "jobs_reclaimed": reclaimed[0], "max_attempts_seen": reclaimed[1],
+            "index": mine[0]}
+
+
+# -- the test ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedder prepared once (other tests may already have done it in this cache)."""
+    cache = _MODEL_CACHE[0] if _MODEL_CACHE else tmp_path_factory.mktemp("crash-models")
+    data_dir = tmp_path_factory.mktemp("crash-prepare")
+    result = subprocess.run(_ragd("models", "prepare", "--data-dir", str(data_dir)),
+                            env=_env(cache), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return cache
+
+
+async def test_sigkilled_workers_leave_a_consistent_catalog_and_index(
+    tmp_path: Path, model_cache: Path
+) -> None:
+    started = time.monotonic()
+    plan = Plan.make(KILLS, SEED)
+    rng = random.Random(SEED + 2)
+    env = _env(model_cache)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+
+    # The reference: the final contents, processed by one uninterrupted worker (chunking does
+    # not depend on keywords, so the clean run always skips them).
+    clean_dir = tmp_path / "clean"
+    gen = _uploader(clean_dir)
+    up = await anext(gen)
+    for content in plan.final_contents():
+        await up.add(*plan.contents[content])
+    await gen.aclose()
+    clean_env = _env(model_cache, RAGD_INGESTION__KEYWORDS_ENABLED="false")
+    clean_seconds = await asyncio.to_thread(_drain, clean_dir, clean_env, logs / "clean.log")
+    expected = _chunk_digests(clean_dir / "ragd.db")
+    assert len(expected) == len(plan.final_contents())
+    assert all(count >= 1 for count, _ in expected.values())
+    assert len({count for count, _ in expected.values()}) > 1, "chunk counts should differ"
+
+    data_dir = tmp_path / "data"
+    gen = _uploader(data_dir)
+    up = await anext(gen)
+    tenant_id = up.tenant.tenant_id
+    for content in plan.initial:
+        await up.add(*plan.contents[content])
+    kills: list[Kill] = []
+    try:
+        for index, step in enumerate(plan.steps):
+            kill = await asyncio.to_thread(_kill_once, data_dir, env, logs / f"kill{index}.log",
+                                           rng.uniform(*KILL_DELAY))
+            kills.append(kill)
+            # More work while the dead worker's lease runs out: a new document and, every
+            # other time, a new version of an existing one (its running job is superseded).
+            for op, content, slot in step:
+                if op == "add":
+                    await up.add(*plan.contents[content])
+                else:
+                    await up.replace(slot, *plan.contents[content])
+    finally:
+        await gen.aclose()
+    loop_seconds = time.monotonic() - started - clean_seconds
+    drain_seconds = await asyncio.to_thread(_drain, data_dir, env, logs / "final.log")
+
+    summary = _check_consistent(data_dir, env, expected, tenant_id)
+    mid_job = [k for k in kills if k.jobs_held]
+    summary.update(
+        kills=len(kills), kills_mid_job=len(mid_job),
+        jobs_interrupted=sum(k.jobs_held for k in kills),
+        stages_interrupted=sorted({s for k in kills for s in k.stages}),
+        clean_run_s=round(clean_seconds, 1), kill_loop_s=round(loop_seconds, 1),
+        final_drain_s=round(drain_seconds, 1), total_s=round(time.monotonic() - started, 1),
+        seed=SEED,
+    )
+    print("\ncrash consistency:", json.dumps(summary, default=str))  # noqa: T201 - the report
+    assert len(mid_job) >= len(kills) // 3, f"too few kills landed mid-job: {summary}"
+
+
+async def test_job_failed_after_its_last_worker_died_fails_its_document(
+    tmp_path: Path,
+) -> None:
+    """A worker SIGKILLed during the last allowed attempt: the next claim finishes the job as
+    failed ("worker lost"), and the document must say so rather than stay "processing"."""
+    settings = ingest_settings(
+        tmp_path / "data", ingestion={"workers": 0, "max_attempts": 1, "lease_seconds": 1}
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://ragd.test") as client:
+            tenant = await new_tenant(client)
+            title, text = _contents(1, SEED)[0]
+            accepted = (await upload_text(client, tenant, title, text)).json()
+            services = app.state.services
+            # What the pipeline does first, then the process dies (no heartbeat, no fail()).
+            job = await services.queue.claim("doomed-1234-worker", [INGEST_JOB])
+            assert job is not None and job.id == accepted["job_id"]
+            assert await services.catalog.start_version(
+                tenant.tenant_id, accepted["document_id"], 1
+            ) is not None
+            await asyncio.sleep(1.2)  # the lease runs out
+            assert await services.queue.claim("survivor-5678-worker", [INGEST_JOB]) is None
+            final = (await client.get(f"/api/v1/jobs/{job.id}", headers=tenant.headers)).json()
+            assert final["status"] == "failed", final
+            document = (await client.get(f"/api/v1/documents/{accepted['document_id']}",
+                                         headers=tenant.headers)).json()
+    assert document["status"] == "failed", (
+        f"BUG: job {final['status']} ({final['error']}) but its document is stuck in "
+        f"{document['status']!r} (SqlJobQueue.claim finishes lease-exhausted jobs without "
+        "updating the document)"
+    )
