@@ -416,6 +416,137 @@ def index_rebuild(
         typer.echo(f"{tenant_id}  rebuilt with {count} entries")
 
 
+@app.command()
+def ingest(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Files and directories to ingest.", show_default=False)
+    ],
+    collection: Annotated[
+        str,
+        typer.Option("--collection", help="Collection name (created when missing).",
+                     show_default=False),
+    ],
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", help="Descend into subdirectories.")
+    ] = False,
+    glob: Annotated[
+        list[str] | None,
+        typer.Option("--glob", help="Only directory entries matching this pattern (repeatable), "
+                     "e.g. '*.pdf'. Files named on the command line are always taken.",
+                     show_default=False),
+    ] = None,
+    metadata: Annotated[
+        list[str] | None,
+        typer.Option("--metadata", "-m", help="KEY=VALUE added to every document (repeatable; "
+                     "values are strings).", show_default=False),
+    ] = None,
+    local: Annotated[
+        bool, typer.Option("--local", help="Work on the data dir directly and run the "
+                           "ingestion in this process (no server needed).")
+    ] = False,
+    tenant: Annotated[
+        str | None,
+        typer.Option("--tenant", help="With --local: the tenant's name or id.",
+                     show_default=False),
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option("--url", help="Server URL (default: $RAGD_URL or http://127.0.0.1:8000); "
+                     "credential: $RAGD_API_KEY or $RAGD_TOKEN.", show_default=False),
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Wait until every document is ingested.")
+    ] = True,
+    timeout: Annotated[
+        float, typer.Option(min=0, help="Stop waiting after this many seconds (0: no limit).")
+    ] = 0,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=64, help="With --local: jobs processed at once.")
+    ] = 2,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Ingest files into a collection, through a running server or (--local) the data dir.
+
+    Shows progress, then a summary: ingested, duplicates, failed and skipped files.
+
+    Skipped (not uploaded): hidden, empty, or over ingestion.max_upload_mb.
+
+    Exit status: 0 when no file failed, 1 when some file failed, 2 for bad input.
+
+    Also 2 when the server is unreachable, the credential refused or the tenant unknown.
+    """
+    from rich.console import Console
+
+    from ragd.ingestion.client import (
+        ConsoleReporter,
+        HttpBackend,
+        IngestError,
+        IngestSummary,
+        LocalBackend,
+        check_collection_name,
+        discover,
+        ingest_files,
+        parse_metadata,
+        render_summary,
+    )
+
+    if local and url is not None:
+        _fail("--url and --local exclude each other")
+    if local and not tenant:
+        _fail("--local needs --tenant NAME_OR_ID")
+    if not local and tenant is not None:
+        _fail("--tenant only applies with --local (over HTTP the credential decides)")
+    settings = _settings(config, data_dir=data_dir)
+    try:
+        name = check_collection_name(collection)
+        fields = parse_metadata(metadata or [])
+        candidates = discover(
+            paths, recursive=recursive, globs=glob or [],
+            max_bytes=settings.ingestion.max_upload_bytes,
+        )
+    except IngestError as exc:
+        _fail(exc.message)
+        raise  # unreachable: _fail exits
+    if not candidates:
+        _fail("no files to ingest" + (" (add --recursive?)" if not recursive else ""))
+    err = Console(stderr=True)
+    out = Console()
+
+    async def main() -> IngestSummary:
+        reporter = ConsoleReporter(err)
+        if local:
+            from ragd.ops.logs import configure_logging
+
+            configure_logging("WARNING", settings.log_format, production=settings.is_production)
+            assert tenant is not None  # noqa: S101 - checked above
+            async with LocalBackend(settings, tenant, concurrency=concurrency,
+                                    run_workers=wait) as backend:
+                return await ingest_files(backend, name, candidates, fields, wait=wait,
+                                          wait_seconds=timeout or None, reporter=reporter)
+        async with HttpBackend(url) as remote:
+            return await ingest_files(remote, name, candidates, fields, wait=wait,
+                                      wait_seconds=timeout or None, reporter=reporter)
+
+    try:
+        summary = asyncio.run(main())
+    except IngestError as exc:
+        _fail(exc.message)
+        raise  # unreachable: _fail exits
+    except RagdError as exc:
+        _fail(exc.message)
+        raise  # unreachable: _fail exits
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+        raise  # unreachable: _fail exits
+    render_summary(summary, out)
+    if local and not wait and summary.count("queued"):
+        typer.echo("the queued jobs run when `ragd serve` or `ragd worker` opens this data dir",
+                   err=True)
+    if summary.any_failed:
+        raise typer.Exit(1)
+
+
 def _model_dir(settings: Any) -> Path:
     from ragd.settings import ensure_data_dir
 

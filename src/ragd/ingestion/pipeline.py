@@ -109,10 +109,8 @@ class IngestionPipeline:
                 await self._process(state, tenant_id, document_id, version)
             except Stop as stop:
                 if stop.cancelled:
+                    # The queue's ingest finaliser marks the document cancelled atomically.
                     await self._queue.mark_cancelled(job.id, worker_id)
-                    await self._catalog.finish_version(
-                        tenant_id, document_id, version, "cancelled", "cancelled by request"
-                    )
                 # A lost lease: the new owner records the outcome.
             except ParseError as exc:
                 retryable = exc.code in _TRANSIENT_PARSE_CODES
@@ -133,18 +131,16 @@ class IngestionPipeline:
         self, state: _Run, document_id: str, version: int, error: str, *, retryable: bool
     ) -> None:
         job = state.job
+        # A final failure (or a cancellation) updates the document in the same transaction,
+        # through the queue's ingest finaliser; only a retry is recorded here.
         if not await self._queue.fail(job.id, state.worker_id, error, retryable=retryable):
             return
         after = await self._queue.get(job.tenant_id, job.id)
-        status = after.status if after is not None else "failed"
-        document_status = {"queued": "queued", "cancelled": "cancelled"}.get(status, "failed")
-        message = error if document_status == "failed" else f"attempt failed, retrying: {error}"
-        if document_status == "cancelled":
-            message = "cancelled by request"
-        await self._catalog.finish_version(
-            job.tenant_id, document_id, version, document_status,  # type: ignore[arg-type]
-            message,
-        )
+        if after is not None and after.status == "queued":
+            await self._catalog.finish_version(
+                job.tenant_id, document_id, version, "queued",
+                f"attempt {after.attempts} failed, retrying: {error}",
+            )
 
     async def _process(
         self, state: _Run, tenant_id: str, document_id: str, version: int

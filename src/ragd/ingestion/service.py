@@ -115,21 +115,18 @@ class IngestionService:
         return removal
 
     async def cancel_job(self, tenant_id: str, job_id: str) -> Job:
+        current = await self.queue.get(tenant_id, job_id)
+        if current is None:
+            raise NotFound("job not found", code="job_not_found")
+        if current.kind == DELETE_COLLECTION_JOB:
+            # The collection is already hidden; stopping half-way would strand it.
+            raise Conflict("a collection deletion cannot be cancelled", code="job_not_cancellable")
         job = await self.queue.cancel(tenant_id, job_id)
         if job is None:
             raise NotFound("job not found", code="job_not_found")
-        if job.kind == INGEST_JOB and job.status == "cancelled":
-            await self.catalog.job_document_status(
-                tenant_id, job_id, ("queued",), "cancelled", "cancelled by request"
-            )
-        return job
+        return job  # a queued ingest job's document was marked cancelled by the finaliser
 
     async def retry_job(self, tenant_id: str, job_id: str) -> Job:
-        job = await self.queue.get(tenant_id, job_id)
-        if job is None:
-            raise NotFound("job not found", code="job_not_found")
-        if job.kind == DELETE_COLLECTION_JOB and job.status == "cancelled":
-            raise Conflict("a cancelled deletion cannot be retried", code="job_not_retryable")
         retried = await self.queue.retry(tenant_id, job_id)
         if retried is None:
             raise NotFound("job not found", code="job_not_found")

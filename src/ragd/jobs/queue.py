@@ -36,8 +36,9 @@ JOB_STATUSES: tuple[JobStatus, ...] = ("queued", "running", "succeeded", "failed
 #: Retry backoff: ``BACKOFF_BASE * 2 ** (attempt - 1)``, capped at ``BACKOFF_MAX``.
 BACKOFF_BASE = timedelta(seconds=2)
 BACKOFF_MAX = timedelta(minutes=5)
-#: Called with the session and the finished job when the queue itself ends a job (its worker
-#: died on the last attempt, or after cancellation was requested).
+#: Called with the session and the finished job, in the transaction that ends it as failed or
+#: cancelled (by its worker, or by the queue when the worker died on its last attempt), so
+#: whatever the job was producing never looks "in progress" after the job has ended.
 Finaliser = Callable[[AsyncSession, "Job"], Awaitable[None]]
 #: A job's error text is kept to this many characters.
 MAX_ERROR_CHARS = 4000
@@ -253,6 +254,7 @@ class SqlJobQueue:
                 row.status = "cancelled"
                 row.finished_at = now
                 row.updated_at = now
+                await self._finished(s, row)
             elif row.status == "running" and not row.cancel_requested:
                 row.cancel_requested = True
                 row.updated_at = now
@@ -332,8 +334,7 @@ class SqlJobQueue:
                 return job_from_row(row)
 
     async def _finished(self, s: AsyncSession, row: JobRow) -> None:
-        """A job ended inside the queue (its worker is gone): tell its kind's finaliser, in
-        the same transaction, so whatever the job was producing is not left "in progress"."""
+        """A job ended failed or cancelled: run its kind's finaliser in the same transaction."""
         await s.flush()
         finaliser = self._finalisers.get(row.kind)
         if finaliser is not None:
@@ -394,6 +395,7 @@ class SqlJobQueue:
             row.error = error[:MAX_ERROR_CHARS]
             if row.cancel_requested:
                 _finish(row, "cancelled", now)
+                await self._finished(s, row)
             elif retryable and row.attempts < row.max_attempts:
                 row.status = "queued"
                 row.run_after = now + backoff_delay(row.attempts)
@@ -402,6 +404,7 @@ class SqlJobQueue:
                 row.updated_at = now
             else:
                 _finish(row, "failed", now)
+                await self._finished(s, row)
             return True
 
     async def mark_cancelled(self, job_id: str, worker_id: str) -> bool:
@@ -411,6 +414,7 @@ class SqlJobQueue:
             if row is None:
                 return False
             _finish(row, "cancelled", now)
+            await self._finished(s, row)
             return True
 
 

@@ -176,6 +176,7 @@ class SqlCatalog:
                 await s.execute(delete(CollectionRow).where(CollectionRow.id == collection_id))
                 return CollectionRemoval(chunks=chunks, job=None)
             row.status = "deleting"
+            row.name_key = f"{row.id}:deleting"  # the name is free again at once
             row.updated_at = utcnow()
             job_row = new_job_row(
                 tenant_id, DELETE_COLLECTION_JOB, {"collection_id": collection_id},
