@@ -221,6 +221,17 @@ async def test_unparseable_document_fails_without_retries(
     assert r.status_code == 202, r.text
     assert (await wait_job(client, tenant, r.json()["job_id"]))["status"] == "failed"
 
+    # POSTing the same bytes again queues the failed document again (same document, new
+    # job) instead of answering "duplicate" with a document that will never be ingested.
+    r = await upload_file(client, tenant, "a.pdf", b"%PDF-1.7\n garbage", "application/pdf")
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["duplicate"] is False and body["document_id"] == document_id
+    assert body["job_id"] not in (job_id, None) and body["status"] == "queued"
+    assert (await wait_job(client, tenant, body["job_id"]))["status"] == "failed"
+    listed = await _get(client, tenant, "/api/v1/documents")
+    assert [d["id"] for d in listed["items"]] == [document_id]
+
 
 async def test_document_is_failed_once_its_job_reports_failed(
     ingest_client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch

@@ -245,7 +245,8 @@ class Catalog(Protocol):
         self, tenant_id: str, collection_id: str, upload: Upload, *, max_attempts: int
     ) -> Accepted:
         """Create the document, its version 1 and its ingestion job; or return the document
-        with the same content in that collection (``duplicate``)."""
+        with the same content in that collection (``duplicate``), unless that one failed or
+        was cancelled: then it is queued again with a new job (``duplicate`` false)."""
         ...
 
     async def replace_document(

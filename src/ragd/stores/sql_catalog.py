@@ -238,6 +238,22 @@ class SqlCatalog:
             existing = await _document_with_content(
                 s, collection_id, upload.content_sha256
             )
+            if existing is not None and existing.status in ("failed", "cancelled"):
+                # Uploading it again is the natural way to retry: queue the version again.
+                job_row = new_job_row(
+                    tenant_id, INGEST_JOB,
+                    {"document_id": existing.id, "version": existing.latest_version},
+                    max_attempts=max_attempts, now=now,
+                )
+                s.add(job_row)
+                await s.flush()
+                existing.job_id = job_row.id
+                existing.status = "queued"
+                existing.error = None
+                existing.updated_at = now
+                return Accepted(
+                    document=_document(existing), job=job_from_row(job_row), duplicate=False
+                )
             if existing is not None:
                 return Accepted(document=_document(existing), job=None, duplicate=True)
             row = DocumentRow(
@@ -276,7 +292,9 @@ class SqlCatalog:
             row = await _document_row(s, tenant_id, document_id)
             if row is None:
                 return None
-            if row.content_sha256 == upload.content_sha256 and row.status != "failed":
+            if row.content_sha256 == upload.content_sha256 and row.status not in (
+                "failed", "cancelled"
+            ):
                 return Accepted(document=_document(row), job=None, duplicate=True)
             other = await _document_with_content(s, row.collection_id, upload.content_sha256)
             if other is not None and other.id != row.id:
