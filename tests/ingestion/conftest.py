@@ -88,7 +88,8 @@ async def upload_text(
 
 
 async def wait_job(
-    client: httpx.AsyncClient, tenant: Tenant, job_id: str, timeout: float = 120.0
+    client: httpx.AsyncClient, tenant: Tenant, job_id: str,
+    timeout: float = 120.0,  # noqa: ASYNC109 - a polling deadline, not a cancel scope
 ) -> dict[str, Any]:
     """Poll the job until it is finished; return its final JSON."""
     deadline = time.monotonic() + timeout
