@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from ragd.app import create_app
 from ragd.container import build_workers

@@ -152,6 +152,7 @@ class DocumentOut(BaseModel):
     chunk_count: int
     token_count: int
     keywords: list[dict[str, Any]]
+    warnings: list[str]
     metadata: dict[str, Any]
     timings: dict[str, float]
     created_at: datetime
@@ -167,6 +168,7 @@ class DocumentOut(BaseModel):
             size_bytes=d.size_bytes, version=d.latest_version, active_version=d.active_version,
             job_id=d.job_id, pages=d.pages, chunk_count=d.chunk_count,
             token_count=d.token_count, keywords=[dict(k) for k in d.keywords],
+            warnings=list(d.warnings),
             metadata=dict(d.metadata), timings=dict(d.timings), created_at=d.created_at,
             updated_at=d.updated_at, ready_at=d.ready_at,
         )

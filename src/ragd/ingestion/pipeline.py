@@ -217,6 +217,7 @@ class IngestionPipeline:
                     format=parsed.format, pages=parsed.pages,
                     keywords=_document_keywords(keywords),
                     timings=dict(state.timings),
+                    warnings=parsed.warnings,
                     embedder_name=info.name, embedder_dimension=info.dimension,
                 )
             )

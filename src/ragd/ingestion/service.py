@@ -15,7 +15,9 @@ from typing import Any
 
 from ragd.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
 from ragd.index.manager import IndexManager
+from ragd.ingestion.limits import check_zip
 from ragd.ingestion.parsers import FORMATS, ParseError, detect_format
+from ragd.ingestion.pipeline import parse_limits
 from ragd.jobs.queue import Job, JobQueue
 from ragd.settings import IngestionSettings
 from ragd.stores.catalog import (
@@ -47,6 +49,7 @@ class IngestionService:
         self.queue = queue
         self.indexes = indexes
         self.settings = settings
+        self._limits = parse_limits(settings)
         self._wake = wake
 
     def set_wake(self, wake: Callable[[], None]) -> None:
@@ -66,10 +69,16 @@ class IngestionService:
             filename = filename.replace("\\", "/").rsplit("/", 1)[-1].strip()[:MAX_FILENAME]
             filename = filename or None
         try:
+            if data.startswith(b"PK"):
+                # Reading a ZIP directory costs memory per entry: bound it before anything
+                # (type detection included) opens the archive in this process.
+                await asyncio.to_thread(check_zip, data, self._limits)
             fmt = await asyncio.to_thread(detect_format, data, filename, declared_type)
         except ParseError as exc:
             if exc.code == "empty":
                 raise InvalidInput("the file is empty", code="empty_file") from None
+            if exc.code in ("archive_bomb", "archive_too_large"):
+                raise InvalidInput(exc.message, code=exc.code) from None
             raise UnsupportedMediaType(exc.message) from None
         digest = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
         return Upload(

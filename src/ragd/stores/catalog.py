@@ -71,6 +71,7 @@ class Document:
     chunk_count: int
     token_count: int
     keywords: tuple[Mapping[str, Any], ...]
+    warnings: tuple[str, ...]
     timings: Mapping[str, float]
     created_at: datetime
     updated_at: datetime
@@ -182,6 +183,7 @@ class VersionCommit:
     pages: int | None
     keywords: tuple[Mapping[str, Any], ...]
     timings: Mapping[str, float]
+    warnings: tuple[str, ...]
     embedder_name: str | None
     embedder_dimension: int | None
 

@@ -263,7 +263,7 @@ class SqlCatalog:
                 content_sha256=upload.content_sha256, size_bytes=len(upload.content),
                 metadata_json=_dumps(dict(upload.metadata or {})), status="queued",
                 latest_version=1, chunk_count=0, token_count=0, keywords="[]",
-                timings="{}", created_at=now, updated_at=now,
+                warnings="[]", timings="{}", created_at=now, updated_at=now,
             )
             s.add(row)
             await s.flush()
@@ -495,6 +495,7 @@ class SqlCatalog:
             row.chunk_count = len(commit.chunks)
             row.token_count = sum(chunk.token_count for chunk in commit.chunks)
             row.keywords = _dumps(list(commit.keywords))
+            row.warnings = _dumps(list(commit.warnings))
             row.timings = _dumps(dict(commit.timings))
             row.ready_at = now
             row.updated_at = now
@@ -786,6 +787,7 @@ def _document(row: DocumentRow) -> Document:
         error=row.error, latest_version=row.latest_version, active_version=row.active_version,
         job_id=row.job_id, pages=row.pages, chunk_count=row.chunk_count,
         token_count=row.token_count, keywords=tuple(json.loads(row.keywords)),
+        warnings=tuple(json.loads(row.warnings or "[]")),
         timings=json.loads(row.timings), created_at=row.created_at, updated_at=row.updated_at,
         ready_at=row.ready_at,
     )

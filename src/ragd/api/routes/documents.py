@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ragd.api.deps import CatalogDep, CurrentPrincipal, IngestionDep
 from ragd.api.errors import ERROR_RESPONSES
@@ -94,6 +95,11 @@ async def _form_upload(
 ) -> tuple[Upload, str | None]:
     try:
         form = await request.form(max_files=1, max_fields=_FORM_FIELDS)
+    except StarletteHTTPException as exc:
+        if exc.status_code == 413:  # noqa: PLR2004 - payload too large
+            raise  # the body limit cut the form off while it streamed in
+        raise InvalidInput(f"malformed multipart body: {exc.detail}",
+                           code="bad_multipart") from None
     except Exception as exc:  # noqa: BLE001 - malformed multipart must be a 4xx, not a 500
         raise InvalidInput(f"malformed multipart body: {exc}", code="bad_multipart") from None
     file = form.get("file")

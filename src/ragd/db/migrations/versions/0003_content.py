@@ -62,6 +62,7 @@ def upgrade() -> None:
         sa.Column("chunk_count", sa.Integer(), nullable=False),
         sa.Column("token_count", sa.Integer(), nullable=False),
         sa.Column("keywords", sa.Text(), nullable=False),
+        sa.Column("warnings", sa.Text(), nullable=False),
         sa.Column("timings", sa.Text(), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("updated_at", sa.DateTime(), nullable=False),
