@@ -84,6 +84,7 @@ def documents(draw: st.DrawFn) -> ParsedDocument:
                 text=section_texts(),
                 heading_path=st.lists(HEADINGS, max_size=3).map(tuple),
                 page=st.none() | st.integers(1, 20),
+                kind=st.sampled_from(["paragraph", "heading", "list"]),
             ),
             max_size=12,
         )
@@ -205,6 +206,25 @@ def test_handmade_document() -> None:
     assert [c.text for c in chunks[-2:]] == ["Tiny.", "No heading at all."]
     assert chunks[-1].embed_text == "No heading at all."
     assert chunk_document(ParsedDocument("text", ()), tokenize=WHITESPACE) == []
+
+
+def test_a_heading_that_would_end_a_full_chunk_moves_to_its_text() -> None:
+    words = _regex_tokenizer(r"\S+")
+    doc = ParsedDocument(
+        format="html",
+        sections=(
+            Section("Q1 how?", ("FAQ",), kind="heading"),
+            Section("one two three four five six", ("FAQ", "Q1 how?")),
+            Section("Q2 why?", ("FAQ",), kind="heading"),
+            Section("seven eight nine ten", ("FAQ", "Q2 why?")),
+        ),
+    )
+    chunks = chunk_document(doc, tokenize=words, target_tokens=10, overlap_tokens=0)
+    # Greedy packing would end the first chunk with "Q2 why?" (2 + 6 + 2 = 10 tokens).
+    assert [chunk.text for chunk in chunks] == [
+        "Q1 how?\n\none two three four five six",
+        "Q2 why?\n\nseven eight nine ten",
+    ]
 
 
 def test_sentence_breaks_preferred_over_token_boundaries() -> None:

@@ -12,7 +12,8 @@ Rules, in order:
    heading at all). A chunk never spans two runs. Whitespace-only sections produce nothing.
 2. Inside a run, consecutive sections that each fit in ``target_tokens`` are packed together
    (joined as they appear in ``doc.text``) while the total stays within ``target_tokens``.
-   Packed chunks do not overlap.
+   Packed chunks do not overlap. Heading sections that would end a full pack move to the
+   next pack instead (when they fit there), so a question heading stays with its answer.
 3. A section longer than ``target_tokens`` is split on its own into pieces of at most
    ``target_tokens`` tokens, *overlap included*. Each piece ends at the best break point in its
    window, preferring, in order: a paragraph break (blank line), a sentence end (``.``, ``?``,
@@ -205,20 +206,26 @@ class _Builder:
     def add_run(self, run: Sequence[_Span]) -> None:
         """Pack small sections of one top-level run; split the large ones on their own."""
         pack: list[_Span] = []
-        planned = 0
+        sizes: list[int] = []
         for span in run:
             spans = self.tokenize(self.text[span.start : span.end])
             tokens = len(spans)
             if tokens > self.target:
                 self.flush(pack)
-                pack, planned = [], 0
+                pack, sizes = [], []
                 _SectionSplitter(self, span, spans).run()
                 continue
-            if pack and planned + tokens > self.target:
-                self.flush(pack)
-                pack, planned = [], 0
+            if pack and sum(sizes) + tokens > self.target:
+                # Headings at the end of a full pack belong with the text that follows them.
+                keep = len(pack)
+                while keep > 1 and pack[keep - 1].section.kind == "heading":
+                    keep -= 1
+                if sum(sizes[keep:]) + tokens > self.target:
+                    keep = len(pack)
+                self.flush(pack[:keep])
+                pack, sizes = pack[keep:], sizes[keep:]
             pack.append(span)
-            planned += tokens
+            sizes.append(tokens)
         self.flush(pack)
 
     def flush(self, pack: list[_Span]) -> None:
