@@ -96,7 +96,9 @@ async def test_memory_snapshot_and_report_schema(app: FastAPI, client: httpx.Asy
     assert memory["sample"]["rss"] > 0
     assert memory["thresholds"]["soft_bytes"] == 1536 * 2**20
     assert memory["thresholds"]["emergency_bytes"] == 2048 * 2**20
-    assert {cache["name"] for cache in memory["caches"]} == {"query_embeddings", "keywords"}
+    assert {cache["name"] for cache in memory["caches"]} == {
+        "query_embeddings", "keywords", "keyword_phrases"
+    }
     report = (await client.get("/performance/optimization-report",
                                headers=bearer(ops["access_token"]))).json()
     assert report["status"] in {"ok", "attention", "critical"}
