@@ -58,6 +58,9 @@ class HashEmbedder:
             return np.empty((0, DIM), dtype=np.float32)
         return np.stack([expected(text, kind) for text in texts])
 
+    def embed_many(self, texts: Sequence[str], *, kind: TextKind = "passage") -> Vectors:
+        return self.embed(texts, kind=kind)
+
     def token_spans(self, text: str) -> list[tuple[int, int]]:
         return [(i, i + 1) for i in range(len(text))]
 

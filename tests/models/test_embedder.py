@@ -481,3 +481,18 @@ def test_importing_the_model_modules_loads_no_runtime() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_embed_many_batches_short_phrases_close_to_embed(
+    minilm_embedder: OnnxEmbedder, reference: tuple[list[str], np.ndarray]
+) -> None:
+    # The int8 graph quantises activations per batch, so embed() runs one text per call;
+    # embed_many() batches anyway, for texts only ranked against each other.
+    phrases = ["debian packages", "apt", "package manager", "kernel modules", "free software",
+               "mailing list", "security updates", "release cycle"]
+    one_by_one = minilm_embedder.embed(phrases)
+    batched = minilm_embedder.embed_many(phrases)
+    assert batched.shape == one_by_one.shape
+    assert float(cosines(batched, one_by_one).min()) > 0.97
+    texts, expected = reference
+    assert float(cosines(minilm_embedder.embed_many(texts), expected).mean()) > 0.97

@@ -100,27 +100,38 @@ async def test_keyword_phrases_are_embedded_once_and_results_unchanged(
     uncached = await runtime.keywords(first, top_n=3)
     runtime.keyword_cache.clear()
     runtime.phrase_cache.clear()
-    embedded: list[list[str]] = []
+    texts: list[list[str]] = []  # whole texts embedded one by one
+    phrases: list[list[str]] = []  # candidate phrases embedded in batches
     embedder = await runtime._embedder.get()
-    original = embedder.embed
+    original, original_many = embedder.embed, embedder.embed_many
 
-    def counting(texts: list[str], kind: str = "passage") -> np.ndarray:  # type: ignore[type-arg]
-        embedded.append(list(texts))
-        return original(texts, kind=kind)  # type: ignore[arg-type]
+    def counting(batch: list[str], kind: str = "passage") -> np.ndarray:  # type: ignore[type-arg]
+        texts.append(list(batch))
+        return original(batch, kind=kind)  # type: ignore[arg-type]
+
+    def counting_many(batch: list[str], kind: str = "passage") -> np.ndarray:  # type: ignore[type-arg]
+        phrases.append(list(batch))
+        return original_many(batch, kind=kind)  # type: ignore[arg-type]
 
     embedder.embed = counting  # type: ignore[method-assign,assignment]
+    embedder.embed_many = counting_many  # type: ignore[method-assign,assignment]
     try:
         again = await runtime.keywords(first, top_n=3)
         await runtime.keywords(second, top_n=3)
+        vector = (await runtime.embed([second]))[0]
+        texts.clear()
+        runtime.keyword_cache.clear()
+        with_vector = await runtime.keywords(second, top_n=3, vector=vector)
     finally:
         embedder.embed = original  # type: ignore[method-assign]
+        embedder.embed_many = original_many  # type: ignore[method-assign]
     # Same keywords and scores as before the phrase cache was emptied.
     assert [(k.keyword, round(k.score, 4)) for k in again] == [
         (k.keyword, round(k.score, 4)) for k in uncached
     ]
-    # The second text shares phrases with the first: only its new phrases (after the text
-    # itself) were embedded.
+    # The second text shares phrases with the first: only its new phrases were embedded.
     new_phrases = set(extractor.candidates(second)) - set(extractor.candidates(first))
-    assert embedded[-1][0] == second
-    assert set(embedded[-1][1:]) == new_phrases
-    assert len(embedded[-1]) - 1 < len(extractor.candidates(second))
+    assert set(phrases[1]) == new_phrases
+    assert len(phrases[1]) < len(extractor.candidates(second))
+    # Given the text's vector, the text itself is not embedded again.
+    assert texts == [] and with_vector

@@ -1,4 +1,4 @@
-"""The ingestion pipeline: parse → chunk → keywords → embed → index, for one job.
+"""The ingestion pipeline: parse → chunk → embed → keywords → index, for one job.
 
 Every stage before ``index`` only computes: nothing is written until the index stage commits
 the whole version in one transaction (see :class:`~ragd.stores.catalog.Catalog`). A job that
@@ -34,7 +34,10 @@ from ragd.stores.catalog import Catalog, CommitOutcome, NewChunk, VersionCommit
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("parse", "chunk", "keywords", "embed", "index")
+#: Stages in the order they run. Keywords come after embedding so that KeyBERT ranks the
+#: candidate phrases against the chunk vector already computed instead of embedding the
+#: chunk a second time.
+STAGES = ("parse", "chunk", "embed", "keywords", "index")
 #: Keywords kept for the whole document (aggregated over its chunks).
 DOCUMENT_KEYWORDS = 10
 #: Leave room for [CLS]/[SEP] and the heading prefix under the embedder's token limit.
@@ -177,21 +180,6 @@ class IngestionPipeline:
             chunks = await self._chunk(parsed, info.max_tokens)
         total = len(chunks)
 
-        keywords: list[list[dict[str, Any]]] = [[] for _ in chunks]
-        await self._stage(state, "keywords", 0, total)
-        if self._settings.keywords_enabled:
-            with _timed(state.timings, "keywords"):
-                for index, chunk in enumerate(chunks):
-                    found = await self._runtime.keywords(
-                        chunk.text, top_n=self._settings.keywords_top_n
-                    )
-                    keywords[index] = [
-                        {"keyword": item.keyword, "score": round(float(item.score), 4)}
-                        for item in found
-                    ]
-                    if (index + 1) % 16 == 0:
-                        await self._stage(state, "keywords", index + 1, total)
-
         await self._stage(state, "embed", 0, total)
         vectors: list[bytes] = []
         with _timed(state.timings, "embed"):
@@ -203,6 +191,22 @@ class IngestionPipeline:
                     np.ascontiguousarray(row, dtype=np.float32).tobytes() for row in matrix
                 )
                 await self._stage(state, "embed", min(start + batch, total), total)
+
+        keywords: list[list[dict[str, Any]]] = [[] for _ in chunks]
+        await self._stage(state, "keywords", 0, total)
+        if self._settings.keywords_enabled:
+            with _timed(state.timings, "keywords"):
+                for index, chunk in enumerate(chunks):
+                    found = await self._runtime.keywords(
+                        chunk.text, top_n=self._settings.keywords_top_n,
+                        vector=np.frombuffer(vectors[index], dtype=np.float32),
+                    )
+                    keywords[index] = [
+                        {"keyword": item.keyword, "score": round(float(item.score), 4)}
+                        for item in found
+                    ]
+                    if (index + 1) % 16 == 0:
+                        await self._stage(state, "keywords", index + 1, total)
 
         await self._stage(state, "index", 0, total)
         with _timed(state.timings, "index"):

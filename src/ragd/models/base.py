@@ -41,6 +41,12 @@ class Embedder(Protocol):
         ``info.normalized``. ``kind`` selects the query/passage prefix (E5-style models)."""
         ...
 
+    def embed_many(self, texts: Sequence[str], *, kind: TextKind = "passage") -> Vectors:
+        """Like :meth:`embed`, but free to batch texts even where batching perturbs each
+        vector slightly (graphs that quantise activations per batch). For texts that are only
+        ranked against each other, e.g. keyword candidates."""
+        ...
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens each text would use (before truncation to ``max_tokens``)."""
         ...

@@ -126,6 +126,10 @@ class OpenAIEmbedder:
         prefix = self._prefixes["passage"]
         return [max(1, math.ceil(len(prefix + text) / _CHARS_PER_TOKEN)) for text in texts]
 
+    def embed_many(self, texts: Sequence[str], *, kind: TextKind = "passage") -> Vectors:
+        """Same as :meth:`embed` (the provider batches as it likes)."""
+        return self.embed(texts, kind=kind)
+
     def token_spans(self, text: str) -> list[tuple[int, int]]:
         """Words and punctuation marks: the provider's tokenizer is unknown, and this
         over-counts rather than under-counts its sub-word tokens for ordinary prose."""

@@ -120,10 +120,17 @@ class ModelRuntime:
         embedder = await self._embedder.get()
         return embedder.info
 
-    async def keywords(self, text: str, *, top_n: int | None = None) -> list[Keyword]:
-        """KeyBERT keywords of ``text``, embedded with the one loaded embedder."""
+    async def keywords(
+        self, text: str, *, top_n: int | None = None, vector: Vectors | None = None
+    ) -> list[Keyword]:
+        """KeyBERT keywords of ``text``, embedded with the one loaded embedder.
+
+        ``vector`` is the text's embedding when the caller already has it (ingestion embeds
+        every chunk anyway): candidates are then ranked against it instead of embedding the
+        text again.
+        """
         digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-        key = f"{self.embedder_name}:{top_n}:{digest}"
+        key = f"{self.embedder_name}:{top_n}:{vector is not None}:{digest}"
         cached = self.keyword_cache.get(key)
         if cached is not None:
             return cached
@@ -131,23 +138,33 @@ class ModelRuntime:
 
         def extract(embedder: Embedder) -> list[Keyword]:
             return extractor.extract(
-                text, lambda batch: self._embed_phrases(embedder, batch), top_n=top_n
+                text, lambda batch: self._embed_phrases(embedder, batch, vector), top_n=top_n
             )
 
         result = await self._embedder.run(extract)
         self.keyword_cache.put(key, result)
         return result
 
-    def _embed_phrases(self, embedder: Embedder, texts: list[str]) -> Vectors:
-        """Embed ``[document, *phrases]``, taking phrase vectors from the phrase cache."""
+    def _embed_phrases(
+        self, embedder: Embedder, texts: list[str], vector: Vectors | None
+    ) -> Vectors:
+        """Embed ``[document, *phrases]``: the document unless its ``vector`` is given, the
+        phrases from the phrase cache or in batches."""
         prefix = f"{self.embedder_name}\x00"
         rows: list[Vectors | None] = [None]
         rows.extend(self.phrase_cache.get(prefix + phrase) for phrase in texts[1:])
+        rows[0] = (
+            embedder.embed(texts[:1], kind="passage")[0]
+            if vector is None
+            else np.asarray(vector, dtype=np.float32)
+        )
         missing = [i for i, row in enumerate(rows) if row is None]
-        fresh = embedder.embed([texts[i] for i in missing], kind="passage")
-        for position, i in enumerate(missing):
-            rows[i] = fresh[position]
-            if i > 0:
+        if missing:
+            # Short phrases that are only ranked against each other: batch them (much faster
+            # on per-batch-quantised graphs, at the cost of the last digits).
+            fresh = embedder.embed_many([texts[i] for i in missing], kind="passage")
+            for position, i in enumerate(missing):
+                rows[i] = fresh[position]
                 self.phrase_cache.put(prefix + texts[i], fresh[position])
         return np.stack([row for row in rows if row is not None])
 
