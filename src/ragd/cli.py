@@ -315,7 +315,12 @@ def worker(
     """
     import signal
 
-    from ragd.container import build_workers, open_services, recover_indexes
+    from ragd.container import (
+        build_workers,
+        open_services,
+        recover_indexes,
+        run_index_checkpoints,
+    )
     from ragd.ops.logs import configure_logging
 
     settings = _settings(config, data_dir=data_dir)
@@ -330,12 +335,16 @@ def worker(
             await recover_indexes(services)
             pool = build_workers(services, concurrency)
             monitor = asyncio.create_task(services.memory.run(), name="ragd-memory-monitor")
+            checkpoints = asyncio.create_task(
+                run_index_checkpoints(services), name="ragd-index-checkpoints"
+            )
             print(f"ragd worker: {concurrency} worker(s) on {settings.data_dir.resolve()}",
                   file=sys.stderr, flush=True)
             try:
                 await pool.run_until_stopped(stop)
             finally:
                 monitor.cancel()
+                checkpoints.cancel()
         print("ragd worker: stopped", file=sys.stderr, flush=True)
 
     try:

@@ -221,6 +221,16 @@ async def recover_indexes(services: Services) -> None:
         logger.info("index changes replayed", extra={"changes": applied})
 
 
+async def run_index_checkpoints(services: Services, interval: float = 30.0) -> None:
+    """Save lazily checkpointed index partitions periodically (a background task)."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await services.indexes.flush()
+        except Exception:  # noqa: BLE001 - the next checkpoint (or a replay) covers it
+            logger.exception("index checkpoint failed")
+
+
 @asynccontextmanager
 async def background(services: Services) -> AsyncIterator[None]:
     """Run housekeeping, the memory monitor, index recovery and the in-process workers."""
@@ -228,6 +238,7 @@ async def background(services: Services) -> AsyncIterator[None]:
         asyncio.create_task(run_housekeeping(services), name="ragd-housekeeping"),
         asyncio.create_task(services.memory.run(), name="ragd-memory-monitor"),
         asyncio.create_task(recover_indexes(services), name="ragd-index-recovery"),
+        asyncio.create_task(run_index_checkpoints(services), name="ragd-index-checkpoints"),
     ]
     workers = services.settings.ingestion.workers
     if workers > 0:

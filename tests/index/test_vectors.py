@@ -297,3 +297,24 @@ def test_searches_while_committing(tmp_path: Path) -> None:
         thread.join()
     assert errors == []
     assert part.count() == 100
+
+
+def test_checkpointed_commits_save_lazily_and_on_close(tmp_path: Path) -> None:
+    path = tmp_path / "vectors"
+    part = UsearchPartition(path, 4, checkpoint_seconds=3600)
+    part.upsert([entry(1, np.array([1, 0, 0, 0], dtype=np.float32))])
+    part.commit(1)  # a first commit right after opening is within the checkpoint interval
+    assert part.applied_seq == 1 and part.count() == 1
+    assert part.durable_seq == 0
+    # Another instance sees only what was saved: a crash now would replay from seq 0.
+    other = UsearchPartition(path, 4)
+    assert other.applied_seq == 0 and other.count() == 0
+    other.close()
+    part.flush()
+    assert part.durable_seq == 1
+    part.upsert([entry(2, np.array([0, 1, 0, 0], dtype=np.float32))])
+    part.commit(2)
+    part.close()  # saves the rest
+    reopened = UsearchPartition(path, 4)
+    assert reopened.applied_seq == 2 and reopened.keys() == {1, 2}
+    reopened.close()

@@ -532,3 +532,12 @@ def test_html_main_content_structure() -> None:
     assert found[("quote", "quoted")] == ("Manual", "Usage")
     for chrome in ("banner", "Home", "secret", "color", "related", "footer", "login", "js"):
         assert chrome not in document.text
+
+
+def test_text_with_an_unknown_extension_is_text_and_binary_is_refused() -> None:
+    text = b"Files: *\nCopyright: 1997-2024 Software in the Public Interest\nLicense: GPL-2+\n"
+    assert detect_format(text, "debian-faq.copyright", None) == "text"
+    assert detect_format(b"<html><body><p>hi</p></body></html>", "page.tmpl", None) == "html"
+    with pytest.raises(ParseError) as caught:
+        detect_format(b"MZ\x90\x00\x03\x00\x00\x00\x04\x00" + bytes(300), "setup.exe", None)
+    assert caught.value.code == "unsupported_type" and "'.exe'" in caught.value.message

@@ -71,11 +71,18 @@ class Partition(Protocol):
         ...
 
     def commit(self, applied_seq: int) -> None:
-        """Make buffered changes durable and visible, then record ``applied_seq``."""
+        """Make buffered changes visible and record ``applied_seq``. Implementations whose
+        saves are expensive may save at checkpoints (see :meth:`flush`): the on-disk mark
+        never runs ahead of the on-disk data, so replaying the log repairs a crash."""
         ...
 
     def clear(self) -> None:
         """Remove every entry and reset ``applied_seq`` to 0 (committed at once)."""
+        ...
+
+    def flush(self) -> None:
+        """Save anything committed but only checkpointed lazily (no-op where every commit is
+        saved). After a crash, whatever was not flushed is replayed from the change log."""
         ...
 
     def count(self) -> int:

@@ -153,6 +153,9 @@ class TantivyPartition:
             if changed or applied_seq != self._applied_seq:
                 self._write_state(applied_seq)
 
+    def flush(self) -> None:
+        """Nothing to do: every commit is already saved."""
+
     def clear(self) -> None:
         """Remove every entry and reset ``applied_seq`` to 0 (committed at once)."""
         index = self._live()

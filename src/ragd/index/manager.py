@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 
 _TENANT_DIR = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 BATCH = 2000
+#: Saving a vector partition rewrites all its vectors: at most this often on commit (the
+#: periodic checkpoint task and shutdown save the rest; a crash replays the change log).
+VECTOR_CHECKPOINT_SECONDS = 30.0
 
 LexicalFactory = Callable[[Path], LexicalPartition]
 VectorFactory = Callable[[Path], VectorPartition]
@@ -89,7 +92,7 @@ def default_factories() -> tuple[LexicalFactory, VectorFactory]:
     def vectors(path: Path) -> VectorPartition:
         from ragd.index.vectors import UsearchPartition
 
-        return UsearchPartition(path, None)
+        return UsearchPartition(path, None, checkpoint_seconds=VECTOR_CHECKPOINT_SECONDS)
 
     return lexical, vectors
 
@@ -258,6 +261,17 @@ class IndexManager:
             after = batch[-1]
         return keys
 
+    async def flush(self) -> None:
+        """Save lazily checkpointed partitions now (a periodic task and shutdown call it)."""
+        for tenant_id, parts in list(self._tenants.items()):
+            async with parts.lock:
+                await asyncio.to_thread(self._flush_locked, tenant_id, parts)
+
+    def _flush_locked(self, tenant_id: str, parts: Partitions) -> None:
+        with self._file_lock(tenant_id):
+            parts.lexical.flush()
+            parts.vectors.flush()
+
     def memory_bytes(self) -> int:
         return sum(
             parts.lexical.memory_bytes() + parts.vectors.memory_bytes()
@@ -265,8 +279,13 @@ class IndexManager:
         )
 
     def close(self) -> None:
+        """Save what is not checkpointed yet (under each tenant's file lock) and close."""
         with self._open_lock:
-            for parts in self._tenants.values():
+            for tenant_id, parts in self._tenants.items():
+                try:
+                    self._flush_locked(tenant_id, parts)
+                except Exception:  # noqa: BLE001 - the change log replays whatever is lost
+                    logger.exception("saving an index partition failed")
                 for partition in (parts.lexical, parts.vectors):
                     try:
                         partition.close()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
+import time
 import uuid
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
@@ -86,12 +87,18 @@ class _Snapshot:
 class UsearchPartition:
     """Approximate nearest-neighbour search (cosine) over one tenant's chunk vectors.
 
-    The whole index lives in memory and is saved to ``path`` on every :meth:`commit`.
+    The whole index lives in memory. Saving it rewrites every vector, so :meth:`commit` saves
+    at most once per ``checkpoint_seconds`` (0: on every commit) and :meth:`flush`/:meth:`close`
+    save what is left. Between checkpoints the on-disk ``applied_seq`` lags the in-memory one;
+    that is safe because the SQL change log is replayed from the on-disk mark after a crash,
+    and it keeps a bulk ingestion linear instead of quadratic in the tenant's size.
     Writes (:meth:`upsert`, :meth:`delete`) are buffered until :meth:`commit`. Searches may
     run from several threads while one thread writes; usearch calls are serialised by a lock.
     """
 
-    def __init__(self, path: Path, dimension: int | None = None) -> None:
+    def __init__(
+        self, path: Path, dimension: int | None = None, *, checkpoint_seconds: float = 0.0
+    ) -> None:
         """Open (or create) the partition stored in the directory ``path``.
 
         ``dimension`` is checked against the stored one (ValueError on mismatch); with None
@@ -109,6 +116,10 @@ class UsearchPartition:
         self._generation: str | None = None
         self._state_sig: tuple[int, int, int] | None = None
         self._snap = _Snapshot(dimension, None)
+        self._checkpoint_seconds = checkpoint_seconds
+        self._durable_seq = 0
+        self._unsaved = False  # in-memory data newer than the saved generation
+        self._saved_at = time.monotonic()
         self._load(requested_dimension=dimension)
 
     # -- properties -------------------------------------------------------------------------
@@ -120,8 +131,14 @@ class UsearchPartition:
 
     @property
     def applied_seq(self) -> int:
-        """The highest change sequence whose effect is durably in this partition."""
+        """The highest change sequence applied to this partition (in memory; see
+        :attr:`durable_seq` for what is saved)."""
         return self._applied_seq
+
+    @property
+    def durable_seq(self) -> int:
+        """The ``applied_seq`` of the saved snapshot (what a restart starts from)."""
+        return self._durable_seq
 
     @property
     def dimension(self) -> int | None:
@@ -151,6 +168,8 @@ class UsearchPartition:
                 old = self._snap
                 self._snap = snap
                 self._applied_seq = int(state.get("applied_seq", 0))
+                self._durable_seq = self._applied_seq
+                self._unsaved = False
                 self._generation = state.get("generation")
                 self._state_sig = state_sig
             if old.index is not None and old.index is not snap.index:
@@ -238,11 +257,24 @@ class UsearchPartition:
         """Make buffered changes durable and visible, then record ``applied_seq``."""
         self._check_open()
         with self._write_lock:
-            changed = bool(self._pending)
-            if changed:
+            if self._pending:
                 self._apply_pending()
-            if changed or applied_seq != self._applied_seq:
-                self._persist(applied_seq, new_generation=changed)
+                self._unsaved = True
+            self._applied_seq = applied_seq
+            due = time.monotonic() - self._saved_at >= self._checkpoint_seconds
+            if due:
+                self._save()
+
+    def flush(self) -> None:
+        """Save the in-memory state now if it is newer than the saved snapshot."""
+        if self._closed:
+            return
+        with self._write_lock:
+            self._save()
+
+    def _save(self) -> None:
+        if self._unsaved or self._applied_seq != self._durable_seq:
+            self._persist(self._applied_seq, new_generation=self._unsaved)
 
     def _apply_pending(self) -> None:
         snap = self._snap
@@ -294,6 +326,9 @@ class UsearchPartition:
             },
         )
         self._applied_seq = applied_seq
+        self._durable_seq = applied_seq
+        self._unsaved = False
+        self._saved_at = time.monotonic()
         self._generation = generation
         self._state_sig = file_signature(state_path)
         self._remove_other_generations(generation)
@@ -333,6 +368,7 @@ class UsearchPartition:
             state = read_json(state_path) or {}
             if state.get("generation") == self._generation and state.get("generation"):
                 self._applied_seq = int(state.get("applied_seq", 0))
+                self._durable_seq = self._applied_seq
                 self._state_sig = state_sig
                 return
             self._load(requested_dimension=None)
@@ -400,7 +436,12 @@ class UsearchPartition:
         return int(used)
 
     def close(self) -> None:
-        """Free the in-memory index (pending, uncommitted changes are discarded)."""
+        """Save committed changes not yet checkpointed, then free the in-memory index
+        (pending, uncommitted changes are discarded)."""
+        with self._write_lock:
+            if not self._closed:
+                self._pending.clear()
+                self._save()
         with self._write_lock, self._lock:
             self._closed = True
             self._pending.clear()

@@ -129,12 +129,15 @@ def _sniff_text(prefix_text: str, extension: str | None) -> str:
 def detect_format(data: bytes, filename: str | None, declared_type: str | None) -> str:
     """The key of ``FORMATS`` that ``data`` is, or ``ParseError(code="unsupported_type")``."""
     extension_format: str | None = None
+    unknown_suffix: str | None = None
     if filename:
         suffix = PurePath(filename).suffix.lower()
         if suffix:
             extension_format = _EXTENSIONS.get(suffix)
             if extension_format is None:
-                raise _unsupported(f"Files of type {suffix!r} are not supported")
+                # ".copyright", ".log", ".conf"...: plain text is still welcome; the
+                # content decides (binary content is refused below).
+                unknown_suffix = suffix
     declared = (declared_type or "").split(";", 1)[0].strip().lower()
     declared_format = _MIME_TYPES.get(declared)
     expected = extension_format or declared_format
@@ -151,10 +154,14 @@ def detect_format(data: bytes, filename: str | None, declared_type: str | None) 
     elif prefix.startswith(b"PK\x03\x04"):
         content = _zip_format(data)
     elif _looks_binary(prefix):
+        if unknown_suffix is not None:
+            raise _unsupported(f"Files of type {unknown_suffix!r} are not supported")
         raise _unsupported("The file is binary data of an unsupported type")
     else:
         content = _sniff_text(decode(prefix), expected if expected in _TEXT_FORMATS else None)
 
+    if unknown_suffix is not None and content not in _TEXT_FORMATS:
+        raise _unsupported(f"Files of type {unknown_suffix!r} are not supported")
     if expected is not None and expected != content:
         text_pair = expected in _TEXT_FORMATS and content in _TEXT_FORMATS
         if not text_pair:
