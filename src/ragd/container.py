@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from ragd.auth.accounts import AccountService
 from ragd.auth.passwords import PasswordHasher
@@ -186,11 +187,14 @@ async def run_housekeeping(services: Services, interval: float = PRUNE_INTERVAL_
         await asyncio.sleep(interval)
         try:
             removed = await services.auth.prune()
+            jobs = await services.queue.prune(
+                timedelta(days=services.settings.ingestion.job_retention_days)
+            )
         except Exception:  # noqa: BLE001 - housekeeping must outlive a transient DB error
             logger.exception("housekeeping failed")
             continue
-        if removed:
-            logger.info("pruned expired auth rows", extra={"rows": removed})
+        if removed or jobs:
+            logger.info("pruned expired rows", extra={"auth_rows": removed, "jobs": jobs})
 
 
 def build_workers(services: Services, concurrency: int) -> WorkerPool:

@@ -223,6 +223,9 @@ class IngestionSettings(BaseModel):
     max_attempts: int = Field(default=3, ge=1, le=20)
     lease_seconds: float = Field(default=60.0, ge=1, le=3600)
     poll_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+    job_retention_days: float = Field(
+        default=14.0, gt=0, description="Finished jobs are deleted this long after they end."
+    )
     delete_inline_chunks: int = Field(
         default=5000, ge=0,
         description="Collections with more chunks than this are deleted by a background job.",

@@ -529,3 +529,23 @@ async def test_enqueue_validates_its_input(queue: SqlJobQueue, tenant: str) -> N
     with pytest.raises(InvalidInput):
         await queue.enqueue(tenant, "k" * 33, {})
     assert (await queue.list(tenant)).items == ()
+
+
+async def test_prune_removes_only_old_finished_jobs(
+    queue: SqlJobQueue, tenant: str, clock: Clock
+) -> None:
+    done = await queue.enqueue(tenant, KIND, {})
+    assert await queue.complete((await _claim(queue)).id, "w1")
+    cancelled = await queue.enqueue(tenant, KIND, {})
+    await queue.cancel(tenant, cancelled.id)
+    waiting = await queue.enqueue(tenant, KIND, {})
+    clock.advance(3600)
+    recent = await queue.enqueue(tenant, KIND, {})
+    running = await _claim(queue, "w2")
+    assert running.id == waiting.id
+    assert await queue.prune(timedelta(minutes=30)) == 2
+    assert await queue.get(tenant, done.id) is None
+    assert await queue.get(tenant, cancelled.id) is None
+    assert (await _get(queue, tenant, waiting.id)).status == "running"
+    assert (await _get(queue, tenant, recent.id)).status == "queued"
+    assert await queue.prune(timedelta(minutes=30)) == 0

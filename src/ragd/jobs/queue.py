@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol, cast
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -332,6 +332,19 @@ class SqlJobQueue:
                 row.updated_at = now
                 await s.flush()
                 return job_from_row(row)
+
+    async def prune(self, older_than: timedelta) -> int:
+        """Delete finished jobs (succeeded, failed, cancelled) that ended before
+        ``now - older_than``; returns how many. Queued and running jobs are never touched."""
+        cutoff = self._clock() - older_than
+        async with self._db.transaction() as s:
+            result = await s.execute(
+                delete(JobRow).where(
+                    JobRow.status.in_(("succeeded", "failed", "cancelled")),
+                    JobRow.finished_at < cutoff,
+                )
+            )
+        return int(getattr(result, "rowcount", 0) or 0)
 
     async def _finished(self, s: AsyncSession, row: JobRow) -> None:
         """A job ended failed or cancelled: run its kind's finaliser in the same transaction."""
