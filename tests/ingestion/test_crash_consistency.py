@@ -47,9 +47,9 @@ LEASE_SECONDS = 2
 KILL_DELAY = (0.3, 5.5)
 #: Enough that a job killed at every attempt of the scenario is not failed for it.
 MAX_ATTEMPTS = 20
-#: Keyword extraction is ~2/3 of the pipeline's CPU time here (2 CPUs); it is off in both
-#: runs so 20 kills fit the time budget. Set RAGD_CRASH_KEYWORDS=1 to keep it on.
-KEYWORDS = os.environ.get("RAGD_CRASH_KEYWORDS", "0") == "1"
+#: The killed runs use the whole pipeline, keywords included (RAGD_CRASH_KEYWORDS=0 turns
+#: them off); the clean reference run skips them (chunks do not depend on keywords).
+KEYWORDS = os.environ.get("RAGD_CRASH_KEYWORDS", "1") == "1"
 DRAIN_TIMEOUT = 240.0
 CORPUS = EVAL / "python-faq" / "corpus.jsonl"
 
@@ -58,13 +58,13 @@ CORPUS = EVAL / "python-faq" / "corpus.jsonl"
 
 
 def _contents(count: int, seed: int) -> list[tuple[str, str]]:
-    """``count`` (title, text) pairs of 1.2-4 KB built from consecutive FAQ answers."""
+    """``count`` (title, text) pairs of 2-8 KB built from consecutive FAQ answers."""
     rng = random.Random(seed)
     entries = [json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitlines()]
     out: list[tuple[str, str]] = []
     pos = 0
     for index in range(count):
-        target = rng.randint(1200, 4000)
+        target = rng.randint(2000, 8000)
         parts: list[str] = []
         while sum(len(p) for p in parts) < target:
             parts.append(entries[pos % len(entries)]["text"])
@@ -400,7 +400,8 @@ async def test_sigkilled_workers_leave_a_consistent_catalog_and_index(
         seed=SEED,
     )
     print("\ncrash consistency:", json.dumps(summary, default=str))  # noqa: T201 - the report
-    assert len(mid_job) >= len(kills) // 3, f"too few kills landed mid-job: {summary}"
+    # Proof that the test tests something; timing-dependent, so the bar is modest.
+    assert len(mid_job) >= max(3, len(kills) // 5), f"too few kills landed mid-job: {summary}"
 
 
 async def test_job_failed_after_its_last_worker_died_fails_its_document(
