@@ -71,7 +71,7 @@ SETS: dict[str, Path] = {
     "python": EVAL_ROOT / "python-faq" / "source",
     "debian": EVAL_ROOT / "debian-faq" / "source",
 }
-STAGES = ("parse", "chunk", "keywords", "embed", "index")
+STAGES = ("parse", "chunk", "embed", "keywords", "index")
 DEFAULT_REPEAT = 3
 QUICK_REPEAT = 1
 #: --quick (and run.py --quick): an evenly strided sample per set; every file takes ~1 h a
