@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,10 +42,11 @@ def ingest_app_settings(tmp_path: Path) -> Settings:
     return ingest_settings(tmp_path / "data")
 
 
-@pytest.fixture
-async def ingest_client(ingest_app_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """A client for an app whose lifespan runs (so its worker pool is on)."""
-    app = create_app(ingest_app_settings)
+@asynccontextmanager
+async def client_for(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for an app whose lifespan runs (so its worker pool is on); the app is
+    reachable as ``client.app``."""
+    app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
         async with httpx.AsyncClient(
@@ -52,6 +54,20 @@ async def ingest_client(ingest_app_settings: Settings) -> AsyncIterator[httpx.As
         ) as client:
             client.app = app  # type: ignore[attr-defined]
             yield client
+
+
+@asynccontextmanager
+async def app_client(data_dir: Path, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """Like the ``ingest_client`` fixture, with settings overrides."""
+    async with client_for(ingest_settings(data_dir, **overrides)) as client:
+        yield client
+
+
+@pytest.fixture
+async def ingest_client(ingest_app_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for an app with in-process workers (see :func:`client_for`)."""
+    async with client_for(ingest_app_settings) as client:
+        yield client
 
 
 async def new_tenant(client: httpx.AsyncClient, collection: str = "docs") -> Tenant:

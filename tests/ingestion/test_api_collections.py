@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from ragd.app import create_app
 from ragd.container import build_workers
 from tests.conftest import assert_error
 from tests.ingestion.conftest import (
     Tenant,
-    ingest_settings,
+    app_client,
     new_tenant,
     upload_text,
     wait_job,
@@ -25,19 +22,6 @@ COLLECTION_FIELDS = {
     "id", "name", "description", "metadata", "document_count", "embedder",
     "embedder_dimension", "created_at", "updated_at",
 }
-
-
-@asynccontextmanager
-async def app_client(data_dir: Path, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """Like the ``ingest_client`` fixture, with settings overrides."""
-    app = create_app(ingest_settings(data_dir, **overrides))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://ragd.test", timeout=120
-        ) as client:
-            client.app = app  # type: ignore[attr-defined]
-            yield client
 
 
 async def _ingest(client: httpx.AsyncClient, tenant: Tenant, title: str, text: str,

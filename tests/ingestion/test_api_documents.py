@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from ragd.app import create_app
 from ragd.container import build_workers
 from ragd.settings import Settings
 from tests.conftest import assert_error
 from tests.ingestion.conftest import (
     Tenant,
     all_chunks,
+    app_client,
     ingest_settings,
     new_tenant,
     upload_file,
@@ -46,18 +44,6 @@ def _markdown(topic: str, sections: int = 6) -> bytes:
 def ingest_app_settings(tmp_path: Path) -> Settings:
     """Small chunks, so a short document has several (pagination)."""
     return ingest_settings(tmp_path / "data", ingestion=SMALL_CHUNKS)
-
-
-@asynccontextmanager
-async def app_client(data_dir: Path, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(ingest_settings(data_dir, **overrides))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://ragd.test", timeout=120
-        ) as client:
-            client.app = app  # type: ignore[attr-defined]
-            yield client
 
 
 async def _count_jobs(client: httpx.AsyncClient, tenant: Tenant) -> int:

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from ragd.app import create_app
 from ragd.container import build_workers
 from tests.conftest import assert_error
 from tests.ingestion.conftest import (
     Tenant,
-    ingest_settings,
+    app_client,
     new_tenant,
     upload_file,
     upload_text,
@@ -29,18 +26,6 @@ JOB_FIELDS = {
     "cancel_requested", "document_id", "collection_id", "timings", "run_after", "created_at",
     "updated_at", "finished_at",
 }
-
-
-@asynccontextmanager
-async def app_client(data_dir: Path, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(ingest_settings(data_dir, **overrides))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://ragd.test", timeout=120
-        ) as client:
-            client.app = app  # type: ignore[attr-defined]
-            yield client
 
 
 async def _get(client: httpx.AsyncClient, tenant: Tenant, path: str) -> Any:

@@ -24,12 +24,13 @@ import httpx
 import psutil
 import pytest
 
-from ragd.app import UPLOAD_OVERHEAD_BYTES, create_app
+from ragd.app import UPLOAD_OVERHEAD_BYTES
 from ragd.settings import Settings
 from tests.conftest import assert_error
 from tests.ingestion.conftest import (
     Tenant,
     all_chunks,
+    client_for,
     ingest_settings,
     new_tenant,
     upload_file,
@@ -182,13 +183,8 @@ def hostile_settings(data_dir: Path) -> Settings:
 
 
 async def running_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://ragd.test", timeout=120
-        ) as client:
-            yield client
+    async with client_for(settings) as client:
+        yield client
 
 
 @pytest.fixture

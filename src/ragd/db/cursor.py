@@ -5,6 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, and_, or_
 
 from ragd.errors import InvalidInput
 
@@ -27,3 +30,17 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     if when.tzinfo is None or len(item_id) > 64:
         raise InvalidInput("invalid cursor", code="invalid_cursor")
     return when, item_id
+
+
+S = TypeVar("S", bound=Select[Any])
+
+
+def newest_first(query: S, created_at: Any, item_id: Any, cursor: str | None) -> S:
+    """Order ``query`` newest first by ``(created_at, id)`` and, with a cursor, keep only the
+    rows after the one it names (keyset pagination: stable under inserts)."""
+    if cursor is not None:
+        created, after_id = decode_cursor(cursor)
+        query = query.where(
+            or_(created_at < created, and_(created_at == created, item_id < after_id))
+        )
+    return query.order_by(created_at.desc(), item_id.desc())

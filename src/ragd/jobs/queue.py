@@ -25,7 +25,7 @@ from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ragd.db.cursor import decode_cursor, encode_cursor
+from ragd.db.cursor import encode_cursor, newest_first
 from ragd.db.engine import Database
 from ragd.db.tables import JobRow, utcnow
 from ragd.errors import Conflict, InvalidInput, NotFound
@@ -227,15 +227,7 @@ class SqlJobQueue:
         query = select(JobRow).where(JobRow.tenant_id == tenant_id)
         if status is not None:
             query = query.where(JobRow.status == status)
-        if cursor is not None:
-            after_created, after_id = decode_cursor(cursor)
-            query = query.where(
-                or_(
-                    JobRow.created_at < after_created,
-                    and_(JobRow.created_at == after_created, JobRow.id < after_id),
-                )
-            )
-        query = query.order_by(JobRow.created_at.desc(), JobRow.id.desc()).limit(limit + 1)
+        query = newest_first(query, JobRow.created_at, JobRow.id, cursor).limit(limit + 1)
         async with self._db.read() as s:
             rows = (await s.scalars(query)).all()
         items = tuple(job_from_row(row) for row in rows[:limit])

@@ -9,11 +9,11 @@ from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ragd.db.cursor import decode_cursor, encode_cursor
+from ragd.db.cursor import encode_cursor, newest_first
 from ragd.db.engine import Database
 from ragd.db.tables import (
     ChunkRow,
@@ -90,15 +90,7 @@ class SqlCatalog:
         query = select(CollectionRow, _document_count()).where(
             CollectionRow.tenant_id == tenant_id, CollectionRow.status == "active"
         )
-        if cursor is not None:
-            created, after_id = decode_cursor(cursor)
-            query = query.where(
-                or_(
-                    CollectionRow.created_at < created,
-                    and_(CollectionRow.created_at == created, CollectionRow.id < after_id),
-                )
-            )
-        query = query.order_by(CollectionRow.created_at.desc(), CollectionRow.id.desc())
+        query = newest_first(query, CollectionRow.created_at, CollectionRow.id, cursor)
         async with self._db.read() as s:
             rows = (await s.execute(query.limit(limit + 1))).all()
         items = tuple(_collection(cast(CollectionRow, r[0]), cast(int, r[1])) for r in rows[:limit])
@@ -353,15 +345,7 @@ class SqlCatalog:
             query = query.where(DocumentRow.collection_id == collection_id)
         if status is not None:
             query = query.where(DocumentRow.status == status)
-        if cursor is not None:
-            created, after_id = decode_cursor(cursor)
-            query = query.where(
-                or_(
-                    DocumentRow.created_at < created,
-                    and_(DocumentRow.created_at == created, DocumentRow.id < after_id),
-                )
-            )
-        query = query.order_by(DocumentRow.created_at.desc(), DocumentRow.id.desc())
+        query = newest_first(query, DocumentRow.created_at, DocumentRow.id, cursor)
         async with self._db.read() as s:
             rows = (await s.scalars(query.limit(limit + 1))).all()
         items = tuple(_document(row) for row in rows[:limit])
