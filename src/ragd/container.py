@@ -210,6 +210,7 @@ def build_workers(services: Services, concurrency: int) -> WorkerPool:
         concurrency=concurrency,
         poll_interval=services.settings.ingestion.poll_interval_seconds,
     )
+    pool.add_cleanup(pipeline.close)
     services.ingestion.set_wake(pool.wake)
     return pool
 

@@ -22,7 +22,7 @@ import pytest
 
 from ragd.ingestion.limits import ParseLimits, check_zip
 from ragd.ingestion.parsers.base import ParsedDocument, ParseError, Section
-from ragd.ingestion.sandbox import parse_in_sandbox
+from ragd.ingestion.sandbox import SandboxPool, parse_in_sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = "tests.ingestion.test_sandbox"
@@ -466,3 +466,64 @@ def test_zz_the_callers_memory_stays_bounded(baseline_rss: int) -> None:
     """Runs last in this module: everything above grew this process's RSS by < 50 MB."""
     grown = psutil.Process().memory_info().rss - baseline_rss
     assert grown < 50 * MIB, f"RSS grew by {grown / MIB:.0f} MB"
+
+
+# --- the pool of pre-started children ----------------------------------------------------------
+
+
+async def test_pool_serves_each_document_from_a_fresh_pre_started_child() -> None:
+    pool = SandboxPool(FAST, size=2)
+    try:
+        html = sorted((FAQ / "html").glob("*.html"))[:4]
+        pids: set[int] = set()
+        for path in html:
+            expected = await parse_in_sandbox(
+                path.read_bytes(), filename=path.name, declared_type=None, limits=FAST
+            )
+            found = await pool.parse(path.read_bytes(), filename=path.name, declared_type=None)
+            assert found == expected
+            for _ in range(100):  # the replacement children start in the background
+                if pool.idle == 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert pool.idle == 2
+            pids.update(child.pid for child in sandbox_children())
+        # One child per document: the waiting children change after every parse.
+        assert len(pids) >= len(html) + 1
+    finally:
+        await pool.close()
+    assert pool.idle == 0
+    assert sandbox_children() == []
+
+
+async def test_pool_children_keep_every_limit() -> None:
+    pool = SandboxPool(FAST, size=1, target=f"{HERE}:parse_allocates", sys_path=[str(ROOT)])
+    try:
+        for _ in range(2):  # the second one runs in a pre-started child
+            with pytest.raises(ParseError) as caught:
+                await pool.parse(b"x", filename="f.txt", declared_type=None)
+            assert caught.value.code == "resource_limit"
+            await asyncio.sleep(0.5)
+        with pytest.raises(ParseError) as too_big:
+            await pool.parse(b"x" * (FAST.max_file_bytes + 1), filename="f.txt",
+                             declared_type=None)
+        assert too_big.value.code == "file_too_large"
+    finally:
+        await pool.close()
+    assert sandbox_children() == []
+
+
+async def test_idle_children_expire() -> None:
+    pool = SandboxPool(FAST, size=1, idle_seconds=0.5)
+    try:
+        await pool.parse(b"hello", filename="f.txt", declared_type=None)
+        for _ in range(100):
+            if pool.idle == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert pool.idle == 1
+        await asyncio.sleep(1.5)
+        assert pool.idle == 0
+        assert sandbox_children() == []
+    finally:
+        await pool.close()

@@ -26,7 +26,7 @@ from ragd.index.manager import IndexManager
 from ragd.ingestion.chunking import Chunk, chunk_document, chunk_id
 from ragd.ingestion.limits import ParseLimits
 from ragd.ingestion.parsers.base import ParsedDocument, ParseError
-from ragd.ingestion.sandbox import parse_in_sandbox
+from ragd.ingestion.sandbox import SandboxPool
 from ragd.jobs.queue import Job, JobQueue
 from ragd.models.runtime import ModelRuntime
 from ragd.settings import IngestionSettings
@@ -96,9 +96,10 @@ class IngestionPipeline:
         self._settings = settings
         self._limits = parse_limits(settings)
         self._parse_slots = asyncio.Semaphore(settings.parse_concurrency)
-        self._parser: dict[str, Any] = {}
-        if parser_target is not None:
-            self._parser = {"target": parser_target, "sys_path": parser_sys_path}
+        target = {} if parser_target is None else {"target": parser_target}
+        self._sandboxes = SandboxPool(
+            self._limits, size=settings.parse_concurrency, sys_path=parser_sys_path, **target
+        )
         self._heartbeat_every = max(0.5, settings.lease_seconds / 3)
 
     async def run(self, job: Job, worker_id: str) -> None:
@@ -129,6 +130,10 @@ class IngestionPipeline:
                 logger.exception("ingestion failed unexpectedly", extra={"job_id": job.id})
                 await self._fail(state, document_id, version,
                                  f"internal error ({type(exc).__name__})", retryable=True)
+
+    async def close(self) -> None:
+        """Stop the pre-started parser processes."""
+        await self._sandboxes.close()
 
     async def _fail(
         self, state: _Run, document_id: str, version: int, error: str, *, retryable: bool
@@ -170,9 +175,9 @@ class IngestionPipeline:
         await self._stage(state, "parse", 0, 1)
         with _timed(state.timings, "parse"):
             async with self._parse_slots:
-                parsed = await parse_in_sandbox(
+                parsed = await self._sandboxes.parse(
                     content.content, filename=content.filename,
-                    declared_type=content.content_type, limits=self._limits, **self._parser,
+                    declared_type=content.content_type,
                 )
 
         await self._stage(state, "chunk", 0, 1)

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from asyncio import StreamReader, StreamWriter
     from asyncio.subprocess import Process
 
-__all__ = ["DEFAULT_TARGET", "parse_in_sandbox"]
+__all__ = ["DEFAULT_TARGET", "SandboxPool", "parse_in_sandbox"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +79,123 @@ async def parse_in_sandbox(
     when the child dies of another signal or returns malformed output, and the parser's own
     codes otherwise.
     """
-    import asyncio  # only the parent needs it; the child starts faster without it
+    _check_input(data, limits)
+    process = await _spawn(limits, target, sys_path)
+    return await _communicate(process, data, filename, declared_type, limits)
 
+
+class SandboxPool:
+    """Parser children started ahead of need, so a parse does not wait for a Python start.
+
+    Each idle child has already applied its limits and imported every parser, and waits for
+    its input on stdin; it serves exactly one document and exits (never reused, so nothing
+    leaks from one untrusted file to the next). At most ``size`` children wait at a time;
+    taking one starts its replacement in the background. The wall-clock limit starts when
+    the document is sent. Idle children die with the parent (their stdin closes) or at
+    :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        limits: ParseLimits,
+        *,
+        size: int,
+        target: str = DEFAULT_TARGET,
+        sys_path: Sequence[str] = (),
+        idle_seconds: float = 60.0,
+    ) -> None:
+        self._limits = limits
+        self._idle_seconds = idle_seconds
+        self._size = max(0, size)
+        self._target = target
+        self._sys_path = tuple(sys_path)
+        self._idle: list[Process] = []
+        self._starting: set[Any] = set()
+        self._closed = False
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    async def parse(
+        self, data: bytes, *, filename: str | None, declared_type: str | None
+    ) -> ParsedDocument:
+        """Like :func:`parse_in_sandbox`, with a child from the pool when one is ready."""
+        _check_input(data, self._limits)
+        process = None
+        while self._idle and process is None:
+            candidate = self._idle.pop()
+            if candidate.returncode is None:
+                process = candidate
+            else:
+                await candidate.wait()
+        if process is None:
+            process = await self._start()
+        self._refill()
+        return await _communicate(process, data, filename, declared_type, self._limits)
+
+    async def _start(self) -> Process:
+        return await _spawn(
+            self._limits, self._target, self._sys_path,
+            preload=self._target == DEFAULT_TARGET,
+        )
+
+    def _refill(self) -> None:
+        import asyncio
+
+        missing = self._size - len(self._idle) - len(self._starting)
+        for _ in range(max(0, missing)):
+            task = asyncio.create_task(self._start_idle())
+            self._starting.add(task)
+            task.add_done_callback(self._starting.discard)
+
+    async def _start_idle(self) -> None:
+        import asyncio
+
+        try:
+            process = await self._start()
+        except OSError:
+            logger.warning("could not pre-start a parser process", exc_info=True)
+            return
+        if self._closed:
+            await _discard(process)
+            return
+        self._idle.append(process)
+        # A waiting child holds memory (~40 MB): let it go when ingestion has gone quiet.
+        asyncio.get_running_loop().call_later(self._idle_seconds, self._expire, process)
+
+    def _expire(self, process: Process) -> None:
+        import asyncio
+
+        if process in self._idle:
+            self._idle.remove(process)
+            task = asyncio.create_task(_discard(process))
+            self._starting.add(task)
+            task.add_done_callback(self._starting.discard)
+
+    async def close(self) -> None:
+        """Kill the waiting children (and those being started)."""
+        import asyncio
+
+        self._closed = True
+        for task in list(self._starting):
+            task.cancel()
+        for task in list(self._starting):
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        idle, self._idle = self._idle, []
+        for process in idle:
+            await _discard(process)
+
+
+async def _discard(process: Process) -> None:
+    _kill_group(process.pid, process.returncode)
+    await process.wait()
+
+
+def _check_input(data: bytes, limits: ParseLimits) -> None:
     if len(data) > limits.max_file_bytes:
         raise ParseError(
             f"the file is {len(data) / _MIB:.1f} MB, more than the limit of "
@@ -90,15 +205,22 @@ async def parse_in_sandbox(
     if data.startswith(b"PK"):
         check_zip(data, limits)
 
+
+async def _spawn(
+    limits: ParseLimits, target: str, sys_path: Sequence[str], *, preload: bool = False
+) -> Process:
+    """Start a child that applies its limits, imports the parser and waits for its input."""
+    import asyncio  # only the parent needs it; the child starts faster without it
+
     config = {
         "target": target,
         "memory_mb": limits.memory_mb,
         "cpu_seconds": limits.cpu_seconds,
         "sys_path": list(sys_path),
+        "preload": preload,
     }
-    header = {"filename": filename, "declared_type": declared_type, "max_pages": limits.max_pages}
     env = {"PATH": os.environ.get("PATH", os.defpath), "LANG": os.environ.get("LANG", "C.UTF-8")}
-    process = await asyncio.create_subprocess_exec(
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-I",  # isolated: no PYTHON* variables, no user site, no cwd on sys.path
         "-B",  # no .pyc writes (file writes are refused anyway)
@@ -112,6 +234,17 @@ async def parse_in_sandbox(
         cwd="/",
         start_new_session=True,  # its own process group, so a timeout kills everything
     )
+
+
+async def _communicate(
+    process: Process, data: bytes, filename: str | None, declared_type: str | None,
+    limits: ParseLimits,
+) -> ParsedDocument:
+    """Send the document to a started child, wait for its answer within the time limit,
+    and make sure the child is gone afterwards."""
+    import asyncio
+
+    header = {"filename": filename, "declared_type": declared_type, "max_pages": limits.max_pages}
     max_output = max(4 * limits.max_file_bytes, _MIB)
     try:
         async with asyncio.timeout(limits.timeout_seconds):
@@ -403,6 +536,11 @@ def _child_main(argv: Sequence[str]) -> int:
     result: dict[str, Any]
     try:
         parse = _resolve(str(config["target"]))
+        if config.get("preload"):
+            # A pre-started child imports every parser while it waits, not after the input.
+            from ragd.ingestion.parsers import _parsers
+
+            _parsers(1)
         sys.addaudithook(_audit)  # after imports, so module loading is unaffected
         payload = sys.stdin.buffer.read()
         header_line, _, data = payload.partition(b"\n")
@@ -439,4 +577,8 @@ def _child_main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(_child_main(sys.argv[1:]))
+    status = _child_main(sys.argv[1:])
+    sys.stderr.flush()
+    # The answer is written and flushed: skip the interpreter's teardown (tens of ms with
+    # the parser libraries loaded), which the parent would otherwise wait for.
+    os._exit(status)

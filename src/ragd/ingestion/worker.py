@@ -45,12 +45,17 @@ class WorkerPool:
         self._poll = poll_interval
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._cleanups: list[Callable[[], Awaitable[None]]] = []
         self.processed = 0
         self.busy = 0
 
     def wake(self) -> None:
         """A job was enqueued in this process: claim now instead of at the next poll."""
         self._wake.set()
+
+    def add_cleanup(self, cleanup: Callable[[], Awaitable[None]]) -> None:
+        """Run ``cleanup`` after the loops stopped (e.g. a handler's child processes)."""
+        self._cleanups.append(cleanup)
 
     def start(self) -> None:
         for index in range(self._concurrency):
@@ -66,6 +71,11 @@ class WorkerPool:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        for cleanup in self._cleanups:
+            try:
+                await cleanup()
+            except Exception:  # noqa: BLE001 - every cleanup runs
+                logger.exception("worker pool cleanup failed")
 
     async def run_until_stopped(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set (``ragd worker``)."""
