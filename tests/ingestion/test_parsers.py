@@ -541,3 +541,6 @@ def test_text_with_an_unknown_extension_is_text_and_binary_is_refused() -> None:
     with pytest.raises(ParseError) as caught:
         detect_format(b"MZ\x90\x00\x03\x00\x00\x00\x04\x00" + bytes(300), "setup.exe", None)
     assert caught.value.code == "unsupported_type" and "'.exe'" in caught.value.message
+    with pytest.raises(ParseError) as caught:
+        detect_format(b"\x00\x01\x02 not a document", "blob.bin", None)
+    assert caught.value.code == "unsupported_type" and "'.bin'" in caught.value.message

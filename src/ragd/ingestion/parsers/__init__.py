@@ -153,7 +153,8 @@ def detect_format(data: bytes, filename: str | None, declared_type: str | None) 
         content = "pdf"
     elif prefix.startswith(b"PK\x03\x04"):
         content = _zip_format(data)
-    elif _looks_binary(prefix):
+    elif _looks_binary(prefix) or (unknown_suffix is not None and b"\x00" in prefix):
+        # An unknown extension gets no benefit of the doubt: one NUL byte means binary.
         if unknown_suffix is not None:
             raise _unsupported(f"Files of type {unknown_suffix!r} are not supported")
         raise _unsupported("The file is binary data of an unsupported type")
