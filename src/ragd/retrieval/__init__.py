@@ -1,0 +1,1 @@
+"""Retrieval: search over the derived indexes, fusion, and its evaluation."""
