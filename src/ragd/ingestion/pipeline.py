@@ -26,7 +26,7 @@ from ragd.index.manager import IndexManager
 from ragd.ingestion.chunking import Chunk, chunk_document, chunk_id
 from ragd.ingestion.limits import ParseLimits
 from ragd.ingestion.parsers.base import ParsedDocument, ParseError
-from ragd.ingestion.sandbox import SandboxPool
+from ragd.ingestion.sandbox import DEFAULT_TARGET, SandboxPool
 from ragd.jobs.queue import Job, JobQueue
 from ragd.models.runtime import ModelRuntime
 from ragd.settings import IngestionSettings
@@ -96,9 +96,9 @@ class IngestionPipeline:
         self._settings = settings
         self._limits = parse_limits(settings)
         self._parse_slots = asyncio.Semaphore(settings.parse_concurrency)
-        target = {} if parser_target is None else {"target": parser_target}
         self._sandboxes = SandboxPool(
-            self._limits, size=settings.parse_concurrency, sys_path=parser_sys_path, **target
+            self._limits, size=settings.parse_concurrency, sys_path=parser_sys_path,
+            target=parser_target or DEFAULT_TARGET,
         )
         self._heartbeat_every = max(0.5, settings.lease_seconds / 3)
 
