@@ -20,6 +20,7 @@ from ragd.api.routes import (
     jobs,
     keywords,
     performance,
+    search,
     tenant,
 )
 from ragd.container import Services, StartupMetrics, background, open_services
@@ -86,6 +87,6 @@ def create_app(
     app.include_router(health.router)
     app.include_router(performance.router)
     app.include_router(performance.metrics_router)
-    for module in (auth, tenant, admin, keywords, collections, documents, jobs):
+    for module in (auth, tenant, admin, keywords, collections, documents, jobs, search):
         app.include_router(module.router, prefix=API_PREFIX)
     return app

@@ -32,6 +32,7 @@ from ragd.models.runtime import ModelRuntime
 from ragd.ops.memory import MemoryManager
 from ragd.ops.metrics import Metrics
 from ragd.ops.telemetry import install_live_metrics
+from ragd.retrieval.search import SearchService
 from ragd.settings import Settings, ensure_data_dir, with_runtime_secret
 from ragd.stores.base import IdentityStore
 from ragd.stores.catalog import DELETE_COLLECTION_JOB, INGEST_JOB
@@ -79,6 +80,7 @@ class Services:
     queue: SqlJobQueue
     indexes: IndexManager
     ingestion: IngestionService
+    search: SearchService
     migrations_applied: bool = False
     workers: WorkerPool | None = None
 
@@ -133,6 +135,7 @@ async def open_services(
         )
         indexes = IndexManager(catalog, settings.data_dir / "indexes")
         ingestion = IngestionService(catalog, queue, indexes, settings.ingestion)
+        search = SearchService(catalog, indexes, runtime)
         startup.phase("services")
         services = Services(
             settings=settings,
@@ -151,6 +154,7 @@ async def open_services(
             queue=queue,
             indexes=indexes,
             ingestion=ingestion,
+            search=search,
             migrations_applied=applied,
         )
         try:

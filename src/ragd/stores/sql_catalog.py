@@ -586,6 +586,22 @@ class SqlCatalog:
             ).all()
         return [_chunk(row) for row in rows]
 
+    async def documents_by_ids(
+        self, tenant_id: str, document_ids: Sequence[str]
+    ) -> dict[str, Document]:
+        if not document_ids:
+            return {}
+        async with self._db.read() as s:
+            rows = (
+                await s.scalars(
+                    select(DocumentRow).where(
+                        DocumentRow.tenant_id == tenant_id,
+                        DocumentRow.id.in_(list(document_ids)),
+                    )
+                )
+            ).all()
+        return {row.id: _document(row) for row in rows}
+
 
 async def finalise_ingest_job(s: AsyncSession, job: Job) -> None:
     """Queue finaliser for ``ingest`` jobs that the queue ended itself (the worker died on

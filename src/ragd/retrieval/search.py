@@ -1,0 +1,258 @@
+"""Hybrid search over one tenant's partitions: BM25 + dense, fused, optionally reranked.
+
+Tenant isolation is structural: the service only ever opens the caller's partitions and reads
+chunk rows with the caller's ``tenant_id``. Collection and document restrictions are applied
+inside the indexes (their ``Scope``); metadata filters run on the documents' metadata after
+retrieval, with a deeper candidate list so that filtering does not starve the result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ragd.errors import InvalidInput
+from ragd.index.base import Hit, Scope
+from ragd.index.manager import IndexManager
+from ragd.models.runtime import ModelRuntime
+from ragd.retrieval.filters import compile_filter
+from ragd.retrieval.fusion import DEFAULT_METHOD, DEFAULT_PARAMS, Fused, fuse
+from ragd.stores.catalog import Catalog, Document, StoredChunk
+
+Mode = Literal["hybrid", "dense", "lexical"]
+MODES: tuple[Mode, ...] = ("hybrid", "dense", "lexical")
+#: Candidates taken from each ranker (the fusion sees at most this many from each).
+CANDIDATES = 100
+#: With metadata filters, look this many times deeper before filtering.
+FILTER_DEPTH = 4
+#: Fused candidates given to the cross-encoder.
+RERANK_CANDIDATES = 30
+MAX_TOP_K = 100
+MAX_QUERY_CHARS = 4000
+_SPECIAL_TOKENS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class SearchRequest:
+    query: str
+    top_k: int = 10
+    mode: Mode = "hybrid"
+    collection_ids: Sequence[str] | None = None
+    document_ids: Sequence[str] | None = None
+    filters: Any = None
+    rerank: bool | None = None  # None: on when a reranker is configured
+    explain: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    chunk: StoredChunk
+    document: Document
+    score: float
+    explain: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    hits: list[SearchHit]
+    timings_ms: dict[str, float]
+    query_truncated: bool
+    query_tokens: int | None
+    fusion: str
+    reranked: bool
+    warnings: list[str] = field(default_factory=list)
+
+
+class SearchService:
+    """``search(tenant_id, request)``: the one retrieval path (API, chat, eval)."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        indexes: IndexManager,
+        runtime: ModelRuntime,
+        *,
+        fusion: str = DEFAULT_METHOD,
+        fusion_params: dict[str, Any] | None = None,
+    ) -> None:
+        self._catalog = catalog
+        self._indexes = indexes
+        self._runtime = runtime
+        self._fusion = fusion
+        self._fusion_params = dict(DEFAULT_PARAMS if fusion_params is None else fusion_params)
+        if fusion != DEFAULT_METHOD and fusion_params is None:
+            self._fusion_params = {}
+
+    async def search(self, tenant_id: str, request: SearchRequest) -> SearchResult:
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        query = request.query.strip()
+        if not query:
+            raise InvalidInput("the query is empty", code="empty_query")
+        if len(query) > MAX_QUERY_CHARS:
+            query = query[:MAX_QUERY_CHARS]
+        if request.mode not in MODES:
+            raise InvalidInput(f"unknown mode; valid: {', '.join(MODES)}", code="invalid_mode")
+        if not 1 <= request.top_k <= MAX_TOP_K:
+            raise InvalidInput(f"top_k must be between 1 and {MAX_TOP_K}", code="invalid_top_k")
+        predicate = compile_filter(request.filters)
+        scope = Scope(
+            collection_ids=None if request.collection_ids is None else set(request.collection_ids),
+            document_ids=None if request.document_ids is None else set(request.document_ids),
+        )
+        use_dense = request.mode in ("hybrid", "dense")
+        use_lexical = request.mode in ("hybrid", "lexical")
+        want_rerank = (
+            self._runtime.reranker_configured if request.rerank is None else request.rerank
+        )
+        depth = CANDIDATES * (FILTER_DEPTH if predicate is not None else 1)
+
+        truncated, tokens = False, None
+        vector = None
+        if use_dense:
+            mark = time.perf_counter()
+            query_for_model, truncated, tokens = await self._fit(query)
+            vector = await self._runtime.embed_query(query_for_model)
+            timings["embed"] = _ms(mark)
+
+        parts = await self._indexes.ensure_fresh(tenant_id)
+
+        async def lexical() -> list[Hit]:
+            if not use_lexical:
+                return []
+            mark = time.perf_counter()
+            found = await asyncio.to_thread(parts.lexical.search, query, depth, scope)
+            timings["lexical"] = _ms(mark)
+            return found
+
+        async def dense() -> list[Hit]:
+            if vector is None:
+                return []
+            mark = time.perf_counter()
+            found = await asyncio.to_thread(parts.vectors.search, vector, depth, scope)
+            timings["dense"] = _ms(mark)
+            return found
+
+        lexical_hits, dense_hits = await asyncio.gather(lexical(), dense())
+        mark = time.perf_counter()
+        method = self._fusion if request.mode == "hybrid" else request.mode
+        fused = _fuse(request.mode, self._fusion, self._fusion_params, lexical_hits, dense_hits)
+        timings["fuse"] = _ms(mark)
+
+        mark = time.perf_counter()
+        candidates = await self._load(tenant_id, fused, predicate, depth)
+        timings["fetch"] = _ms(mark)
+
+        reranked = False
+        rerank_scores: dict[int, tuple[int, float]] = {}
+        if want_rerank and candidates:
+            mark = time.perf_counter()
+            head = candidates[:RERANK_CANDIDATES]
+            scores = await self._runtime.rerank(query, [c[1].text for c in head])
+            if scores is not None:
+                order = sorted(range(len(head)), key=lambda i: (-float(scores[i]), i))
+                for position, i in enumerate(order, start=1):
+                    rerank_scores[head[i][1].key] = (position, float(scores[i]))
+                candidates = [head[i] for i in order] + candidates[RERANK_CANDIDATES:]
+                reranked = True
+            timings["rerank"] = _ms(mark)
+
+        hits = []
+        for position, (item, chunk, document) in enumerate(candidates[: request.top_k], 1):
+            score = rerank_scores[chunk.key][1] if chunk.key in rerank_scores else item.score
+            explain = None
+            if request.explain:
+                explain = _explain(item, method, position, rerank_scores.get(chunk.key),
+                                   reranked, self._runtime.reranker_configured, want_rerank)
+            hits.append(SearchHit(chunk=chunk, document=document, score=score, explain=explain))
+        timings["total"] = _ms(started)
+        return SearchResult(
+            hits=hits, timings_ms=timings, query_truncated=truncated, query_tokens=tokens,
+            fusion=method, reranked=reranked,
+        )
+
+    async def _fit(self, query: str) -> tuple[str, bool, int]:
+        """The query cut to what the embedder reads, whether it was cut, and its tokens."""
+        info = await self._runtime.embedder_details()
+        tokenize = await self._runtime.token_spans()
+        spans = await asyncio.to_thread(tokenize, query)
+        limit = max(1, info.max_tokens - _SPECIAL_TOKENS)
+        if len(spans) <= limit:
+            return query, False, len(spans)
+        return query[: spans[limit - 1][1]], True, len(spans)
+
+    async def _load(
+        self, tenant_id: str, fused: list[Fused], predicate: Any, depth: int
+    ) -> list[tuple[Fused, StoredChunk, Document]]:
+        """Chunk rows and documents for the fused keys, in fused order; chunks that no
+        longer exist (deleted meanwhile) and documents failing the filter are dropped."""
+        head = fused[:depth]
+        chunks = {
+            chunk.key: chunk
+            for chunk in await self._catalog.chunks_by_keys(tenant_id, [f.key for f in head])
+        }
+        documents = await self._catalog.documents_by_ids(
+            tenant_id, sorted({chunk.document_id for chunk in chunks.values()})
+        )
+        out = []
+        for item in head:
+            chunk = chunks.get(item.key)
+            if chunk is None:
+                continue
+            document = documents.get(chunk.document_id)
+            if document is None or document.active_version != chunk.version:
+                continue
+            if predicate is not None and not predicate(document.metadata):
+                continue
+            out.append((item, chunk, document))
+        return out
+
+
+def _fuse(
+    mode: Mode, method: str, params: dict[str, Any], lexical: list[Hit], dense: list[Hit]
+) -> list[Fused]:
+    lex = [(hit.key, hit.score) for hit in lexical]
+    den = [(hit.key, hit.score) for hit in dense]
+    if mode == "hybrid":
+        return fuse(method, lex, den, **params)
+    # A single ranker: its own order and score, in the same record shape.
+    if mode == "lexical":
+        return [Fused(key, score, rank, score, None, None, "lexical")
+                for rank, (key, score) in enumerate(lex, start=1)]
+    return [Fused(key, score, None, None, rank, score, "dense")
+            for rank, (key, score) in enumerate(den, start=1)]
+
+
+def _explain(
+    item: Fused, method: str, position: int, rerank: tuple[int, float] | None,
+    reranked: bool, configured: bool, wanted: bool,
+) -> dict[str, Any]:
+    if reranked and rerank is not None:
+        rerank_info: dict[str, Any] = {"rank": rerank[0], "score": rerank[1]}
+        placed_by = "rerank"
+    else:
+        reason = (
+            "no reranker is configured" if not configured
+            else "not requested" if not wanted
+            else "outside the reranked candidates"
+        )
+        rerank_info = {"skipped": reason}
+        placed_by = "fusion" if method not in ("lexical", "dense") else method
+    return {
+        "lexical": None if item.lexical_rank is None
+        else {"rank": item.lexical_rank, "score": item.lexical_score},
+        "dense": None if item.dense_rank is None
+        else {"rank": item.dense_rank, "score": item.dense_score},
+        "fused": {"score": item.score, "method": method},
+        "rerank": rerank_info,
+        "found_by": item.source,
+        "placed_by": placed_by,
+        "position": position,
+    }
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 3)

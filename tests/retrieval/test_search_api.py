@@ -1,0 +1,187 @@
+"""POST /api/v1/search over real ingested documents: modes, explain, filters, isolation,
+deletion and re-ingestion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ragd.container import build_workers
+from tests.conftest import assert_error
+from tests.ingestion.conftest import Tenant, app_client, new_tenant, upload_text, wait_job
+
+DOCS = {
+    "volcano": ("Basalt flows from the volcano cool into hexagonal columns by the sea. "
+                "Lava tubes form when the surface crust hardens.",
+                {"lang": "en", "year": 2019, "published": "2019-05-01", "tags": ["geology"]}),
+    "glacier": ("Glaciers carve fjords over millennia. Meltwater feeds the rivers below the "
+                "ice sheet.", {"lang": "en", "year": 2021, "published": "2021-02-10"}),
+    "harbour": ("Cranes unload containers in the harbour at dawn. Pilots guide ships past "
+                "the breakwater.", {"lang": "de", "year": 2023, "published": "2023-11-30",
+                                    "tags": ["ports", "geology"]}),
+}
+
+
+async def _ingest(client: httpx.AsyncClient, tenant: Tenant, docs: dict[str, Any]
+                  ) -> dict[str, str]:
+    ids = {}
+    for title, (text, metadata) in docs.items():
+        r = await upload_text(client, tenant, title, text, metadata=metadata)
+        assert r.status_code == 202, r.text
+        assert (await wait_job(client, tenant, r.json()["job_id"]))["status"] == "succeeded"
+        ids[title] = r.json()["document_id"]
+    return ids
+
+
+async def _search(client: httpx.AsyncClient, tenant: Tenant, **body: Any) -> dict[str, Any]:
+    r = await client.post("/api/v1/search", json=body, headers=tenant.headers)
+    assert r.status_code == 200, r.text
+    result: dict[str, Any] = r.json()
+    return result
+
+
+def _titles(result: dict[str, Any]) -> list[str]:
+    return [hit["title"] for hit in result["results"]]
+
+
+async def test_modes_explain_and_filters(tmp_path: Path) -> None:
+    async with app_client(tmp_path / "data") as client:
+        tenant = await new_tenant(client)
+        ids = await _ingest(client, tenant, DOCS)
+        for mode in ("hybrid", "dense", "lexical"):
+            result = await _search(client, tenant, query="basalt columns from lava",
+                                   mode=mode, explain=True)
+            assert _titles(result)[0] == "volcano", (mode, result)
+            assert result["mode"] == mode
+            assert {"total", "fuse", "fetch"} <= set(result["timings_ms"])
+            hits = result["results"]
+            # Explain agrees with the final order.
+            assert [h["explain"]["position"] for h in hits] == list(range(1, len(hits) + 1))
+            fused = [h["explain"]["fused"]["score"] for h in hits]
+            assert fused == sorted(fused, reverse=True)
+            assert [h["score"] for h in hits] == fused
+            for hit in hits:
+                explain = hit["explain"]
+                assert explain["rerank"] == {"skipped": "no reranker is configured"}
+                found = explain["found_by"]
+                assert (explain["lexical"] is not None) == (found in ("lexical", "both"))
+                assert (explain["dense"] is not None) == (found in ("dense", "both"))
+            if mode == "lexical":
+                assert all(h["explain"]["dense"] is None for h in hits)
+                assert "embed" not in result["timings_ms"]
+        top = (await _search(client, tenant, query="basalt", explain=True))["results"][0]
+        assert top["document_id"] == ids["volcano"] and top["metadata"]["year"] == 2019
+        assert top["explain"]["found_by"] == "both" and top["explain"]["lexical"]["rank"] == 1
+
+        async def matching(filters: Any, **extra: Any) -> set[str]:
+            result = await _search(client, tenant, query="water rock ships", top_k=100,
+                                   filters=filters, **extra)
+            return set(_titles(result))
+
+        assert await matching(None) == set(DOCS)
+        assert await matching({"lang": "en"}) == {"volcano", "glacier"}
+        assert await matching({"lang": {"in": ["de", "fr"]}}) == {"harbour"}
+        assert await matching({"year": {"gte": 2020, "lt": 2023}}) == {"glacier"}
+        assert await matching({"published": {"gte": "2021-01-01"}}) == {"glacier", "harbour"}
+        assert await matching({"tags": "geology"}) == {"volcano", "harbour"}
+        assert await matching({"tags": {"exists": False}}) == {"glacier"}
+        assert await matching({"lang": {"ne": "en"}, "year": {"gt": 2020}}) == {"harbour"}
+        assert await matching(None, document_ids=[ids["glacier"]]) == {"glacier"}
+        assert await matching(None, collection_ids=[tenant.collection_id]) == set(DOCS)
+        assert await matching(None, collection_ids=["no-such-collection"]) == set()
+
+
+async def test_bad_queries_and_hostile_filters_are_refused(tmp_path: Path) -> None:
+    async with app_client(tmp_path / "data") as client:
+        tenant = await new_tenant(client)
+        await _ingest(client, tenant, {"volcano": DOCS["volcano"]})
+        url, h = "/api/v1/search", tenant.headers
+        assert_error(await client.post(url, json={"query": "   "}, headers=h), 422, "empty_query")
+        assert_error(await client.post(url, json={"query": ""}, headers=h), 422)
+        for bad in (
+            {"query": "x", "top_k": 0}, {"query": "x", "top_k": 101},
+            {"query": "x", "mode": "magic"}, {"query": "x", "tenant_id": "other"},
+            {"query": "x", "filters": []},
+        ):
+            assert_error(await client.post(url, json=bad, headers=h), 422)
+        for filters in (
+            {"year": {"$where": "1"}}, {"year": {"gte": [1]}}, {"lang": {"in": []}},
+            {"lang": {"in": [{"a": 1}]}}, {"lang": {"exists": "yes"}}, {"lang": {}},
+            {"lang": {"eq": {"nested": True}}}, {"x" * 65: 1},
+            {f"k{i}": 1 for i in range(33)},
+        ):
+            r = await client.post(url, json={"query": "basalt", "filters": filters}, headers=h)
+            assert_error(r, 422, "invalid_filter")
+        # Long queries are cut to what the embedder reads, and say so.
+        long = " ".join(["basalt"] * 600)
+        result = await _search(client, tenant, query=long)
+        assert result["query_truncated"] is True and result["query_tokens"] > 254
+        assert _titles(result) == ["volcano"]
+        assert_error(await client.post(url, json={"query": "basalt"}), 401)
+
+
+async def test_no_filter_reaches_another_tenant(tmp_path: Path) -> None:
+    async with app_client(tmp_path / "data") as client:
+        a, b = await new_tenant(client), await new_tenant(client)
+        canary_a, canary_b = "zebracanary alpha", "zebracanary bravo"
+        text = "Basalt flows from the volcano cool into hexagonal columns. {}"
+        await _ingest(client, a, {"doc": (text.format(canary_a), {"tenant_id": b.tenant_id})})
+        await _ingest(client, b, {"doc": (text.format(canary_b), {"tenant_id": a.tenant_id})})
+        hostile: list[dict[str, Any]] = [
+            {}, {"filters": {"tenant_id": b.tenant_id}}, {"filters": {"tenant_id": a.tenant_id}},
+            {"filters": {"tenant_id": {"in": [a.tenant_id, b.tenant_id]}}},
+            {"collection_ids": [b.collection_id]}, {"collection_ids": [a.collection_id,
+                                                                       b.collection_id]},
+        ]
+        for extra in hostile:
+            for mode in ("hybrid", "dense", "lexical"):
+                result = await _search(client, a, query="zebracanary bravo basalt", top_k=100,
+                                       mode=mode, **extra)
+                texts = " ".join(hit["text"] for hit in result["results"])
+                assert canary_b not in texts, (extra, mode)
+                assert all(hit["collection_id"] == a.collection_id
+                           for hit in result["results"])
+
+
+async def test_deleted_documents_vanish_and_reingest_swaps_atomically(tmp_path: Path) -> None:
+    async with app_client(tmp_path / "data", ingestion={"workers": 0}) as client:
+        services = client.app.state.services  # type: ignore[attr-defined]
+        tenant = await new_tenant(client)
+
+        async def run_jobs(*job_ids: str) -> None:
+            pool = build_workers(services, 1)
+            pool.start()
+            try:
+                for job_id in job_ids:
+                    assert (await wait_job(client, tenant, job_id))["status"] == "succeeded"
+            finally:
+                await pool.stop()
+
+        first = await upload_text(client, tenant, "volcano", DOCS["volcano"][0])
+        second = await upload_text(client, tenant, "glacier", DOCS["glacier"][0])
+        # Queued, not ready: not searchable yet.
+        assert _titles(await _search(client, tenant, query="basalt volcano")) == []
+        await run_jobs(first.json()["job_id"], second.json()["job_id"])
+        assert "volcano" in _titles(await _search(client, tenant, query="basalt volcano"))
+
+        # A new version is queued: the old text stays searchable until it is ready.
+        doc_id = first.json()["document_id"]
+        r = await client.put(f"/api/v1/documents/{doc_id}", headers=tenant.headers,
+                             json={"text": "Obsidian is volcanic glass formed by quick cooling."})
+        assert r.status_code == 202
+        old = await _search(client, tenant, query="basalt hexagonal columns", mode="lexical")
+        assert old["results"] and old["results"][0]["document_id"] == doc_id
+        await run_jobs(r.json()["job_id"])
+        new = await _search(client, tenant, query="obsidian volcanic glass", mode="lexical")
+        assert new["results"][0]["document_id"] == doc_id
+        stale = await _search(client, tenant, query="basalt hexagonal columns", mode="lexical")
+        assert all("Basalt" not in hit["text"] for hit in stale["results"])
+
+        r = await client.delete(f"/api/v1/documents/{doc_id}", headers=tenant.headers)
+        assert r.status_code == 204
+        for mode in ("hybrid", "dense", "lexical"):
+            result = await _search(client, tenant, query="obsidian volcanic glass", top_k=100,
+                                   mode=mode)
+            assert all(hit["document_id"] != doc_id for hit in result["results"]), mode
