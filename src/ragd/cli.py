@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 import typer
 
@@ -554,6 +554,133 @@ def ingest(
                    err=True)
     if summary.any_failed:
         raise typer.Exit(1)
+
+
+@app.command("eval")
+def eval_command(
+    dataset_dir: Annotated[Path, typer.Argument(help="A BEIR folder: corpus.jsonl, "
+                                                "queries.jsonl, qrels/test.tsv.")],
+    mode: Annotated[str, typer.Option(help="hybrid, dense, lexical or all.")] = "all",
+    k: Annotated[int, typer.Option(min=1, max=100, help="Cut-off of nDCG/Recall/MRR.")] = 10,
+    rerank: Annotated[bool, typer.Option("--rerank", help="Rerank (needs a reranker).")] = False,
+    from_source: Annotated[bool, typer.Option(
+        "--from-source", help="Ingest the files in source/ and score chunks by the gold "
+        "answers (hit@1/5/10).")] = False,
+    keywords: Annotated[bool, typer.Option(help="Extract keywords while ingesting.")] = False,
+    concurrency: Annotated[int, typer.Option(min=1, max=16, help="Ingestion workers.")] = 2,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report "
+                                                  "here as JSON.", show_default=False)] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Ingest a dataset into a throwaway data dir through the real pipeline, run every query
+    through the real search path, and print nDCG, Recall, MRR and latency per mode."""
+    import tempfile
+
+    from ragd.retrieval.beir import DatasetError, load_dataset
+
+    modes = ["hybrid", "dense", "lexical"] if mode == "all" else [mode]
+    if any(m not in ("hybrid", "dense", "lexical") for m in modes):
+        _fail("--mode must be hybrid, dense, lexical or all")
+    try:
+        dataset = load_dataset(dataset_dir)
+    except DatasetError as exc:
+        _fail(str(exc))
+    if from_source and not (dataset_dir / "source").is_dir():
+        _fail(f"{dataset_dir / 'source'} does not exist")
+    base = _settings(config)
+    with tempfile.TemporaryDirectory(prefix="ragd-eval-") as scratch:
+        settings = _settings(
+            config, data_dir=Path(scratch), bootstrap_admin=False,
+            models={**base.models.model_dump(), "cache_dir": base.model_cache_dir},
+            ingestion={**base.ingestion.model_dump(), "workers": 0,
+                       "keywords_enabled": keywords},
+        )
+        report = _run(settings, lambda services: _evaluate(
+            services, dataset, dataset_dir, modes, k=k, rerank=rerank or None,
+            from_source=from_source, concurrency=concurrency,
+        ))
+    _print_eval(report)
+    if json_out is not None:
+        json_out.write_text(json.dumps(report.as_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+async def _evaluate(
+    services: Any, dataset: Any, dataset_dir: Path, modes: list[str], *, k: int,
+    rerank: bool | None, from_source: bool, concurrency: int,
+) -> Any:
+    from ragd.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+    from ragd.retrieval import evaluate as ev
+
+    def progress(line: str) -> None:
+        print(f"[eval] {line}", file=sys.stderr, flush=True)
+
+    tenant = await services.store.create_tenant(f"eval-{dataset.name}")
+    collection = await services.catalog.create_collection(
+        tenant.id, dataset.name, description=None, metadata={}
+    )
+    skipped: list[str] = []
+    if from_source:
+        uploads = []
+        for path in ev.source_files(dataset_dir / "source"):
+            try:
+                upload = await services.ingestion.prepare(
+                    path.read_bytes(), filename=path.name, declared_type=None, title=None,
+                    metadata={"path": str(path.relative_to(dataset_dir))},
+                )
+            except (InvalidInput, PayloadTooLarge, UnsupportedMediaType) as exc:
+                skipped.append(f"{path.name}: {exc.message}")
+                continue
+            uploads.append((str(path), upload))
+    else:
+        uploads = ev.corpus_uploads(dataset)
+    progress(f"ingesting {len(uploads)} documents")
+    started = time.perf_counter()
+    labels, failed = await ev.ingest_all(
+        services, tenant.id, collection.id, uploads, concurrency=concurrency, progress=progress
+    )
+    ingest_seconds = time.perf_counter() - started
+    chunks = len(await services.catalog.chunk_keys(tenant.id, after=0, limit=10**7))
+    report = ev.EvalReport(
+        dataset=dataset.name, documents=len(labels), chunks=chunks,
+        ingest_seconds=ingest_seconds, failed=failed + skipped, from_source=from_source,
+    )
+    for mode in modes:
+        progress(f"querying ({mode})")
+        hits, latencies = await ev.run_queries(
+            services, tenant.id, dict(dataset.queries), cast(Any, mode), rerank=rerank
+        )
+        metrics = (ev.source_metrics(dataset, hits) if from_source
+                   else ev.mode_metrics(dataset, ev.document_run(hits, labels), k))
+        report.modes.append(ev.ModeReport(
+            mode=mode, metrics=metrics, latency_ms=ev.latency(latencies), queries=len(hits)
+        ))
+    return report
+
+
+def _print_eval(report: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=(
+        f"{report.dataset}{' (from source)' if report.from_source else ''}: "
+        f"{report.documents} documents, {report.chunks} chunks, "
+        f"ingested in {report.ingest_seconds:.1f} s"
+    ))
+    names = list(report.modes[0].metrics) if report.modes else []
+    table.add_column("mode")
+    for name in names:
+        table.add_column(name, justify="right")
+    table.add_column("p50 ms", justify="right")
+    table.add_column("p95 ms", justify="right")
+    for m in report.modes:
+        table.add_row(m.mode, *(f"{m.metrics[n]:.4f}" for n in names),
+                      f"{m.latency_ms['p50']:.1f}", f"{m.latency_ms['p95']:.1f}")
+    console.print(table)
+    if report.failed:
+        console.print(f"{len(report.failed)} document(s) not ingested, e.g. "
+                      f"{report.failed[:3]}")
+    typer.echo(json.dumps(report.as_dict()))
 
 
 def _model_dir(settings: Any) -> Path:

@@ -236,7 +236,12 @@ def convex(
     n(dense)``, each list normalised on its own candidates (``norm``: ``minmax`` to [0, 1],
     ``zscore`` to mean 0 / std 1, ``rank`` to ``1 - (rank - 1)/n``). A key missing from a
     list gets that list's floor (0 for ``minmax`` and ``rank``, the smallest z for
-    ``zscore``)."""
+    ``zscore``).
+
+    ``minmax`` and ``rank`` are monotone (raising one score never lowers that key's place).
+    ``zscore`` is not: the top z of ``n`` values is bounded by ``sqrt(n - 1)``, so raising a
+    top score mostly raises the standard deviation, which lifts the smallest z (the floor
+    that keys missing from the list get) and lets them overtake it."""
     alpha = _check_alpha(alpha)
     lex, den = _prepare(lexical), _prepare(dense)
     lexical_value, lexical_floor = _normalise(lex, norm)
