@@ -91,21 +91,27 @@ async def ingest_all(
     pool.start()
     failed: list[str] = []
     try:
-        pending = dict(jobs)
         last = time.monotonic()
-        while pending:
+        while True:
             await asyncio.sleep(0.5)
-            for job_id in list(pending):
-                job = await services.queue.get(tenant_id, job_id)
-                if job is not None and job.status in ("succeeded", "failed", "cancelled"):
-                    if job.status != "succeeded":
-                        failed.append(f"{pending[job_id]}: {job.error}")
-                    del pending[job_id]
-            if time.monotonic() - last > 5:
-                progress(f"ingested {len(jobs) - len(pending)}/{len(jobs)}")
+            # Two cheap queries per poll, however many jobs there are.
+            queued = await services.queue.list(tenant_id, status="queued", limit=1)
+            running = await services.queue.list(tenant_id, status="running", limit=1)
+            if not queued.items and not running.items:
+                break
+            if time.monotonic() - last > 10:
+                progress(f"{pool.processed}/{len(jobs)} jobs done")
                 last = time.monotonic()
     finally:
         await pool.stop()
+    for status in ("failed", "cancelled"):
+        cursor = None
+        while True:
+            page = await services.queue.list(tenant_id, status=status, limit=500, cursor=cursor)
+            failed.extend(f"{jobs.get(job.id, job.id)}: {job.error}" for job in page.items)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
     await services.indexes.sync(tenant_id)
     return by_document, failed
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 __all__ = [
+    "DEFAULT_CANDIDATES",
     "DEFAULT_METHOD",
     "DEFAULT_PARAMS",
     "METHODS",
@@ -262,7 +263,14 @@ def dense_boost(
     did not return gets the lowest cosine it did return (it ranked no better than that); a
     key the lexical stage did not return gets no bonus. ``beta=0`` is the dense order;
     a small ``beta`` re-orders near-ties by lexical evidence and lets a strong exact-term
-    match climb a few places, never past a much better dense match.
+    match climb a few places, never past a dense match better by more than ``beta``.
+
+    Why the default (``bench/fusion.py``, 100 candidates per ranker, nDCG@10): dense alone
+    0.725 / 0.467 on python-faq / debian-faq, plain RRF 0.604 / 0.453, this rule with
+    ``beta=0.1`` 0.745 / 0.514 (+0.033 on average). Tuned on one set and tested on the
+    other, ``beta`` comes out at 0.1 and 0.09 (0.741 / 0.514, +0.032): the best
+    cross-validated rule, with one parameter that transfers. The gain shrinks with fewer
+    candidates (the floor of dense-missing keys rises): +0.026 at 50, +0.012 at 20.
     """
     beta = float(beta)
     if not (beta >= 0.0 and math.isfinite(beta)):
@@ -322,6 +330,8 @@ METHODS: Mapping[str, Callable[..., list[Fused]]] = {
 #: The hybrid default (chosen by ``bench/fusion.py``) and its parameters.
 DEFAULT_METHOD = "dense_boost"
 DEFAULT_PARAMS: Mapping[str, Any] = {"beta": 0.1}
+#: Candidates per ranker the default was tuned with (fewer weaken it, see :func:`dense_boost`).
+DEFAULT_CANDIDATES = 100
 
 
 def fuse(
