@@ -185,3 +185,38 @@ async def test_deleted_documents_vanish_and_reingest_swaps_atomically(tmp_path: 
             result = await _search(client, tenant, query="obsidian volcanic glass", top_k=100,
                                    mode=mode)
             assert all(hit["document_id"] != doc_id for hit in result["results"]), mode
+
+
+async def test_rerank_reorders_the_fused_candidates_and_explains_it(tmp_path: Path) -> None:
+    from tests.models.tiny_models import build_cross_encoder, expected_logit
+
+    model = build_cross_encoder(tmp_path / "reranker")
+    docs = {
+        "one": "the cat sat on the mat",
+        "two": "the dog runs in the garden with the cat and the cat",
+        "three": "python code in a vector index",
+    }
+    async with app_client(tmp_path / "data",
+                          models={"reranker": "onnx", "reranker_path": str(model)}) as client:
+        tenant = await new_tenant(client)
+        await _ingest(client, tenant, {t: (text, {}) for t, text in docs.items()})
+        query = "cat dog garden"
+        result = await _search(client, tenant, query=query, explain=True, top_k=3)
+        assert result["reranked"] is True and "rerank" in result["timings_ms"]
+        hits = result["results"]
+        expected = sorted(docs, key=lambda t: -expected_logit(query, docs[t]))
+        assert [h["title"] for h in hits] == expected
+        assert [h["explain"]["rerank"]["rank"] for h in hits] == [1, 2, 3]
+        assert all(h["explain"]["placed_by"] == "rerank" for h in hits)
+        scores = [h["score"] for h in hits]
+        assert scores == sorted(scores, reverse=True)
+        assert scores[0] == h_score(hits[0]) and abs(
+            scores[0] - expected_logit(query, docs[expected[0]])) < 1e-3
+        # rerank: false skips the stage and says so.
+        plain = await _search(client, tenant, query=query, explain=True, rerank=False)
+        assert plain["reranked"] is False
+        assert plain["results"][0]["explain"]["rerank"] == {"skipped": "not requested"}
+
+
+def h_score(hit: dict[str, Any]) -> float:
+    return float(hit["explain"]["rerank"]["score"])
