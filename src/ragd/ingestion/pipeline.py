@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 #: candidate phrases against the chunk vector already computed instead of embedding the
 #: chunk a second time.
 STAGES = ("parse", "chunk", "embed", "keywords", "index")
+#: Progress is written at most this often per job (see ``IngestionPipeline._stage``).
+PROGRESS_SECONDS = 0.5
 #: Keywords kept for the whole document (aggregated over its chunks).
 DOCUMENT_KEYWORDS = 10
 #: Leave room for [CLS]/[SEP] and the heading prefix under the embedder's token limit.
@@ -62,6 +64,7 @@ class _Run:
     worker_id: str
     timings: dict[str, float]
     lost: asyncio.Event
+    reported_at: float = -1e9  # monotonic time of the last progress write
 
 
 def parse_limits(settings: IngestionSettings) -> ParseLimits:
@@ -236,7 +239,7 @@ class IngestionPipeline:
                 await self._indexes.sync(tenant_id)
                 self._indexes.notify()
         state.timings["total"] = round(sum(state.timings.values()), 6)
-        await self._queue.set_stage(job.id, worker_id, "index", total, total)
+        await self._queue.set_stage(job.id, worker_id, "index", total, total)  # final state
         if outcome in (CommitOutcome.SUPERSEDED, CommitOutcome.GONE):
             state.timings["skipped"] = 1.0
         await self._queue.complete(job.id, worker_id, state.timings)
@@ -251,11 +254,19 @@ class IngestionPipeline:
         )
 
     async def _stage(self, state: _Run, stage: str, done: int, total: int) -> None:
-        """Report progress (which also extends the lease) and stop if told to."""
+        """Stop if told to; report progress (a write, which also extends the lease) at most
+        every :data:`PROGRESS_SECONDS`: a small document runs all its stages in a fraction
+        of a second, and each write is a durable transaction. The heartbeat keeps the lease
+        in between, so the shown stage may lag by up to that interval."""
         if state.lost.is_set():
             raise Stop(cancelled=await self._queue.is_cancel_requested(state.job.id))
-        if not await self._queue.set_stage(state.job.id, state.worker_id, stage, done, total):
-            raise Stop(cancelled=False)
+        now = time.monotonic()
+        if now - state.reported_at >= PROGRESS_SECONDS:
+            if not await self._queue.set_stage(
+                state.job.id, state.worker_id, stage, done, total
+            ):
+                raise Stop(cancelled=False)
+            state.reported_at = now
         if await self._queue.is_cancel_requested(state.job.id):
             raise Stop(cancelled=True)
 
