@@ -30,7 +30,13 @@ from ragd.ingestion.sandbox import DEFAULT_TARGET, SandboxPool
 from ragd.jobs.queue import Job, JobQueue
 from ragd.models.runtime import ModelRuntime
 from ragd.settings import IngestionSettings
-from ragd.stores.catalog import Catalog, CommitOutcome, NewChunk, VersionCommit
+from ragd.stores.catalog import (
+    Catalog,
+    CommitOutcome,
+    NewChunk,
+    VersionCommit,
+    check_embedder,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -166,14 +172,10 @@ class IngestionPipeline:
             return
         document, content, collection = started
         info = await self._runtime.embedder_details()
-        recorded = (collection.embedder_name, collection.embedder_dimension)
-        if recorded != (None, None) and recorded != (info.name, info.dimension):
-            raise InvalidInput(
-                f"collection was indexed with embedder {collection.embedder_name} "
-                f"(dimension {collection.embedder_dimension}); the configured embedder is "
-                f"{info.name} (dimension {info.dimension})",
-                code="embedder_mismatch",
-            )
+        check_embedder(
+            (collection.embedder_name, collection.embedder_dimension),
+            (info.name, info.dimension),
+        )
 
         await self._stage(state, "parse", 0, 1)
         with _timed(state.timings, "parse"):

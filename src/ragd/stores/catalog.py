@@ -24,6 +24,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
+from ragd.errors import InvalidInput
 from ragd.index.base import IndexEntry
 from ragd.jobs.queue import Job
 
@@ -186,6 +187,21 @@ class VersionCommit:
     warnings: tuple[str, ...]
     embedder_name: str | None
     embedder_dimension: int | None
+
+
+def check_embedder(
+    recorded: tuple[str | None, int | None], configured: tuple[str | None, int | None]
+) -> None:
+    """Refuse to mix embedders in one collection: ``recorded`` is the collection's
+    (name, dimension), None before its first ingestion."""
+    if recorded == (None, None) or recorded == configured:
+        return
+    raise InvalidInput(
+        f"collection was indexed with embedder {recorded[0]} (dimension {recorded[1]}); the "
+        f"configured embedder is {configured[0]} (dimension {configured[1]}). Re-embed the "
+        "collection or configure the original embedder.",
+        code="embedder_mismatch",
+    )
 
 
 class CommitOutcome(StrEnum):

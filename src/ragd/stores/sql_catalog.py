@@ -44,6 +44,7 @@ from ragd.stores.catalog import (
     StoredChunk,
     Upload,
     VersionCommit,
+    check_embedder,
 )
 
 
@@ -742,19 +743,13 @@ async def _cancel_document_jobs(s: AsyncSession, tenant_id: str, *, collection_i
 def _record_embedder(collection: CollectionRow, commit: VersionCommit) -> None:
     if commit.embedder_name is None:
         return
+    check_embedder(
+        (collection.embedder_name, collection.embedder_dimension),
+        (commit.embedder_name, commit.embedder_dimension),
+    )
     if collection.embedder_name is None:
         collection.embedder_name = commit.embedder_name
         collection.embedder_dimension = commit.embedder_dimension
-    elif (collection.embedder_name, collection.embedder_dimension) != (
-        commit.embedder_name, commit.embedder_dimension
-    ):
-        raise InvalidInput(
-            f"collection was indexed with embedder {collection.embedder_name} "
-            f"(dimension {collection.embedder_dimension}); the configured embedder is "
-            f"{commit.embedder_name} (dimension {commit.embedder_dimension}). Re-embed the "
-            "collection or configure the original embedder.",
-            code="embedder_mismatch",
-        )
 
 
 def _version_row(
