@@ -105,3 +105,17 @@ def test_answer_hit_needs_half_of_the_answer_words() -> None:
     assert answer_hit("Python is interpreted and interactive.", answer)
     assert not answer_hit("Python is fun.", answer)
     assert not answer_hit("anything", "")
+
+
+def test_eval_rejects_a_bad_mode_and_a_malformed_dataset(tmp_path: Path) -> None:
+    dataset = _slice(tmp_path / "slice", documents=3)
+    result = CliRunner().invoke(app, ["eval", str(dataset), "--mode", "magic"],
+                                env=_env(tmp_path))
+    assert result.exit_code == 2 and "--mode" in result.output
+    result = CliRunner().invoke(app, ["eval", str(dataset), "--k", "0"], env=_env(tmp_path))
+    assert result.exit_code == 2
+    (dataset / "queries.jsonl").write_text('{"_id": "q1", "text": "x"}\nnot json\n',
+                                           encoding="utf-8")
+    result = CliRunner().invoke(app, ["eval", str(dataset)], env=_env(tmp_path))
+    assert result.exit_code == 2 and "queries.jsonl:2" in result.output
+    assert "Traceback" not in result.output
