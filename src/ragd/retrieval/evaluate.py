@@ -12,6 +12,7 @@ answer's words.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -156,8 +157,6 @@ def latency(values: list[float]) -> dict[str, float]:
 
 def corpus_uploads(dataset: Dataset) -> list[tuple[str, Upload]]:
     """One text document per corpus entry (title, a blank line, the text)."""
-    import hashlib
-
     uploads = []
     for doc_id, passage in dataset.corpus.items():
         text = f"{passage.title}\n\n{passage.text}" if passage.title else passage.text
