@@ -77,6 +77,7 @@ QUICK_REPEAT = 1
 #: --quick (and run.py --quick): an evenly strided sample per set; every file takes ~1 h a
 #: repetition on 2 cores (~10k chunks a set, keyword extraction ~0.15 s a chunk).
 QUICK_LIMIT = 40
+DEFAULT_LIMIT = 60
 RAW_BATCH = 64
 SAMPLE_INTERVAL_S = 0.05
 POLL_INTERVAL_S = 0.05
@@ -505,8 +506,12 @@ def run(
 ) -> dict[str, Any]:
     repeat = max(1, min(repeat if repeat is not None else
                         (QUICK_REPEAT if quick else DEFAULT_REPEAT), 20))
-    if quick and limit is None:
-        limit = QUICK_LIMIT
+    if limit is None:
+        # Every file of both trees takes about an hour a repetition here: a strided sample
+        # unless asked (--limit 0 = every file).
+        limit = QUICK_LIMIT if quick else DEFAULT_LIMIT
+    if limit == 0:
+        limit = None
     modes = ["keywords", "no_keywords"] if keywords_run else ["keywords"]
     started = time.perf_counter()
     result: dict[str, Any] = {
@@ -659,8 +664,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"repetitions, medians reported (default {DEFAULT_REPEAT})")
     parser.add_argument("--no-keywords-run", dest="keywords_run", action="store_false",
                         help="skip the second run with ingestion.keywords_enabled=false")
-    parser.add_argument("--limit", type=int, default=None,
-                        help="ingest only N files per set (evenly strided; for a quick look)")
+    parser.add_argument("--limit", type=int, default=None,  # 0: every file
+                        help=f"ingest only N files per set, evenly strided (default {DEFAULT_LIMIT}; 0: every file)")
     parser.add_argument("--quick", action="store_true",
                         help=f"{QUICK_REPEAT} repeat, {QUICK_LIMIT} files per set unless --limit")
     parser.add_argument("--json", dest="json_out", type=Path, default=None, metavar="PATH",
