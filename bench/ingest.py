@@ -664,8 +664,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"repetitions, medians reported (default {DEFAULT_REPEAT})")
     parser.add_argument("--no-keywords-run", dest="keywords_run", action="store_false",
                         help="skip the second run with ingestion.keywords_enabled=false")
-    parser.add_argument("--limit", type=int, default=None,  # 0: every file
-                        help=f"ingest only N files per set, evenly strided (default {DEFAULT_LIMIT}; 0: every file)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help=f"ingest only N files per set, evenly strided "
+                             f"(default {DEFAULT_LIMIT}; 0: every file)")
     parser.add_argument("--quick", action="store_true",
                         help=f"{QUICK_REPEAT} repeat, {QUICK_LIMIT} files per set unless --limit")
     parser.add_argument("--json", dest="json_out", type=Path, default=None, metavar="PATH",
