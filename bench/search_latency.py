@@ -1,0 +1,245 @@
+"""Search latency over HTTP at 10k and 100k chunks, 8 concurrent clients, and index memory.
+
+    .venv/bin/python bench/search_latency.py [--sizes 10000 100000] [--clients 8]
+                                             [--requests 400] [--json out.json]
+
+How the collections are built (ingesting 100k chunks through the pipeline takes hours on 2
+cores): the corpus entries of both dev sets (python-faq + debian-faq, title + text, 7026
+entries) with their MiniLM vectors (computed once, cached under /tmp) are committed as chunks
+through the catalog's real commit path (document + version + job lease + chunk rows + change
+log), 50 chunks a document, then the tenant's partitions are replayed from the log. Beyond
+7026 chunks the entries repeat *with perturbation*: the text gets a copy marker and one
+word dropped, the vector gets Gaussian noise (sigma 0.02) and is re-normalised. Then a real
+``ragd serve`` answers ``POST /api/v1/search`` (hybrid, no rerank, top_k 10) for the dev
+queries from 8 client threads. Targets (issue 5): p50 <= 30 ms, p95 <= 80 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+try:
+    from bench import _common as common
+except ImportError:
+    import _common as common  # type: ignore[no-redef,unused-ignore]
+
+NAME = "search_latency"
+EVAL = common.REPO_ROOT.parent / "shared" / "eval"
+SETS = ("python-faq", "debian-faq")
+CACHE = Path(tempfile.gettempdir()) / "ragd-bench-search"
+MODEL_CACHE = Path(tempfile.gettempdir()) / "ragd-model-cache"
+CHUNKS_PER_DOCUMENT = 50
+PASSWORD = "Bench-passphrase-4-latency!"  # noqa: S105 - a throwaway bench account
+SECRET = "bench-secret-" + "x" * 40
+TARGET_P50_MS, TARGET_P95_MS = 30.0, 80.0
+
+
+def _corpus() -> tuple[list[str], list[str]]:
+    texts, queries = [], []
+    for name in SETS:
+        for line in (EVAL / name / "corpus.jsonl").read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            texts.append(f"{row.get('title', '')}\n\n{row['text']}".strip())
+        for line in (EVAL / name / "queries.jsonl").read_text(encoding="utf-8").splitlines():
+            queries.append(json.loads(line)["text"])
+    return texts, queries
+
+
+def _vectors(texts: list[str]) -> np.ndarray:
+    digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
+    path = CACHE / f"vectors-{digest}.npy"
+    if path.exists():
+        return np.load(path)
+    from ragd.models import minilm
+    from ragd.settings import ModelsSettings
+
+    embedder = minilm.load(ModelsSettings(), MODEL_CACHE)
+    out = np.concatenate([embedder.embed(texts[i:i + 64]) for i in range(0, len(texts), 64)])
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.save(path, out)
+    return out
+
+
+def _settings(data_dir: Path) -> Any:
+    from ragd.settings import load_settings
+
+    return load_settings(None, data_dir=data_dir, jwt_secret=SECRET, bootstrap_admin=False,
+                         models={"cache_dir": MODEL_CACHE}, ingestion={"workers": 0})
+
+
+async def _build(
+    data_dir: Path, size: int, texts: list[str], vectors: np.ndarray
+) -> dict[str, Any]:
+    from ragd.container import open_services
+    from ragd.ingestion.chunking import chunk_id
+    from ragd.stores.catalog import NewChunk, Upload, VersionCommit
+
+    rng = np.random.default_rng(7)
+    started = time.perf_counter()
+    async with open_services(_settings(data_dir)) as services:
+        tenant, _, _ = await services.auth.register(
+            email="bench@example.com", password=PASSWORD, tenant_name="bench",
+            client_ip="127.0.0.1",
+        )
+        collection = await services.catalog.create_collection(
+            tenant.id, "bench", description=None, metadata={}
+        )
+        info = await services.runtime.embedder_details()
+        for first in range(0, size, CHUNKS_PER_DOCUMENT):
+            marker = f"bench document {first}".encode()
+            upload = Upload(content=marker, content_sha256=hashlib.sha256(marker).hexdigest(),
+                            content_type="text/plain", filename=None, title=f"doc {first}",
+                            metadata={"part": first // CHUNKS_PER_DOCUMENT})
+            accepted = await services.catalog.add_document(
+                tenant.id, collection.id, upload, max_attempts=1
+            )
+            job = await services.queue.claim("bench-builder", ["ingest"])
+            assert job is not None and accepted.job is not None and job.id == accepted.job.id
+            chunks = []
+            for ordinal, index in enumerate(range(first, min(size, first + CHUNKS_PER_DOCUMENT))):
+                base = index % len(texts)
+                text, vector = texts[base], vectors[base]
+                copy = index // len(texts)
+                if copy:
+                    words = text.split()
+                    if len(words) > 3:
+                        del words[int(rng.integers(len(words)))]
+                    text = " ".join(words) + f" (copy {copy})"
+                    vector = vector + rng.normal(0, 0.02, vector.shape).astype(np.float32)
+                    vector = vector / np.linalg.norm(vector)
+                chunks.append(NewChunk(
+                    id=chunk_id(accepted.document.id, 1, ordinal), ordinal=ordinal, text=text,
+                    heading_path=(), page=None, page_end=None,
+                    token_count=len(text.split()), start=0, end=len(text), keywords=(),
+                    vector=np.ascontiguousarray(vector, dtype=np.float32).tobytes(),
+                ))
+            await services.catalog.commit_version(VersionCommit(
+                tenant_id=tenant.id, document_id=accepted.document.id, version=1,
+                job_id=job.id, worker_id="bench-builder", chunks=chunks, format="text",
+                pages=None, keywords=(), timings={}, warnings=(),
+                embedder_name=info.name, embedder_dimension=info.dimension,
+            ))
+            await services.queue.complete(job.id, "bench-builder")
+        committed = time.perf_counter()
+        await services.indexes.sync(tenant.id)
+        indexed = time.perf_counter()
+    return {"commit_s": round(committed - started, 1), "index_s": round(indexed - committed, 1)}
+
+
+def _load(base_url: str, queries: list[str], clients: int, requests: int) -> dict[str, Any]:
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        token = client.post("/api/v1/auth/login", json={
+            "email": "bench@example.com", "password": PASSWORD}).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        for query in queries[:20]:  # warm-up: model load, caches, page cache
+            client.post("/api/v1/search", json={"query": query}, headers=headers)
+    latencies: list[float] = []
+    errors: list[int] = []
+    lock = threading.Lock()
+
+    def worker(offset: int) -> None:
+        with httpx.Client(base_url=base_url, timeout=30) as client:
+            for i in range(offset, requests, clients):
+                query = queries[(i * 7919) % len(queries)]
+                started = time.perf_counter()
+                response = client.post("/api/v1/search", headers=headers,
+                                       json={"query": query, "top_k": 10, "mode": "hybrid"})
+                elapsed = (time.perf_counter() - started) * 1000
+                with lock:
+                    latencies.append(elapsed)
+                    if response.status_code != 200:
+                        errors.append(response.status_code)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    values = sorted(latencies)
+    return {
+        "requests": len(values), "errors": len(errors), "clients": clients,
+        "p50_ms": round(float(np.percentile(values, 50)), 1),
+        "p95_ms": round(float(np.percentile(values, 95)), 1),
+        "p99_ms": round(float(np.percentile(values, 99)), 1),
+        "throughput_rps": round(len(values) / wall, 1),
+    }
+
+
+def run(quick: bool = False, *, sizes: tuple[int, ...] | None = None, clients: int = 8,
+        requests: int = 400) -> dict[str, Any]:
+    sizes = sizes or ((10_000,) if quick else (10_000, 100_000))
+    texts, queries = _corpus()
+    vectors = _vectors(texts)
+    results: dict[str, Any] = {"bench": NAME, "sizes": {}, "summary": []}
+    for size in sizes:
+        with tempfile.TemporaryDirectory(prefix="ragd-search-bench-") as scratch:
+            data_dir = Path(scratch) / "data"
+            build = asyncio.run(_build(data_dir, size, texts, vectors))
+            env = {**os.environ, "RAGD_JWT_SECRET": SECRET, "RAGD_BOOTSTRAP_ADMIN": "false",
+                   "RAGD_MODELS__CACHE_DIR": str(MODEL_CACHE), "RAGD_INGESTION__WORKERS": "0",
+                   "RAGD_LOG_LEVEL": "WARNING"}
+            server = common.ServerProcess(data_dir=data_dir, log_path=Path(scratch) / "log",
+                                          env=env)
+            server.start()
+            try:
+                ready = server.wait_ready(timeout=120)
+                assert ready.ready, (Path(scratch) / "log").read_text()[-2000:]
+                load = _load(server.base_url, queries, clients, requests)
+                rss_mb = round(server.rss_bytes() / 2**20, 1)
+            finally:
+                server.stop()
+            entry = {"chunks": size, **build, **load, "server_rss_mb": rss_mb}
+            results["sizes"][str(size)] = entry
+            label = f"{size // 1000}k chunks"
+            results["summary"] += [
+                common.row(f"{label}: hybrid search p50 (HTTP, {clients} clients)",
+                           load["p50_ms"], "ms", target=f"<= {TARGET_P50_MS:g}",
+                           status=common.verdict(load["p50_ms"], TARGET_P50_MS)),
+                common.row(f"{label}: hybrid search p95", load["p95_ms"], "ms",
+                           target=f"<= {TARGET_P95_MS:g}",
+                           status=common.verdict(load["p95_ms"], TARGET_P95_MS),
+                           note=f"{load['throughput_rps']} req/s, {load['errors']} errors"),
+                common.row(f"{label}: server RSS after the load", rss_mb, "MB",
+                           note=f"build: commit {build['commit_s']} s, index {build['index_s']} s"),
+            ]
+    return results
+
+
+def render(result: dict[str, Any]) -> str:
+    return common.summary_table(result["summary"], bench=NAME)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=None)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--quick", action="store_true", help="10k chunks only")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    result = run(args.quick, sizes=tuple(args.sizes) if args.sizes else None,
+                 clients=args.clients, requests=args.requests)
+    print(json.dumps(result, indent=2))  # noqa: T201
+    print(render(result))  # noqa: T201
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
