@@ -27,7 +27,9 @@ except ImportError:  # ... or run as a script, with bench/ on sys.path
     import _common as common  # type: ignore[no-redef,unused-ignore]
 
 #: Bench modules (in bench/), run in this order.
-BENCHES: list[str] = ["cold_start", "auth_overhead", "models", "ingest", "crash", "fusion"]
+BENCHES: list[str] = [
+    "cold_start", "auth_overhead", "models", "ingest", "crash", "fusion", "search_latency",
+]
 DEFAULT_OUTPUT = common.BENCH_DIR / "results" / "latest.json"
 
 
