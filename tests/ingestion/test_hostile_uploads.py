@@ -10,11 +10,9 @@ The generators are the ideas of test_parsers.py and test_sandbox.py, sent throug
 
 from __future__ import annotations
 
-import io
 import json
 import struct
 import time
-import zipfile
 import zlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -37,6 +35,7 @@ from tests.ingestion.conftest import (
     upload_text,
     wait_job,
 )
+from tests.ingestion.generated import deflated_docx, pdf_of
 
 MIB = 1024 * 1024
 MAX_PAGES = 500
@@ -54,14 +53,7 @@ PASSWD_FIRST_LINE = (
 
 def docx_zip_bomb() -> bytes:
     """A DOCX whose word/document.xml is 300 MB of zeros, deflated to ~300 KB."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("[Content_Types].xml", b"<Types/>")
-        with archive.open("word/document.xml", "w", force_zip64=True) as entry:
-            chunk = bytes(MIB)
-            for _ in range(300):
-                entry.write(chunk)
-    return buffer.getvalue()
+    return deflated_docx(300)
 
 
 def zip_of_many_entries(count: int) -> bytes:
@@ -88,22 +80,6 @@ def zip_of_many_entries(count: int) -> bytes:
     tail += struct.pack("<4sLQL", b"PK\x06\x07", 0, end64, 1)
     tail += struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
     return bytes(local + directory + tail)
-
-
-def pdf_of(objects: list[bytes]) -> bytes:
-    """A PDF with the given objects (1 is the catalog) and a correct xref table."""
-    out, offsets = b"%PDF-1.4\n", []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        xref,
-    )
-    return out
 
 
 def nested_flate_pdf_bomb() -> bytes:

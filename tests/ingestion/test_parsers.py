@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from ragd.ingestion.parsers import ParsedDocument, ParseError, detect_format, parse
+from tests.ingestion.generated import pdf_of
 
 EVAL = Path(os.environ.get("RAGD_EVAL_DIR", Path(__file__).resolve().parents[3] / "shared/eval"))
 DEBIAN = EVAL / "debian-faq"
@@ -400,18 +401,7 @@ def _pdf_with_content(stream: bytes, filters: bytes) -> bytes:
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
         b"<< /Length %d /Filter %s >>\nstream\n%s\nendstream" % (len(stream), filters, stream),
     ]
-    out, offsets = b"%PDF-1.4\n", []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        xref,
-    )
-    return out
+    return pdf_of(objects)
 
 
 def test_nested_flate_pdf_bomb_is_refused() -> None:

@@ -23,6 +23,7 @@ import pytest
 from ragd.ingestion.limits import ParseLimits, check_zip
 from ragd.ingestion.parsers.base import ParsedDocument, ParseError, Section
 from ragd.ingestion.sandbox import SandboxPool, parse_in_sandbox
+from tests.ingestion.generated import deflated_docx
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = "tests.ingestion.test_sandbox"
@@ -190,14 +191,7 @@ def zip_of(entries: dict[str, bytes]) -> bytes:
 @pytest.fixture(scope="module")
 def deflated_gigabyte() -> bytes:
     """One 1 GiB entry of zeros, streamed through DEFLATE (about 1 MB compressed)."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("[Content_Types].xml", b"<Types/>")
-        with archive.open("word/document.xml", "w", force_zip64=True) as entry:
-            chunk = bytes(MIB)
-            for _ in range(1024):
-                entry.write(chunk)
-    return buffer.getvalue()
+    return deflated_docx(1024)
 
 
 # --- the sandbox -----------------------------------------------------------------------------
