@@ -27,7 +27,7 @@ _bearer = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -35,23 +35,23 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_settings(services: ServicesDep) -> Settings:
+async def get_settings(services: ServicesDep) -> Settings:
     return services.settings
 
 
-def get_auth_service(services: ServicesDep) -> AuthService:
+async def get_auth_service(services: ServicesDep) -> AuthService:
     return services.auth
 
 
-def get_account_service(services: ServicesDep) -> AccountService:
+async def get_account_service(services: ServicesDep) -> AccountService:
     return services.accounts
 
 
-def get_ingestion(services: ServicesDep) -> IngestionService:
+async def get_ingestion(services: ServicesDep) -> IngestionService:
     return services.ingestion
 
 
-def get_catalog(services: ServicesDep) -> Catalog:
+async def get_catalog(services: ServicesDep) -> Catalog:
     return services.catalog
 
 
@@ -83,13 +83,13 @@ async def get_principal(
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
-def require_tenant_admin(principal: CurrentPrincipal) -> Principal:
+async def require_tenant_admin(principal: CurrentPrincipal) -> Principal:
     if not principal.is_tenant_admin:
         raise PermissionDenied("tenant admin role required")
     return principal
 
 
-def require_platform_admin(principal: CurrentPrincipal) -> Principal:
+async def require_platform_admin(principal: CurrentPrincipal) -> Principal:
     if not principal.is_superuser:
         raise PermissionDenied("platform administrator required")
     return principal
@@ -99,7 +99,7 @@ TenantAdmin = Annotated[Principal, Depends(require_tenant_admin)]
 PlatformAdmin = Annotated[Principal, Depends(require_platform_admin)]
 
 
-def client_ip(request: Request) -> str:
+async def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 

@@ -346,3 +346,11 @@ class Catalog(Protocol):
     ) -> dict[str, Document]:
         """The tenant's documents among ``document_ids`` (missing ones are absent)."""
         ...
+
+    async def searchable_chunks(
+        self, tenant_id: str, keys: Sequence[int]
+    ) -> dict[int, tuple[StoredChunk, Document]]:
+        """The tenant's chunks among ``keys`` that belong to their document's active version,
+        each with its document, in one read (the search path's fetch). Chunks of deleted
+        documents, of collections being deleted and of superseded versions are absent."""
+        ...

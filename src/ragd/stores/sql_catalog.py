@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -603,6 +603,32 @@ class SqlCatalog:
             ).all()
         return {row.id: _document(row) for row in rows}
 
+    async def searchable_chunks(
+        self, tenant_id: str, keys: Sequence[int]
+    ) -> dict[int, tuple[StoredChunk, Document]]:
+        if not keys:
+            return {}
+        # One prebuilt statement with plain columns on a Core connection (no ORM entities, no
+        # vector blobs, no per-call statement building): this runs on every search, and ORM
+        # loading of two entity types was most of a search's CPU.
+        async with self._db.engine.connect() as conn:
+            result = await conn.execute(_SEARCHABLE, {"tenant_id": tenant_id, "keys": list(keys)})
+            rows: list[Sequence[Any]] = list(result.tuples())
+        documents: dict[str, Document] = {}
+        out: dict[int, tuple[StoredChunk, Document]] = {}
+        width = len(_SEARCH_CHUNK_COLUMNS)
+        for row in rows:
+            chunk = StoredChunk(
+                row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
+                tuple(json.loads(row[8])), row[9], row[10], row[11], row[12], row[13],
+                tuple(json.loads(row[14])),
+            )
+            document = documents.get(chunk.document_id)
+            if document is None:
+                document = documents[chunk.document_id] = _document_from(row[width:])
+            out[chunk.key] = (chunk, document)
+        return out
+
 
 async def finalise_ingest_job(s: AsyncSession, job: Job) -> None:
     """Queue finaliser for ``ingest`` jobs that the queue ended itself (the worker died on
@@ -770,6 +796,49 @@ def _collection(row: CollectionRow, document_count: int | None) -> Collection:
         embedder_name=row.embedder_name, embedder_dimension=row.embedder_dimension,
         document_count=int(document_count or 0), created_at=row.created_at,
         updated_at=row.updated_at,
+    )
+
+
+_SEARCH_CHUNK_COLUMNS = (
+    ChunkRow.key, ChunkRow.id, ChunkRow.tenant_id, ChunkRow.collection_id, ChunkRow.document_id,
+    ChunkRow.version, ChunkRow.ordinal, ChunkRow.text, ChunkRow.heading_path, ChunkRow.page,
+    ChunkRow.page_end, ChunkRow.token_count, ChunkRow.start, ChunkRow.end, ChunkRow.keywords,
+)
+_SEARCH_DOCUMENT_COLUMNS = (
+    DocumentRow.id, DocumentRow.tenant_id, DocumentRow.collection_id, DocumentRow.title,
+    DocumentRow.filename, DocumentRow.content_type, DocumentRow.format,
+    DocumentRow.content_sha256, DocumentRow.size_bytes, DocumentRow.metadata_json,
+    DocumentRow.status, DocumentRow.error, DocumentRow.latest_version,
+    DocumentRow.active_version, DocumentRow.job_id, DocumentRow.pages, DocumentRow.chunk_count,
+    DocumentRow.token_count, DocumentRow.keywords, DocumentRow.warnings, DocumentRow.timings,
+    DocumentRow.created_at, DocumentRow.updated_at, DocumentRow.ready_at,
+)
+
+_SEARCHABLE = (
+    select(*_SEARCH_CHUNK_COLUMNS, *_SEARCH_DOCUMENT_COLUMNS)
+    .join(DocumentRow, DocumentRow.id == ChunkRow.document_id)
+    .join(CollectionRow, CollectionRow.id == DocumentRow.collection_id)
+    .where(
+        ChunkRow.tenant_id == bindparam("tenant_id"),
+        ChunkRow.key.in_(bindparam("keys", expanding=True)),
+        DocumentRow.tenant_id == bindparam("tenant_id"),
+        ChunkRow.version == DocumentRow.active_version,
+        CollectionRow.status == "active",
+    )
+)
+
+
+def _document_from(values: Sequence[Any]) -> Document:
+    """A :class:`Document` from the values of ``_SEARCH_DOCUMENT_COLUMNS``, in that order."""
+    return Document(
+        id=values[0], tenant_id=values[1], collection_id=values[2], title=values[3],
+        filename=values[4], content_type=values[5], format=values[6],
+        content_sha256=values[7], size_bytes=values[8], metadata=json.loads(values[9]),
+        status=cast(DocumentStatus, values[10]), error=values[11], latest_version=values[12],
+        active_version=values[13], job_id=values[14], pages=values[15],
+        chunk_count=values[16], token_count=values[17], keywords=tuple(json.loads(values[18])),
+        warnings=tuple(json.loads(values[19] or "[]")), timings=json.loads(values[20]),
+        created_at=values[21], updated_at=values[22], ready_at=values[23],
     )
 
 

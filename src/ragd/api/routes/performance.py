@@ -47,7 +47,7 @@ async def performance_reader(
     """A platform admin, or anyone when ``public_performance`` is on."""
     if services.settings.public_performance:
         return None
-    return require_platform_admin(await get_principal(services, bearer, api_key))
+    return await require_platform_admin(await get_principal(services, bearer, api_key))
 
 
 Reader = Annotated[Principal | None, Depends(performance_reader)]

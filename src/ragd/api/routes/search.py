@@ -16,7 +16,7 @@ router = APIRouter(tags=["search"], responses=ERROR_RESPONSES)
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
-def get_search(services: ServicesDep) -> SearchService:
+async def get_search(services: ServicesDep) -> SearchService:
     return services.search
 
 
