@@ -72,12 +72,6 @@ class ModelRuntime:
         self.batcher = EmbeddingBatcher(
             registry, EMBEDDER, window_ms=settings.batch_window_ms, max_batch=settings.max_batch
         )
-        # Queries do not wait for company: a search's latency is what users feel, and the
-        # default int8 graph embeds one text per call anyway. Queries that arrive while the
-        # model is busy still leave together, as one call.
-        self.query_batcher = EmbeddingBatcher(
-            registry, EMBEDDER, window_ms=0, max_batch=settings.max_batch
-        )
         self.query_cache: ByteLRUCache[str, Vectors] = ByteLRUCache(
             "query_embeddings", int(query_cache_mb * MIB), ttl=cache_ttl_seconds
         )
@@ -112,7 +106,13 @@ class ModelRuntime:
         cached = self.query_cache.get(key)
         if cached is not None:
             return cached
-        vector: Vectors = (await self.query_batcher.embed([text], "query"))[0]
+        # Straight to the model, not through the batcher: a search's latency is what users
+        # feel, a batch window would add to it, and the default int8 graph embeds one text
+        # per call anyway. The registry still bounds how many calls run at once.
+        vectors: Vectors = await self._embedder.run(
+            lambda model: model.embed([text], kind="query")
+        )
+        vector: Vectors = vectors[0]
         self.query_cache.put(key, vector)
         return vector
 
@@ -185,6 +185,5 @@ class ModelRuntime:
         return scores
 
     async def close(self) -> None:
-        await self.query_batcher.close()
         await self.batcher.close()
         await self.registry.close()

@@ -145,19 +145,23 @@ def _combine(
     # normalisation never reorders a single list), then by key.
     scored.sort()
     lexical_raw, dense_raw = lexical.raw, dense.raw
-    return [
-        Fused(
-            key,
-            -negated if negated else 0.0,
-            l_rank,
-            None if l_rank is None else lexical_raw[key],
-            d_rank,
-            None if d_rank is None else dense_raw[key],
+    # tuple.__new__ builds the named tuple in C (Fused(...) runs a Python-level __new__).
+    out: list[Fused] = []
+    for negated, _, key, l_rank, d_rank in scored:
+        source = (
             "both" if l_rank is not None and d_rank is not None
-            else "lexical" if l_rank is not None else "dense",
+            else "lexical" if l_rank is not None else "dense"
         )
-        for negated, _, key, l_rank, d_rank in scored
-    ]
+        lexical_score = None if l_rank is None else lexical_raw[key]
+        dense_score = None if d_rank is None else dense_raw[key]
+        score = -negated if negated else 0.0
+        out.append(
+            _new_fused(Fused, (key, score, l_rank, lexical_score, d_rank, dense_score, source))
+        )
+    return out
+
+
+_new_fused = tuple.__new__
 
 
 def _check_alpha(alpha: float) -> float:

@@ -113,13 +113,6 @@ class SearchService:
         depth = CANDIDATES * (FILTER_DEPTH if predicate is not None else 1)
 
         truncated, tokens = False, None
-        vector = None
-        if use_dense:
-            mark = time.perf_counter()
-            query_for_model, truncated, tokens = await self._fit(query)
-            vector = await self._runtime.embed_query(query_for_model)
-            timings["embed"] = _ms(mark)
-
         parts = await self._indexes.ensure_fresh(tenant_id)
 
         async def lexical() -> list[Hit]:
@@ -131,13 +124,19 @@ class SearchService:
             return found
 
         async def dense() -> list[Hit]:
-            if vector is None:
+            nonlocal truncated, tokens
+            if not use_dense:
                 return []
+            mark = time.perf_counter()
+            query_for_model, truncated, tokens = await self._fit(query)
+            vector = await self._runtime.embed_query(query_for_model)
+            timings["embed"] = _ms(mark)
             mark = time.perf_counter()
             found = await asyncio.to_thread(parts.vectors.search, vector, depth, scope)
             timings["dense"] = _ms(mark)
             return found
 
+        # BM25 does not need the query vector: it runs while the query is embedded.
         lexical_hits, dense_hits = await asyncio.gather(lexical(), dense())
         mark = time.perf_counter()
         method = self._fusion if request.mode == "hybrid" else request.mode

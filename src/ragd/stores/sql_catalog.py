@@ -613,7 +613,7 @@ class SqlCatalog:
         # loading of two entity types was most of a search's CPU.
         async with self._db.engine.connect() as conn:
             result = await conn.execute(_SEARCHABLE, {"tenant_id": tenant_id, "keys": list(keys)})
-            rows: list[Sequence[Any]] = list(result.tuples())
+            rows = cast(list[Sequence[Any]], result.all())
         documents: dict[str, Document] = {}
         out: dict[int, tuple[StoredChunk, Document]] = {}
         width = len(_SEARCH_CHUNK_COLUMNS)
