@@ -17,7 +17,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -247,6 +255,71 @@ class IngestionSettings(BaseModel):
         return int(self.max_upload_mb * 1024 * 1024)
 
 
+class ProviderSettings(BaseModel):
+    """One LLM provider of the ordered chain (``[[llm.providers]]`` in TOML)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    type: Literal["openai", "anthropic", "extractive"]
+    model: str = Field(default="", max_length=200)
+    base_url: str | None = Field(
+        default=None, description="openai: e.g. http://127.0.0.1:8080/v1; anthropic: API root."
+    )
+    api_key: SecretStr | None = None
+    connect_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    timeout_seconds: float = Field(
+        default=30.0, gt=0, le=600,
+        description="One attempt; streaming: the wait for the first token and between tokens.",
+    )
+    max_tokens: int = Field(default=1024, ge=1, le=200_000)
+    temperature: float = Field(default=0.1, ge=0, le=2)
+    extra_headers: dict[str, str] = Field(default_factory=dict)
+    max_attempts: int = Field(default=3, ge=1, le=10, description="Attempts per request.")
+
+    @model_validator(mode="after")
+    def _complete(self) -> ProviderSettings:
+        if self.type != "extractive" and not self.model:
+            raise ValueError(f"provider {self.name}: model is required for type {self.type}")
+        if self.type == "openai" and not self.base_url:
+            raise ValueError(f"provider {self.name}: base_url is required for type openai")
+        return self
+
+
+class LLMSettings(BaseModel):
+    """The ordered provider chain, retries, circuit breakers and the answer pipeline."""
+
+    providers: list[ProviderSettings] = Field(
+        default_factory=list,
+        description="Tried in order; the extractive provider is always appended last.",
+    )
+    deadline_seconds: float = Field(default=60.0, gt=0, le=3600)
+    backoff_base_seconds: float = Field(default=0.5, ge=0, le=60)
+    backoff_max_seconds: float = Field(default=8.0, ge=0, le=300)
+    retry_after_max_seconds: float = Field(default=20.0, ge=0, le=600)
+    breaker_failures: int = Field(default=5, ge=1, le=1000)
+    breaker_window_seconds: float = Field(default=60.0, gt=0, le=3600)
+    breaker_failure_rate: float = Field(default=0.5, gt=0, le=1)
+    breaker_min_calls: int = Field(default=10, ge=1, le=10_000)
+    breaker_cooldown_seconds: float = Field(default=30.0, gt=0, le=3600)
+    top_k: int = Field(default=6, ge=1, le=50, description="Chunks given to the model.")
+    min_relevance: float = Field(
+        default=0.25, ge=-1, le=1,
+        description="Best dense cosine below which the answer is 'not in the documents'.",
+    )
+    max_question_chars: int = Field(default=4000, ge=1, le=100_000)
+    max_context_chars: int = Field(default=24_000, ge=1000, le=1_000_000)
+    history_turns: int = Field(default=6, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _unique(self) -> LLMSettings:
+        names = [p.name for p in self.providers]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate provider names: {', '.join(duplicates)}")
+        return self
+
+
 class Settings(BaseSettings):
     """Effective configuration of one ragd process."""
 
@@ -278,6 +351,7 @@ class Settings(BaseSettings):
     models: ModelsSettings = ModelsSettings()
     memory: MemorySettings = MemorySettings()
     ingestion: IngestionSettings = IngestionSettings()
+    llm: LLMSettings = LLMSettings()
 
     @field_validator("data_dir")
     @classmethod
@@ -429,6 +503,9 @@ def masked(settings: Settings) -> dict[str, Any]:
         data["auth"]["previous_jwt_secret"] = MASK
     if settings.models.openai_api_key is not None:
         data["models"]["openai_api_key"] = MASK
+    for index, provider in enumerate(settings.llm.providers):
+        if provider.api_key is not None:
+            data["llm"]["providers"][index]["api_key"] = MASK
     if settings.database.url and "@" in settings.database.url:
         scheme, _, rest = settings.database.url.partition("://")
         data["database"]["url"] = f"{scheme}://{MASK}@{rest.rpartition('@')[2]}"

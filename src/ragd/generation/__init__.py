@@ -1,0 +1,1 @@
+"""Grounded answers: LLM providers, the provider router, prompts, citations, answers."""

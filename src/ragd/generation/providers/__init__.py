@@ -1,0 +1,1 @@
+"""LLM provider implementations (one module each) and their factory."""
