@@ -220,3 +220,37 @@ async def test_rerank_reorders_the_fused_candidates_and_explains_it(tmp_path: Pa
 
 def h_score(hit: dict[str, Any]) -> float:
     return float(hit["explain"]["rerank"]["score"])
+
+
+async def test_query_cache_stays_within_its_byte_bound_under_search_load(tmp_path: Path) -> None:
+    """60 distinct queries (8 at a time) through a 4 KiB query cache: the cache never holds
+    more than its bound, evicts instead, and a repeated query is served from it."""
+    import asyncio
+
+    async with app_client(tmp_path / "data", public_performance=True,
+                          memory={"query_cache_mb": 4 / 1024}) as client:
+        tenant = await new_tenant(client)
+        await _ingest(client, tenant, DOCS)
+
+        async def cache() -> dict[str, Any]:
+            memory = (await client.get("/performance/memory")).json()
+            found: dict[str, Any] = next(
+                c for c in memory["caches"] if c["name"] == "query_embeddings"
+            )
+            return found
+
+        bound = (await cache())["max_bytes"]
+        assert bound == 4096
+        queries = [f"question number {n} about lava, ice and harbours" for n in range(60)]
+        for start in range(0, len(queries), 8):
+            results = await asyncio.gather(*(
+                _search(client, tenant, query=q) for q in queries[start:start + 8]
+            ))
+            assert all(r["results"] for r in results)
+            stats = await cache()
+            assert 0 < stats["bytes"] <= bound, stats
+        # A 384-d float32 vector is ~1.5 KB: two fit, 58 of the 60 were evicted.
+        assert stats["entries"] <= 2 and stats["evictions"] >= 58, stats
+        hits = stats["hits"]
+        await _search(client, tenant, query=queries[-1])
+        assert (await cache())["hits"] == hits + 1
