@@ -14,11 +14,13 @@ from ragd.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from ragd.api.routes import (
     admin,
     auth,
+    chat,
     collections,
     documents,
     health,
     jobs,
     keywords,
+    openai_compat,
     performance,
     search,
     tenant,
@@ -87,6 +89,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(performance.router)
     app.include_router(performance.metrics_router)
-    for module in (auth, tenant, admin, keywords, collections, documents, jobs, search):
+    for module in (auth, tenant, admin, keywords, collections, documents, jobs, search, chat):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(openai_compat.router, prefix="/v1")
     return app

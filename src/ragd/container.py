@@ -22,6 +22,9 @@ from ragd.auth.service import AuthService
 from ragd.auth.tokens import TokenService
 from ragd.db import migrate
 from ragd.db.engine import Database
+from ragd.generation.answer import AnswerService
+from ragd.generation.providers.factory import build_routes
+from ragd.generation.router import Router
 from ragd.index.manager import IndexManager
 from ragd.ingestion.pipeline import CollectionPurger, IngestionPipeline
 from ragd.ingestion.service import IngestionService
@@ -38,6 +41,7 @@ from ragd.stores.base import IdentityStore
 from ragd.stores.catalog import DELETE_COLLECTION_JOB, INGEST_JOB
 from ragd.stores.identity import SqlIdentityStore
 from ragd.stores.sql_catalog import SqlCatalog, finalise_ingest_job
+from ragd.stores.sql_conversations import SqlConversations
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +85,9 @@ class Services:
     indexes: IndexManager
     ingestion: IngestionService
     search: SearchService
+    conversations: SqlConversations
+    router: Router
+    answers: AnswerService
     migrations_applied: bool = False
     workers: WorkerPool | None = None
 
@@ -136,6 +143,10 @@ async def open_services(
         indexes = IndexManager(catalog, settings.data_dir / "indexes")
         ingestion = IngestionService(catalog, queue, indexes, settings.ingestion)
         search = SearchService(catalog, indexes, runtime)
+        conversations = SqlConversations(db)
+        # Providers are built from configuration only: no network call, no model load.
+        router = Router(build_routes(settings.llm, runtime), settings.llm)
+        answers = AnswerService(search, router, conversations, settings.llm)
         startup.phase("services")
         services = Services(
             settings=settings,
@@ -155,11 +166,15 @@ async def open_services(
             indexes=indexes,
             ingestion=ingestion,
             search=search,
+            conversations=conversations,
+            router=router,
+            answers=answers,
             migrations_applied=applied,
         )
         try:
             yield services
         finally:
+            await router.aclose()
             await runtime.close()
             indexes.close()
     finally:

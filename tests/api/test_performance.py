@@ -46,7 +46,10 @@ async def test_health_is_public_and_complete(client: httpx.AsyncClient) -> None:
     assert body["status"] in {"ok", "degraded", "critical"}
     assert {check["name"] for check in body["checks"]} == {"database", "memory", "models",
                                                            "uptime"}
-    assert body["llm_providers"] == []
+    # No provider configured: the chain is the extractive last resort alone.
+    assert body["llm_providers"] == [
+        {"name": "extractive", "type": "extractive", "status": "configured"}
+    ]
     assert body["uptime_seconds"] >= 0
 
 

@@ -68,7 +68,7 @@ class HealthOut(BaseModel):
     uptime_seconds: float
     checks: list[Check]
     llm_providers: list[dict[str, Any]] = Field(
-        default_factory=list, description="Filled by the generation layer."
+        default_factory=list, description="The LLM provider chain: name, type, status."
     )
 
 
@@ -99,12 +99,16 @@ class ModelsOut(BaseModel):
 class LlmProvider(BaseModel):
     name: str
     type: str
+    model: str
     status: Literal["configured", "healthy", "degraded", "open"]
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
+    calls: int = 0
+    successes: int = 0
     errors: dict[str, int] = Field(default_factory=dict)
-    last_error: str | None = None
-    last_success_at: float | None = None
+    last_error: dict[str, str] | None = None
+    last_success_at: str | None = None
+    breaker: dict[str, Any] = Field(default_factory=dict)
 
 
 class LlmProvidersOut(BaseModel):
@@ -198,8 +202,10 @@ async def health(services: Annotated[Services, Depends(get_services)]) -> Health
     overall: Status = (
         "critical" if "critical" in statuses else "degraded" if "degraded" in statuses else "ok"
     )
+    providers = [{"name": p.name, "type": p.type, "status": p.status}
+                 for p in _llm_providers(services)]
     return HealthOut(status=overall, version=__version__, uptime_seconds=_uptime(services),
-                     checks=checks)
+                     checks=checks, llm_providers=providers)
 
 
 @router.get("/memory")
@@ -224,10 +230,25 @@ async def models(services: ServicesDep, _: Reader) -> ModelsOut:
     )
 
 
+def _llm_providers(services: Services) -> list[LlmProvider]:
+    return [
+        LlmProvider(
+            name=status.name, type=status.kind, model=status.model, status=status.state,
+            latency_p50_ms=status.latency_p50_ms, latency_p95_ms=status.latency_p95_ms,
+            calls=status.calls, successes=status.successes,
+            errors=dict(status.errors_by_kind),
+            last_error=None if status.last_error is None else asdict(status.last_error),
+            last_success_at=status.last_success_at, breaker=asdict(status.breaker),
+        )
+        for status in services.router.status()
+    ]
+
+
 @router.get("/llm-providers")
 async def llm_providers(services: ServicesDep, _: Reader) -> LlmProvidersOut:
-    """Provider status and latency (the generation layer registers providers)."""
-    return LlmProvidersOut(providers=[])
+    """Each provider of the chain in order: configured | healthy | degraded | open (breaker),
+    latency p50/p95 of recent successes, calls, errors by kind, last error and success."""
+    return LlmProvidersOut(providers=_llm_providers(services))
 
 
 @router.get("/startup-metrics")

@@ -1,0 +1,427 @@
+"""Grounded answers: retrieve, prompt, route through the provider chain, verify citations.
+
+One :class:`AnswerService` serves ``POST /api/v1/chat`` (JSON and SSE) and the
+OpenAI-compatible ``POST /v1/chat/completions``, so citation checking, the relevance gate and
+conversation handling are identical in every mode:
+
+1. the question is checked (empty → 422, too long → 422) and, with a conversation, the
+   follow-up is rewritten into a stand-alone search query (by the first LLM of the chain;
+   by :func:`~ragd.generation.prompt.rewrite_followup` when only the extractive provider
+   is left);
+2. :class:`~ragd.retrieval.search.SearchService` retrieves the chunks (the caller's tenant,
+   collections and filters);
+3. when no chunk is relevant enough (best dense cosine below ``llm.min_relevance``, or no
+   hit), the answer says that the documents do not contain it, and no model is asked;
+4. otherwise the chunks become numbered context blocks in the prompt
+   (:func:`~ragd.generation.prompt.build_messages`), the router tries the providers in
+   order, and the model's ``[n]`` markers are verified against the blocks actually given
+   (:mod:`ragd.generation.citations`): invalid ones are removed and counted;
+5. the question and the answer (with its verified citations, provider and attempts) are
+   appended to the conversation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ragd.errors import InvalidInput, NotFound
+from ragd.generation.base import ChatRequest, ContextBlock, Message, ProviderError, Usage
+from ragd.generation.citations import Citation, CitationEvent, CitationStream, verify
+from ragd.generation.prompt import build_messages, rewrite_followup, rewrite_messages
+from ragd.generation.providers.extractive import NO_ANSWER
+from ragd.generation.router import (
+    AllProvidersFailed,
+    Attempt,
+    Router,
+    Skip,
+    StreamInterrupted,
+)
+from ragd.retrieval.search import SearchHit, SearchRequest, SearchResult, SearchService
+from ragd.settings import LLMSettings
+from ragd.stores.conversations import Conversations, NewMessage
+
+__all__ = [
+    "NOT_FOUND_ANSWER",
+    "Answer",
+    "AnswerService",
+    "ChatInput",
+    "ChatEvent",
+]
+
+logger = logging.getLogger(__name__)
+
+NOT_FOUND_ANSWER = (
+    "The documents do not contain an answer to this question, so I will not guess."
+)
+#: The stand-alone query an LLM rewrote is used only if it is this short (a model that
+#: answers instead of rewriting produces a paragraph).
+MAX_REWRITE_CHARS = 500
+MAX_TOP_K = 50
+
+
+@dataclass(frozen=True, slots=True)
+class ChatInput:
+    """One question. ``history`` is an inline conversation (OpenAI-compatible mode); a
+    ``conversation_id`` loads the stored one instead. ``store`` keeps the exchange in a
+    conversation (a new one when ``conversation_id`` is None)."""
+
+    question: str
+    collection_ids: Sequence[str] | None = None
+    filters: Any = None
+    conversation_id: str | None = None
+    top_k: int | None = None
+    providers: Sequence[str] | None = None
+    history: Sequence[Message] = ()
+    store: bool = True
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    answer: str
+    citations: list[Citation]
+    citations_dropped: int
+    conversation_id: str | None
+    provider: str | None  # None: no provider was asked (nothing relevant was found)
+    model: str | None
+    attempts: list[Attempt]
+    skipped: list[Skip]
+    retrieval: SearchResult
+    search_query: str
+    grounded: bool  # False: the documents did not contain an answer
+    usage: Usage | None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    interrupted: str | None = None  # streaming: why the stream ended early
+
+
+@dataclass(frozen=True, slots=True)
+class ChatEvent:
+    """One streaming event: ``retrieval``, ``token``, ``citation``, ``error`` or ``done``."""
+
+    event: Literal["retrieval", "token", "citation", "error", "done"]
+    data: Any
+
+
+@dataclass(slots=True)
+class _Prepared:
+    question: str
+    search_query: str
+    conversation_id: str | None
+    history: list[Message]
+    result: SearchResult
+    blocks: list[ContextBlock]
+    grounded: bool
+    request: ChatRequest | None
+    timings: dict[str, float]
+
+
+class AnswerService:
+    """``answer`` (whole) and ``stream`` (events) for one tenant's user."""
+
+    def __init__(
+        self,
+        search: SearchService,
+        router: Router,
+        conversations: Conversations,
+        settings: LLMSettings,
+    ) -> None:
+        self._search = search
+        self._router = router
+        self._conversations = conversations
+        self._settings = settings
+
+    @property
+    def router(self) -> Router:
+        return self._router
+
+    async def answer(self, tenant_id: str, user_id: str, chat: ChatInput) -> Answer:
+        """The whole answer with verified citations (see the module docstring)."""
+        started = time.perf_counter()
+        prepared = await self._prepare(tenant_id, user_id, chat)
+        if prepared.request is None:
+            answer = self._not_found(prepared)
+        else:
+            mark = time.perf_counter()
+            try:
+                routed = await self._router.complete(prepared.request, order=chat.providers)
+            except AllProvidersFailed as exc:
+                raise _unavailable(exc) from exc
+            prepared.timings["generate"] = _ms(mark)
+            verified = verify(routed.completion.text, prepared.blocks)
+            answer = Answer(
+                answer=verified.text, citations=list(verified.citations),
+                citations_dropped=verified.dropped, conversation_id=prepared.conversation_id,
+                provider=routed.provider, model=routed.model, attempts=list(routed.attempts),
+                skipped=list(routed.skipped), retrieval=prepared.result,
+                search_query=prepared.search_query,
+                grounded=routed.completion.text != NO_ANSWER,
+                usage=routed.completion.usage, timings_ms=prepared.timings,
+            )
+        prepared.timings["total"] = _ms(started)
+        await self._remember(tenant_id, user_id, chat, prepared, answer)
+        return answer
+
+    async def stream(
+        self, tenant_id: str, user_id: str, chat: ChatInput
+    ) -> AsyncIterator[ChatEvent]:
+        """Events: ``retrieval`` (the hits), ``token`` (verified text deltas), ``citation``
+        (each cited block, once, when first cited), then ``done`` (the final answer) — or
+        ``error`` when the provider failed after the first token (the partial answer is
+        kept). Validation errors are raised before the first event. Closing the iterator
+        (client disconnect) closes the upstream request."""
+        started = time.perf_counter()
+        prepared = await self._prepare(tenant_id, user_id, chat)
+        return self._events(tenant_id, user_id, chat, prepared, started)
+
+    async def _events(
+        self, tenant_id: str, user_id: str, chat: ChatInput, prepared: _Prepared,
+        started: float,
+    ) -> AsyncIterator[ChatEvent]:
+        yield ChatEvent("retrieval", {
+            "search_query": prepared.search_query,
+            "conversation_id": prepared.conversation_id,
+            "hits": [_hit_summary(n, hit) for n, hit in enumerate(prepared.result.hits, 1)],
+            "timings_ms": prepared.result.timings_ms,
+        })
+        if prepared.request is None:
+            answer = self._not_found(prepared)
+            yield ChatEvent("token", {"text": answer.answer})
+            prepared.timings["total"] = _ms(started)
+            await self._remember(tenant_id, user_id, chat, prepared, answer)
+            yield ChatEvent("done", answer)
+            return
+
+        citations = CitationStream(prepared.blocks)
+        mark = time.perf_counter()
+        routed = self._router.stream(prepared.request, order=chat.providers)
+        interrupted: str | None = None
+        usage: Usage | None = None
+        first_token: float | None = None
+        try:
+            async for chunk in routed:
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                if not chunk.text:
+                    continue
+                if first_token is None:
+                    first_token = _ms(mark)
+                for event in citations.feed(chunk.text):
+                    yield _stream_event(event)
+        except StreamInterrupted as exc:
+            interrupted = (
+                f"provider {exc.provider} failed after the answer had started "
+                f"({exc.error.kind}: {exc.error.message}); the answer is incomplete"
+            )
+        except AllProvidersFailed as exc:
+            raise _unavailable(exc) from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await routed.aclose()
+        tail, verified = citations.finish()
+        for event in tail:
+            yield _stream_event(event)
+        prepared.timings["generate"] = _ms(mark)
+        if first_token is not None:
+            prepared.timings["first_token"] = first_token
+        prepared.timings["total"] = _ms(started)
+        answer = Answer(
+            answer=verified.text, citations=list(verified.citations),
+            citations_dropped=verified.dropped, conversation_id=prepared.conversation_id,
+            provider=routed.provider, model=routed.model, attempts=list(routed.attempts),
+            skipped=list(routed.skipped), retrieval=prepared.result,
+            search_query=prepared.search_query, grounded=verified.text != NO_ANSWER,
+            usage=usage,
+            timings_ms=prepared.timings, interrupted=interrupted,
+        )
+        await self._remember(tenant_id, user_id, chat, prepared, answer)
+        if interrupted is not None:
+            yield ChatEvent("error", {
+                "code": "provider_interrupted", "message": interrupted,
+                "provider": routed.provider, "partial": answer,
+            })
+            return
+        yield ChatEvent("done", answer)
+
+    # -- the shared first half ------------------------------------------------------------
+
+    async def _prepare(self, tenant_id: str, user_id: str, chat: ChatInput) -> _Prepared:
+        timings: dict[str, float] = {}
+        question = chat.question.strip()
+        if not question:
+            raise InvalidInput("the question is empty", code="empty_question")
+        if len(question) > self._settings.max_question_chars:
+            raise InvalidInput(
+                f"the question is longer than {self._settings.max_question_chars} characters",
+                code="question_too_long",
+            )
+        top_k = self._settings.top_k if chat.top_k is None else chat.top_k
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise InvalidInput(f"top_k must be between 1 and {MAX_TOP_K}", code="invalid_top_k")
+        if chat.providers is not None:
+            try:
+                self._router.check_order(chat.providers)
+            except ValueError as exc:
+                raise InvalidInput(str(exc), code="unknown_provider") from exc
+
+        history = list(chat.history)
+        conversation_id = chat.conversation_id
+        if conversation_id is not None:
+            stored = await self._conversations.recent(
+                tenant_id, user_id, conversation_id, 2 * self._settings.history_turns
+            )
+            if stored is None:
+                raise NotFound("conversation not found")
+            history = [Message(m.role, m.content) for m in stored]
+        history = history[-2 * self._settings.history_turns:] if history else []
+
+        mark = time.perf_counter()
+        search_query = await self._standalone(question, history, chat.providers)
+        timings["rewrite"] = _ms(mark)
+        result = await self._search.search(
+            tenant_id,
+            SearchRequest(
+                query=search_query, top_k=top_k, mode="hybrid",
+                collection_ids=chat.collection_ids, filters=chat.filters, explain=True,
+            ),
+        )
+        timings["retrieval"] = result.timings_ms.get("total", 0.0)
+        relevant = [hit for hit in result.hits if _relevance(hit) >= self._settings.min_relevance]
+        blocks = _blocks(relevant, self._settings.max_context_chars)
+        request = None
+        if blocks:
+            request = ChatRequest(
+                # ``question`` is what non-LLM providers read: the user's own words pick the
+                # sentences (the blocks were already retrieved with the stand-alone query).
+                messages=build_messages(question, blocks, history),
+                question=question, context=tuple(blocks),
+                max_tokens=chat.max_tokens, temperature=chat.temperature,
+            )
+        if chat.store and conversation_id is None:
+            created = await self._conversations.create(tenant_id, user_id, question)
+            conversation_id = created.id
+        return _Prepared(
+            question=question, search_query=search_query, conversation_id=conversation_id,
+            history=history, result=result, blocks=blocks, grounded=bool(blocks),
+            request=request, timings=timings,
+        )
+
+    async def _standalone(
+        self, question: str, history: list[Message], order: Sequence[str] | None
+    ) -> str:
+        """The question as a stand-alone search query (unchanged without history)."""
+        if not any(m.role == "user" for m in history):
+            return question
+        if self._router.has_language_model(order):
+            request = ChatRequest(messages=rewrite_messages(question, history),
+                                  question=question, max_tokens=96, temperature=0.0)
+            try:
+                routed = await self._router.complete(request, order=order)
+            except (AllProvidersFailed, ProviderError, TimeoutError):
+                routed = None
+            if routed is not None and routed.provider in self._router.language_models:
+                rewritten = " ".join(routed.completion.text.split()).strip("\"' ")
+                if rewritten and len(rewritten) <= MAX_REWRITE_CHARS:
+                    return rewritten
+        return rewrite_followup(question, history)
+
+    def _not_found(self, prepared: _Prepared) -> Answer:
+        return Answer(
+            answer=NOT_FOUND_ANSWER, citations=[], citations_dropped=0,
+            conversation_id=prepared.conversation_id, provider=None, model=None,
+            attempts=[], skipped=[], retrieval=prepared.result,
+            search_query=prepared.search_query, grounded=False, usage=None,
+            timings_ms=prepared.timings,
+        )
+
+    async def _remember(
+        self, tenant_id: str, user_id: str, chat: ChatInput, prepared: _Prepared,
+        answer: Answer,
+    ) -> None:
+        if not chat.store or prepared.conversation_id is None:
+            return
+        details = {
+            "citations": [_citation_dict(c) for c in answer.citations],
+            "citations_dropped": answer.citations_dropped,
+            "provider": answer.provider, "model": answer.model,
+            "attempts": [_attempt_dict(a) for a in answer.attempts],
+            "search_query": answer.search_query, "grounded": answer.grounded,
+            "interrupted": answer.interrupted,
+        }
+        await self._conversations.append(
+            tenant_id, user_id, prepared.conversation_id,
+            [NewMessage("user", prepared.question),
+             NewMessage("assistant", answer.answer, details)],
+        )
+
+
+def _relevance(hit: SearchHit) -> float:
+    """The hit's dense cosine (the explain's), or its score when the dense stage missed it."""
+    explain = hit.explain or {}
+    dense = explain.get("dense")
+    if isinstance(dense, dict) and isinstance(dense.get("score"), float | int):
+        return float(dense["score"])
+    return -1.0 if explain.get("found_by") == "lexical" else float(hit.score)
+
+
+def _blocks(hits: Sequence[SearchHit], budget: int) -> list[ContextBlock]:
+    """Numbered blocks in retrieval order, as many as fit in ``budget`` characters (the
+    first always fits, cut if it must)."""
+    blocks: list[ContextBlock] = []
+    used = 0
+    for hit in hits:
+        text = hit.chunk.text
+        if blocks and used + len(text) > budget:
+            break
+        text = text[:budget]
+        used += len(text)
+        blocks.append(ContextBlock(
+            n=len(blocks) + 1, chunk_id=hit.chunk.id, document_id=hit.chunk.document_id,
+            title=hit.document.title, page=hit.chunk.page, text=text,
+        ))
+    return blocks
+
+
+def _hit_summary(n: int, hit: SearchHit) -> dict[str, Any]:
+    return {
+        "rank": n, "chunk_id": hit.chunk.id, "document_id": hit.chunk.document_id,
+        "collection_id": hit.chunk.collection_id, "title": hit.document.title,
+        "page": hit.chunk.page, "score": hit.score, "relevance": _relevance(hit),
+    }
+
+
+def _stream_event(event: Any) -> ChatEvent:
+    if isinstance(event, CitationEvent):
+        return ChatEvent("citation", _citation_dict(event.citation))
+    return ChatEvent("token", {"text": event.text})
+
+
+def _citation_dict(citation: Citation) -> dict[str, Any]:
+    return {
+        "n": citation.n, "chunk_id": citation.chunk_id, "document_id": citation.document_id,
+        "title": citation.title, "page": citation.page, "quote": citation.quote,
+    }
+
+
+def _attempt_dict(attempt: Attempt) -> dict[str, Any]:
+    return {
+        "provider": attempt.provider, "attempt": attempt.attempt, "ok": attempt.ok,
+        "error_kind": attempt.error_kind, "status": attempt.status,
+        "message": attempt.message, "seconds": round(attempt.seconds, 4),
+        "waited_seconds": round(attempt.waited_seconds, 4),
+    }
+
+
+def _unavailable(exc: AllProvidersFailed) -> Exception:
+    from ragd.errors import Unavailable
+
+    return Unavailable("no provider could answer (the extractive fallback failed too)")
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 3)

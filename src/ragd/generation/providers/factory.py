@@ -1,0 +1,47 @@
+"""Build the provider chain from settings: the configured providers in order, then the
+extractive provider as the last resort of every chain.
+
+Only configuration is checked here (types, URLs, credentials present where required): no
+warm-up call reaches any provider at startup, and no model is loaded (the extractive
+provider embeds through the model runtime, which loads the embedder on first use).
+"""
+
+from __future__ import annotations
+
+from ragd.generation.providers.anthropic import AnthropicProvider
+from ragd.generation.providers.extractive import ExtractiveProvider
+from ragd.generation.providers.openai import OpenAIProvider
+from ragd.generation.router import Route
+from ragd.models.runtime import ModelRuntime
+from ragd.settings import LLMSettings, ProviderSettings
+
+__all__ = ["EXTRACTIVE", "build_routes"]
+
+#: The name of the always-appended extractive provider (unless configured under another).
+EXTRACTIVE = "extractive"
+
+
+def build_routes(settings: LLMSettings, runtime: ModelRuntime) -> list[Route]:
+    """One :class:`Route` per configured provider, in order, and the extractive provider
+    last. A configured ``extractive`` entry sets the last route's name and limits; wherever
+    it is listed, it runs last (it always answers, so nothing after it would ever run)."""
+    routes: list[Route] = []
+    extractive: ProviderSettings | None = None
+    for provider in settings.providers:
+        if provider.type == "extractive":
+            extractive = provider
+            continue
+        if provider.type == "openai":
+            routes.append(Route(OpenAIProvider(provider), provider.timeout_seconds,
+                                provider.max_attempts))
+        else:
+            routes.append(Route(AnthropicProvider(provider), provider.timeout_seconds,
+                                provider.max_attempts))
+    name = extractive.name if extractive is not None else EXTRACTIVE
+    timeout = extractive.timeout_seconds if extractive is not None else 30.0
+    routes.append(Route(
+        ExtractiveProvider(lambda texts: runtime.embed(texts, kind="passage"),
+                           embed_query=runtime.embed_query, name=name),
+        timeout, 1,
+    ))
+    return routes
