@@ -29,6 +29,7 @@ except ImportError:  # ... or run as a script, with bench/ on sys.path
 #: Bench modules (in bench/), run in this order.
 BENCHES: list[str] = [
     "cold_start", "auth_overhead", "models", "ingest", "crash", "fusion", "search_latency",
+    "chat_latency",
 ]
 DEFAULT_OUTPUT = common.BENCH_DIR / "results" / "latest.json"
 
