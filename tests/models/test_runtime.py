@@ -91,6 +91,24 @@ async def test_query_embeddings_are_cached(runtime: ModelRuntime) -> None:
     assert stats.hits == 1 and stats.misses == 1
 
 
+async def test_sentence_vectors_are_batched_cached_and_close_to_exact(
+    runtime: ModelRuntime,
+) -> None:
+    sentences = ["Basalt columns form as lava cools.", "Glaciers carve fjords.",
+                 "Cranes unload ships at dawn."]
+    first = await runtime.embed_sentences(sentences)
+    exact = await runtime.embed(sentences)
+    assert first.shape == (3, 384)
+    # Batched on the per-batch-quantised graph: the same ranking signal, not the same digits.
+    assert all(float(a @ b) > 0.9 for a, b in zip(first, exact, strict=True))
+    before = runtime.phrase_cache.stats()
+    again = await runtime.embed_sentences(sentences[::-1])
+    after = runtime.phrase_cache.stats()
+    assert np.array_equal(again, first[::-1])
+    assert after.hits - before.hits == 3 and after.misses == before.misses
+    assert (await runtime.embed_sentences([])).shape == (0, 384)
+
+
 async def test_keyword_phrases_are_embedded_once_and_results_unchanged(
     runtime: ModelRuntime,
 ) -> None:

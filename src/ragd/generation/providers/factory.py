@@ -40,8 +40,7 @@ def build_routes(settings: LLMSettings, runtime: ModelRuntime) -> list[Route]:
     name = extractive.name if extractive is not None else EXTRACTIVE
     timeout = extractive.timeout_seconds if extractive is not None else 30.0
     routes.append(Route(
-        ExtractiveProvider(lambda texts: runtime.embed(texts, kind="passage"),
-                           embed_query=runtime.embed_query, name=name),
+        ExtractiveProvider(runtime.embed_sentences, embed_query=runtime.embed_query, name=name),
         timeout, 1,
     ))
     return routes
