@@ -15,7 +15,8 @@ import pytest
 
 from ragd.generation.base import ChatRequest, Message, ProviderError, StreamChunk
 from ragd.generation.providers.anthropic import AnthropicProvider
-from ragd.generation.providers.openai import OpenAIProvider, Redactor, parse_retry_after
+from ragd.generation.providers.http import Redactor, parse_retry_after
+from ragd.generation.providers.openai import OpenAIProvider
 from ragd.settings import ProviderSettings
 from tests.generation.fakes import FakeLLMServer, Step, split_deltas
 

@@ -10,7 +10,7 @@ Streaming reads the server-sent events ``message_start`` (input tokens),
 and ``message_stop``; an ``error`` event in the middle of the stream (``overloaded_error``, ...)
 is a :class:`ProviderError` of the matching kind, and a stream that ends before
 ``message_stop`` was cut off (``connection``). The HTTP boundary (timeouts, status codes,
-redaction) is shared with :mod:`ragd.generation.providers.openai`.
+redaction) is :mod:`ragd.generation.providers.http`.
 """
 
 from __future__ import annotations
@@ -31,15 +31,13 @@ from ragd.generation.base import (
     StreamChunk,
     Usage,
 )
-from ragd.generation.providers.openai import (
-    Redactor,
+from ragd.generation.providers.http import (
+    HttpProvider,
     SSEParser,
-    client_for,
     error_for_status,
     json_object,
     next_event,
     open_stream,
-    request_timeout,
     translate_errors,
     upstream_message,
 )
@@ -92,7 +90,7 @@ class _StreamState:
         return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=self.output_tokens)
 
 
-class AnthropicProvider:
+class AnthropicProvider(HttpProvider):
     """:class:`ragd.generation.base.Provider` over Anthropic's Messages API.
 
     ``base_url`` defaults to ``https://api.anthropic.com`` (a trailing ``/v1`` is accepted);
@@ -105,46 +103,24 @@ class AnthropicProvider:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._settings = settings
         base = (settings.base_url or DEFAULT_BASE_URL).rstrip("/")
-        self._url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")
-        self._label = f"provider {settings.name}"
-        self._redact = Redactor.for_settings(settings)
-        headers = {
-            "Accept": "application/json",
-            "anthropic-version": ANTHROPIC_VERSION,
-            **settings.extra_headers,
-        }
+        credentials = {}
         if settings.api_key is not None:
-            headers["x-api-key"] = settings.api_key.get_secret_value()
-        self._client = client_for(settings, headers, transport)
-
-    @property
-    def name(self) -> str:
-        """The configured provider name."""
-        return self._settings.name
+            credentials["x-api-key"] = settings.api_key.get_secret_value()
+        super().__init__(
+            settings, base + ("/messages" if base.endswith("/v1") else "/v1/messages"),
+            fixed={"anthropic-version": ANTHROPIC_VERSION}, credentials=credentials,
+            transport=transport,
+        )
 
     @property
     def kind(self) -> str:
         """Always ``anthropic``."""
         return "anthropic"
 
-    @property
-    def model(self) -> str:
-        """The configured model id sent with every request."""
-        return self._settings.model
-
     async def complete(self, request: ChatRequest, *, attempt_timeout: float) -> Completion:
         """One non-streaming message, bounded by ``attempt_timeout`` seconds."""
-        self._check_open()
-        payload = self._payload(request, stream=False)
-        with translate_errors(self._label, attempt_timeout, self._redact):
-            async with asyncio.timeout(attempt_timeout):
-                response = await self._client.post(
-                    self._url,
-                    json=payload,
-                    timeout=request_timeout(self._settings, attempt_timeout),
-                )
+        response = await self._post(self._payload(request, stream=False), attempt_timeout)
         if not response.is_success:
             raise self._status_error(response)
         body = json_object(response.text, "the message", self._redact)
@@ -155,15 +131,9 @@ class AnthropicProvider:
     ) -> AsyncGenerator[StreamChunk, None]:
         """The answer as deltas; ``attempt_timeout`` bounds the wait for the first delta and
         each gap between deltas. A final chunk carries the usage and stop reason."""
-        self._check_open()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + attempt_timeout
-        http_request = self._client.build_request(
-            "POST",
-            self._url,
-            json=self._payload(request, stream=True),
-            timeout=request_timeout(self._settings, attempt_timeout),
-        )
+        http_request = self._stream_request(self._payload(request, stream=True), attempt_timeout)
         with translate_errors(self._label, attempt_timeout, self._redact):
             try:
                 response = await open_stream(self._client, http_request, deadline, self._redact)
@@ -189,24 +159,11 @@ class AnthropicProvider:
             finally:
                 await response.aclose()
 
-    async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self._client.aclose()
-
-    def _check_open(self) -> None:
-        if self._client.is_closed:
-            raise ProviderError("connection", f"{self._label} is closed")
-
     def _payload(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
-        settings = self._settings
-        temperature = (
-            request.temperature if request.temperature is not None else settings.temperature
-        )
+        max_tokens, temperature = self._limits(request)
         payload: dict[str, Any] = {
-            "model": settings.model,
-            "max_tokens": (
-                request.max_tokens if request.max_tokens is not None else settings.max_tokens
-            ),
+            "model": self._settings.model,
+            "max_tokens": max_tokens,
             "temperature": min(temperature, _MAX_TEMPERATURE),
             "messages": [
                 {"role": m.role, "content": m.content}
