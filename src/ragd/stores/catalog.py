@@ -341,12 +341,6 @@ class Catalog(Protocol):
     async def chunks_by_keys(self, tenant_id: str, keys: Sequence[int]) -> list[StoredChunk]:
         ...
 
-    async def documents_by_ids(
-        self, tenant_id: str, document_ids: Sequence[str]
-    ) -> dict[str, Document]:
-        """The tenant's documents among ``document_ids`` (missing ones are absent)."""
-        ...
-
     async def searchable_chunks(
         self, tenant_id: str, keys: Sequence[int]
     ) -> dict[int, tuple[StoredChunk, Document]]:

@@ -587,22 +587,6 @@ class SqlCatalog:
             ).all()
         return [_chunk(row) for row in rows]
 
-    async def documents_by_ids(
-        self, tenant_id: str, document_ids: Sequence[str]
-    ) -> dict[str, Document]:
-        if not document_ids:
-            return {}
-        async with self._db.read() as s:
-            rows = (
-                await s.scalars(
-                    select(DocumentRow).where(
-                        DocumentRow.tenant_id == tenant_id,
-                        DocumentRow.id.in_(list(document_ids)),
-                    )
-                )
-            ).all()
-        return {row.id: _document(row) for row in rows}
-
     async def searchable_chunks(
         self, tenant_id: str, keys: Sequence[int]
     ) -> dict[int, tuple[StoredChunk, Document]]:
@@ -616,13 +600,9 @@ class SqlCatalog:
             rows = cast(list[Sequence[Any]], result.all())
         documents: dict[str, Document] = {}
         out: dict[int, tuple[StoredChunk, Document]] = {}
-        width = len(_SEARCH_CHUNK_COLUMNS)
+        width = len(_CHUNK_COLUMNS)
         for row in rows:
-            chunk = StoredChunk(
-                row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
-                tuple(json.loads(row[8])), row[9], row[10], row[11], row[12], row[13],
-                tuple(json.loads(row[14])),
-            )
+            chunk = _chunk_from(row[:width])
             document = documents.get(chunk.document_id)
             if document is None:
                 document = documents[chunk.document_id] = _document_from(row[width:])
@@ -799,12 +779,12 @@ def _collection(row: CollectionRow, document_count: int | None) -> Collection:
     )
 
 
-_SEARCH_CHUNK_COLUMNS = (
+_CHUNK_COLUMNS = (
     ChunkRow.key, ChunkRow.id, ChunkRow.tenant_id, ChunkRow.collection_id, ChunkRow.document_id,
     ChunkRow.version, ChunkRow.ordinal, ChunkRow.text, ChunkRow.heading_path, ChunkRow.page,
     ChunkRow.page_end, ChunkRow.token_count, ChunkRow.start, ChunkRow.end, ChunkRow.keywords,
 )
-_SEARCH_DOCUMENT_COLUMNS = (
+_DOCUMENT_COLUMNS = (
     DocumentRow.id, DocumentRow.tenant_id, DocumentRow.collection_id, DocumentRow.title,
     DocumentRow.filename, DocumentRow.content_type, DocumentRow.format,
     DocumentRow.content_sha256, DocumentRow.size_bytes, DocumentRow.metadata_json,
@@ -815,7 +795,7 @@ _SEARCH_DOCUMENT_COLUMNS = (
 )
 
 _SEARCHABLE = (
-    select(*_SEARCH_CHUNK_COLUMNS, *_SEARCH_DOCUMENT_COLUMNS)
+    select(*_CHUNK_COLUMNS, *_DOCUMENT_COLUMNS)
     .join(DocumentRow, DocumentRow.id == ChunkRow.document_id)
     .join(CollectionRow, CollectionRow.id == DocumentRow.collection_id)
     .where(
@@ -829,7 +809,7 @@ _SEARCHABLE = (
 
 
 def _document_from(values: Sequence[Any]) -> Document:
-    """A :class:`Document` from the values of ``_SEARCH_DOCUMENT_COLUMNS``, in that order."""
+    """A :class:`Document` from the values of ``_DOCUMENT_COLUMNS``, in that order."""
     return Document(
         id=values[0], tenant_id=values[1], collection_id=values[2], title=values[3],
         filename=values[4], content_type=values[5], format=values[6],
@@ -843,18 +823,7 @@ def _document_from(values: Sequence[Any]) -> Document:
 
 
 def _document(row: DocumentRow) -> Document:
-    return Document(
-        id=row.id, tenant_id=row.tenant_id, collection_id=row.collection_id, title=row.title,
-        filename=row.filename, content_type=row.content_type, format=row.format,
-        content_sha256=row.content_sha256, size_bytes=row.size_bytes,
-        metadata=json.loads(row.metadata_json), status=cast(DocumentStatus, row.status),
-        error=row.error, latest_version=row.latest_version, active_version=row.active_version,
-        job_id=row.job_id, pages=row.pages, chunk_count=row.chunk_count,
-        token_count=row.token_count, keywords=tuple(json.loads(row.keywords)),
-        warnings=tuple(json.loads(row.warnings or "[]")),
-        timings=json.loads(row.timings), created_at=row.created_at, updated_at=row.updated_at,
-        ready_at=row.ready_at,
-    )
+    return _document_from([getattr(row, column.key) for column in _DOCUMENT_COLUMNS])
 
 
 def _content(row: DocumentVersionRow) -> DocumentContent:
@@ -865,12 +834,17 @@ def _content(row: DocumentVersionRow) -> DocumentContent:
 
 
 def _chunk(row: ChunkRow) -> StoredChunk:
+    return _chunk_from([getattr(row, column.key) for column in _CHUNK_COLUMNS])
+
+
+def _chunk_from(values: Sequence[Any]) -> StoredChunk:
+    """A :class:`StoredChunk` from the values of ``_CHUNK_COLUMNS``, in that order."""
     return StoredChunk(
-        key=row.key, id=row.id, tenant_id=row.tenant_id, collection_id=row.collection_id,
-        document_id=row.document_id, version=row.version, ordinal=row.ordinal, text=row.text,
-        heading_path=tuple(json.loads(row.heading_path)), page=row.page,
-        page_end=row.page_end, token_count=row.token_count, start=row.start, end=row.end,
-        keywords=tuple(json.loads(row.keywords)),
+        key=values[0], id=values[1], tenant_id=values[2], collection_id=values[3],
+        document_id=values[4], version=values[5], ordinal=values[6], text=values[7],
+        heading_path=tuple(json.loads(values[8])), page=values[9], page_end=values[10],
+        token_count=values[11], start=values[12], end=values[13],
+        keywords=tuple(json.loads(values[14])),
     )
 
 
