@@ -156,45 +156,39 @@ class ModelRuntime:
         candidate sentences): from the phrase cache, the rest in one batched call. Batching
         costs the last digits on per-batch-quantised graphs and is ~20x faster than one text
         per call; chunks recur across questions, so their sentences are mostly cached."""
-        prefix = f"{self.embedder_name}\x01"
         items = list(texts)
-        rows: list[Vectors | None] = [self.phrase_cache.get(prefix + text) for text in items]
-        missing = [i for i, row in enumerate(rows) if row is None]
-        if missing:
-            wanted = [items[i] for i in missing]
-            fresh: Vectors = await self._embedder.run(
-                lambda model: model.embed_many(wanted, kind="passage")
-            )
-            for position, i in enumerate(missing):
-                rows[i] = fresh[position]
-                self.phrase_cache.put(prefix + items[i], fresh[position])
-        if not rows:
+        if not items:
             info = await self.embedder_details()
             return np.empty((0, info.dimension), dtype=np.float32)
-        return np.stack([row for row in rows if row is not None])
+        return await self._embedder.run(
+            lambda model: np.stack(self._cached_many(model, items, f"{self.embedder_name}\x01"))
+        )
 
     def _embed_phrases(
         self, embedder: Embedder, texts: list[str], vector: Vectors | None
     ) -> Vectors:
         """Embed ``[document, *phrases]``: the document unless its ``vector`` is given, the
         phrases from the phrase cache or in batches."""
-        prefix = f"{self.embedder_name}\x00"
-        rows: list[Vectors | None] = [None]
-        rows.extend(self.phrase_cache.get(prefix + phrase) for phrase in texts[1:])
-        rows[0] = (
+        document = (
             embedder.embed(texts[:1], kind="passage")[0]
             if vector is None
             else np.asarray(vector, dtype=np.float32)
         )
+        phrases = self._cached_many(embedder, texts[1:], f"{self.embedder_name}\x00")
+        return np.stack([document, *phrases])
+
+    def _cached_many(self, embedder: Embedder, texts: list[str], prefix: str) -> list[Vectors]:
+        """One vector per text: from the phrase cache (keys ``prefix + text``), the missing
+        ones in batches (``embed_many``: texts only ranked against each other, where batching
+        short texts is much faster on per-batch-quantised graphs) and then cached."""
+        rows: list[Vectors | None] = [self.phrase_cache.get(prefix + text) for text in texts]
         missing = [i for i, row in enumerate(rows) if row is None]
         if missing:
-            # Short phrases that are only ranked against each other: batch them (much faster
-            # on per-batch-quantised graphs, at the cost of the last digits).
             fresh = embedder.embed_many([texts[i] for i in missing], kind="passage")
             for position, i in enumerate(missing):
                 rows[i] = fresh[position]
                 self.phrase_cache.put(prefix + texts[i], fresh[position])
-        return np.stack([row for row in rows if row is not None])
+        return [row for row in rows if row is not None]
 
     async def rerank(self, query: str, passages: Sequence[str]) -> np.ndarray[Any, Any] | None:
         """Cross-encoder scores in input order, or None when no reranker is configured."""
