@@ -25,11 +25,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from ragd.errors import InvalidInput, NotFound
+from ragd.errors import InvalidInput, NotFound, Unavailable
 from ragd.generation.base import ChatRequest, ContextBlock, Message, ProviderError, Usage
 from ragd.generation.citations import Citation, CitationEvent, CitationStream, verify
 from ragd.generation.prompt import build_messages, rewrite_followup, rewrite_messages
@@ -113,11 +113,9 @@ class _Prepared:
     question: str
     search_query: str
     conversation_id: str | None
-    history: list[Message]
     result: SearchResult
     blocks: list[ContextBlock]
-    grounded: bool
-    request: ChatRequest | None
+    request: ChatRequest | None  # None: nothing relevant was found, no model is asked
     timings: dict[str, float]
 
 
@@ -151,7 +149,7 @@ class AnswerService:
             try:
                 routed = await self._router.complete(prepared.request, order=chat.providers)
             except AllProvidersFailed as exc:
-                raise _unavailable(exc) from exc
+                raise _unavailable() from exc
             prepared.timings["generate"] = _ms(mark)
             verified = verify(routed.completion.text, prepared.blocks)
             answer = Answer(
@@ -169,7 +167,7 @@ class AnswerService:
 
     async def stream(
         self, tenant_id: str, user_id: str, chat: ChatInput
-    ) -> AsyncIterator[ChatEvent]:
+    ) -> AsyncGenerator[ChatEvent, None]:
         """Events: ``retrieval`` (the hits), ``token`` (verified text deltas), ``citation``
         (each cited block, once, when first cited), then ``done`` (the final answer) — or
         ``error`` when the provider failed after the first token (the partial answer is
@@ -182,7 +180,7 @@ class AnswerService:
     async def _events(
         self, tenant_id: str, user_id: str, chat: ChatInput, prepared: _Prepared,
         started: float,
-    ) -> AsyncIterator[ChatEvent]:
+    ) -> AsyncGenerator[ChatEvent, None]:
         yield ChatEvent("retrieval", {
             "search_query": prepared.search_query,
             "conversation_id": prepared.conversation_id,
@@ -219,7 +217,7 @@ class AnswerService:
                 f"({exc.error.kind}: {exc.error.message}); the answer is incomplete"
             )
         except AllProvidersFailed as exc:
-            raise _unavailable(exc) from exc
+            raise _unavailable() from exc
         finally:
             with contextlib.suppress(Exception):
                 await routed.aclose()
@@ -307,8 +305,7 @@ class AnswerService:
             conversation_id = created.id
         return _Prepared(
             question=question, search_query=search_query, conversation_id=conversation_id,
-            history=history, result=result, blocks=blocks, grounded=bool(blocks),
-            request=request, timings=timings,
+            result=result, blocks=blocks, request=request, timings=timings,
         )
 
     async def _standalone(
@@ -346,10 +343,10 @@ class AnswerService:
         if not chat.store or prepared.conversation_id is None:
             return
         details = {
-            "citations": [_citation_dict(c) for c in answer.citations],
+            "citations": [citation_dict(c) for c in answer.citations],
             "citations_dropped": answer.citations_dropped,
             "provider": answer.provider, "model": answer.model,
-            "attempts": [_attempt_dict(a) for a in answer.attempts],
+            "attempts": [attempt_dict(a) for a in answer.attempts],
             "search_query": answer.search_query, "grounded": answer.grounded,
             "interrupted": answer.interrupted,
         }
@@ -397,29 +394,24 @@ def _hit_summary(n: int, hit: SearchHit) -> dict[str, Any]:
 
 def _stream_event(event: Any) -> ChatEvent:
     if isinstance(event, CitationEvent):
-        return ChatEvent("citation", _citation_dict(event.citation))
+        return ChatEvent("citation", citation_dict(event.citation))
     return ChatEvent("token", {"text": event.text})
 
 
-def _citation_dict(citation: Citation) -> dict[str, Any]:
-    return {
-        "n": citation.n, "chunk_id": citation.chunk_id, "document_id": citation.document_id,
-        "title": citation.title, "page": citation.page, "quote": citation.quote,
-    }
+def citation_dict(citation: Citation) -> dict[str, Any]:
+    """A citation as JSON data (API bodies, SSE events, stored conversations)."""
+    return asdict(citation)
 
 
-def _attempt_dict(attempt: Attempt) -> dict[str, Any]:
-    return {
-        "provider": attempt.provider, "attempt": attempt.attempt, "ok": attempt.ok,
-        "error_kind": attempt.error_kind, "status": attempt.status,
-        "message": attempt.message, "seconds": round(attempt.seconds, 4),
-        "waited_seconds": round(attempt.waited_seconds, 4),
-    }
+def attempt_dict(attempt: Attempt) -> dict[str, Any]:
+    """An attempt as JSON data, durations rounded to 0.1 ms."""
+    data = asdict(attempt)
+    data["seconds"] = round(attempt.seconds, 4)
+    data["waited_seconds"] = round(attempt.waited_seconds, 4)
+    return data
 
 
-def _unavailable(exc: AllProvidersFailed) -> Exception:
-    from ragd.errors import Unavailable
-
+def _unavailable() -> Unavailable:
     return Unavailable("no provider could answer (the extractive fallback failed too)")
 
 

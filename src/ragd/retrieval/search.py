@@ -215,6 +215,7 @@ class SearchService:
             window = max(window, wanted) * 2
         return out
 
+
 def _fuse(
     mode: Mode, method: str, params: dict[str, Any], lexical: list[Hit], dense: list[Hit]
 ) -> list[Fused]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -13,7 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from ragd.api.deps import CurrentPrincipal, ServicesDep
 from ragd.api.errors import ERROR_RESPONSES
 from ragd.errors import NotFound
-from ragd.generation.answer import Answer, AnswerService, ChatEvent, ChatInput
+from ragd.generation.answer import (
+    Answer,
+    AnswerService,
+    ChatEvent,
+    ChatInput,
+    attempt_dict,
+    citation_dict,
+)
 from ragd.stores.conversations import Conversation, Conversations
 
 router = APIRouter(tags=["chat"], responses=ERROR_RESPONSES)
@@ -138,16 +145,10 @@ def answer_out(answer: Answer) -> ChatOut:
                  "total_tokens": answer.usage.total_tokens}
     return ChatOut(
         answer=answer.answer,
-        citations=[CitationOut(n=c.n, chunk_id=c.chunk_id, document_id=c.document_id,
-                               title=c.title, page=c.page, quote=c.quote)
-                   for c in answer.citations],
+        citations=[CitationOut(**citation_dict(c)) for c in answer.citations],
         citations_dropped=answer.citations_dropped, grounded=answer.grounded,
         conversation_id=answer.conversation_id, provider=answer.provider, model=answer.model,
-        attempts=[AttemptOut(provider=a.provider, attempt=a.attempt, ok=a.ok,
-                             error_kind=a.error_kind, status=a.status, message=a.message,
-                             seconds=round(a.seconds, 4),
-                             waited_seconds=round(a.waited_seconds, 4))
-                  for a in answer.attempts],
+        attempts=[AttemptOut(**attempt_dict(a)) for a in answer.attempts],
         skipped=[SkipOut(provider=s.provider, reason=s.reason) for s in answer.skipped],
         retrieval=RetrievalOut(
             search_query=answer.search_query,
@@ -180,16 +181,14 @@ def _event_data(event: ChatEvent) -> Any:
     return event.data
 
 
-async def _sse_stream(events: AsyncIterator[ChatEvent]) -> AsyncIterator[bytes]:
+async def _sse_stream(events: AsyncGenerator[ChatEvent, None]) -> AsyncIterator[bytes]:
     try:
         async for event in events:
             yield sse(event.event, _event_data(event))
     finally:
         # A client that went away cancels this generator: close the answer stream so the
         # upstream provider request is closed too.
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await events.aclose()
 
 
 @router.post("/chat", response_model=ChatOut)

@@ -20,7 +20,7 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -159,7 +159,7 @@ async def chat_completions(
 
 
 async def _chunks(
-    events: AsyncIterator[ChatEvent], completion_id: str, created: int, model: str
+    events: AsyncGenerator[ChatEvent, None], completion_id: str, created: int, model: str
 ) -> AsyncIterator[bytes]:
     def chunk(delta: dict[str, Any], finish: str | None, **extra: Any) -> bytes:
         body = {
@@ -186,9 +186,7 @@ async def _chunks(
                 yield chunk({}, "error", ragd=extra)
         yield b"data: [DONE]\n\n"
     finally:
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await events.aclose()
 
 
 @router.get("/models")
