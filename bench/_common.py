@@ -18,8 +18,9 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -236,6 +237,17 @@ class ServerProcess:
 
 
 # -- statistics -------------------------------------------------------------------------------
+
+
+def run_clients(worker: Callable[[int], None], clients: int) -> float:
+    """Run ``worker(n)`` for n in ``range(clients)`` on that many threads; the wall seconds."""
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
 
 
 def percentile(values: Sequence[float], q: float) -> float:

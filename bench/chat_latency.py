@@ -240,13 +240,7 @@ def _load(base_url: str, headers: dict[str, str], questions: list[str], *, clien
                 with lock:
                     results.append(outcome)
 
-    started = time.perf_counter()
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - started
+    wall = common.run_clients(worker, clients)
     answers = [r["answer"] for r in results if r["answer"] is not None]
     wrong = sum(1 for a in answers if a["provider"] != expect)
     errors = sum(1 for r in results if not r["ok"]) + wrong
@@ -292,7 +286,7 @@ def _fake_intrinsic(fake: FakeLLMServer, probes: int, clients: int = 1) -> dict[
     body = {"model": "fake-model", "stream": True,
             "messages": [{"role": "user", "content": "intrinsic probe"}]}
 
-    def worker() -> None:
+    def worker(_: int) -> None:
         with httpx.Client(timeout=30) as client:
             for _ in range(probes):
                 started = time.perf_counter()
@@ -307,11 +301,7 @@ def _fake_intrinsic(fake: FakeLLMServer, probes: int, clients: int = 1) -> dict[
                     totals.append(total)
                     firsts.append(first if first is not None else total)
 
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    common.run_clients(worker, clients)
     return {"clients": clients, "requests": len(totals),
             "first_delta_ms": round(statistics.median(firsts) * 1000, 2),
             "total_ms": round(statistics.median(totals) * 1000, 2),

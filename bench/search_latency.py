@@ -163,13 +163,7 @@ def _load(base_url: str, queries: list[str], clients: int, requests: int) -> dic
                     if response.status_code != 200:
                         errors.append(response.status_code)
 
-    started = time.perf_counter()
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - started
+    wall = common.run_clients(worker, clients)
     values = sorted(latencies)
     return {
         "requests": len(values), "errors": len(errors), "clients": clients,
