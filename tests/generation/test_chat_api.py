@@ -260,3 +260,45 @@ async def test_answers_never_contain_another_tenants_canary(tmp_path: Path) -> N
                                       json={"question": question, **body})
                 assert r.status_code in (200, 422), r.text
                 assert "lives in tenant B" not in r.text
+
+
+async def test_hostile_input_to_conversations_and_openai_routes_gets_4xx(tmp_path: Path) -> None:
+    async with app_client(tmp_path / "data") as client:
+        tenant = await new_tenant(client)
+        h = tenant.headers
+        # Conversations: oversized / odd ids and cursors, bad limits.
+        assert_error(await client.get(f"/api/v1/conversations/{'x' * 65}", headers=h), 422)
+        assert_error(await client.get("/api/v1/conversations/%00%27--", headers=h), 404)
+        assert_error(await client.get("/api/v1/conversations?limit=0", headers=h), 422)
+        assert_error(await client.get("/api/v1/conversations?limit=100000", headers=h), 422)
+        r = await client.get("/api/v1/conversations?cursor=not-a-cursor", headers=h)
+        assert r.status_code == 422, r.text
+        # Chat: wrong types.
+        for body in ({"question": 42}, {"question": "ok", "collection_ids": "c1"},
+                     {"question": "ok", "stream": "sometimes"},
+                     {"question": "ok", "providers": []}):
+            assert_error(await client.post("/api/v1/chat", json=body, headers=h), 422)
+        # Chat completions: wrong types, too many messages, image parts, unknown model.
+        completions: list[tuple[dict[str, Any], int]] = [
+            ({"model": "ragd", "messages": "hi"}, 422),
+            ({"model": "ragd", "messages": [{"role": "wizard", "content": "x"}]}, 422),
+            ({"model": "ragd", "messages": [{"role": "user", "content": "x"}] * 201}, 422),
+            ({"model": "ragd", "messages": [{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": "http://evil.example/x.png"}}]}]}, 422),
+            ({"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]}, 404),
+            ({"model": "ragd:", "messages": [{"role": "user", "content": "x"}]}, 404),
+            ({"model": "ragd", "messages": [{"role": "user", "content": "x"}],
+              "temperature": "hot"}, 422),
+        ]
+        for body, status in completions:
+            assert_error(await client.post("/v1/chat/completions", json=body, headers=h), status)
+        # Embeddings: empty, too many, too long, wrong type, bad encoding.
+        embeddings: list[dict[str, Any]] = [
+            {"input": []}, {"input": [""]}, {"input": ["a"] * 257},
+            {"input": ["x" * 20_001]}, {"input": 7}, {"input": "a", "encoding_format": "hex"},
+        ]
+        for body in embeddings:
+            assert_error(await client.post("/v1/embeddings", json=body, headers=h), 422)
+        r = await client.post("/v1/embeddings", headers=h,
+                              json={"input": ["x" * 5000] * 256})  # 1.3 MB body
+        assert_error(r, 413)
