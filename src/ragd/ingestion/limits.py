@@ -4,6 +4,10 @@ DOCX and PPTX are ZIP archives, so a hostile upload can be a ZIP bomb: a few kil
 declare gigabytes, millions of entries, nested archives or entry names that climb out of a
 directory. :func:`check_zip` rejects those from the archive's directory alone, without
 decompressing anything, so the rejection is cheap and happens before a parser process starts.
+
+This is the only ZIP policy: the upload check and the sandbox's parent both call
+:func:`check_zip` with the configured :class:`ParseLimits`, and the parsers have none of
+their own, so a limit that is configured is the limit that is enforced.
 """
 
 from __future__ import annotations

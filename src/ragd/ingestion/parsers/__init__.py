@@ -21,7 +21,6 @@ __all__ = [
     "ParseError",
     "ParsedDocument",
     "Section",
-    "ZIP_LIMITS",
     "detect_format",
     "parse",
 ]
@@ -51,10 +50,6 @@ _BINARY_FORMATS = frozenset({"pdf", "docx", "pptx"})
 _TEXT_FORMATS = frozenset({"html", "markdown", "text", "csv"})
 _SNIFF_BYTES = 64 * 1024
 
-#: Checked on DOCX/PPTX before python-docx/pptx open them (zip bombs).
-ZIP_LIMITS = {"entries": 10_000, "uncompressed_bytes": 512 * 1024 * 1024, "ratio": 200}
-
-
 def _unsupported(what: str) -> ParseError:
     supported = ", ".join(f"{name} ({mime})" for name, mime in FORMATS.items())
     return ParseError(f"{what}. Supported types: {supported}.", code="unsupported_type")
@@ -71,31 +66,6 @@ def _zip_format(data: bytes) -> str:
     if "ppt/presentation.xml" in names:
         return "pptx"
     raise _unsupported("The zip archive is not a DOCX or PPTX document")
-
-
-def _check_zip(data: bytes) -> None:
-    """Refuses archives whose entry count, total size or compression ratio is hostile."""
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        entries = archive.infolist()
-    if len(entries) > ZIP_LIMITS["entries"]:
-        raise ParseError(
-            f"The document has too many parts ({len(entries)}).", code="limit_exceeded"
-        )
-    total = sum(entry.file_size for entry in entries)
-    if total > ZIP_LIMITS["uncompressed_bytes"]:
-        raise ParseError(
-            f"The document unpacks to {total // (1024 * 1024)} MB, over the limit.",
-            code="limit_exceeded",
-        )
-    for entry in entries:
-        if entry.file_size > 1024 * 1024 and entry.file_size > ZIP_LIMITS["ratio"] * max(
-            entry.compress_size, 1
-        ):
-            raise ParseError(
-                f"The document part {entry.filename!r} is compressed suspiciously well "
-                "(zip bomb?).",
-                code="limit_exceeded",
-            )
 
 
 def _looks_binary(prefix: bytes) -> bool:
@@ -179,10 +149,14 @@ def parse(
     declared_type: str | None = None,
     max_pages: int = 2000,
 ) -> ParsedDocument:
-    """Detects the format of ``data`` and parses it; raises :class:`ParseError`."""
+    """Detects the format of ``data`` and parses it; raises :class:`ParseError`.
+
+    Resource limits are not applied here: untrusted bytes reach this function only through
+    :mod:`ragd.ingestion.sandbox`, whose parent checks ZIP archives (DOCX, PPTX) against the
+    configured :class:`~ragd.ingestion.limits.ParseLimits` with
+    :func:`~ragd.ingestion.limits.check_zip` before this runs in a resource-limited child.
+    """
     fmt = detect_format(data, filename, declared_type)
-    if fmt in {"docx", "pptx"}:
-        _check_zip(data)
     parser = _parsers(max_pages)[fmt]
     return parser(data)
 
