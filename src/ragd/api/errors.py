@@ -111,8 +111,24 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101
     code = _HTTP_CODES.get(exc.status_code, "error")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-    headers = dict(exc.headers) if exc.headers else None
-    return error_response(exc.status_code, code, message, headers=headers)
+    headers = dict(exc.headers) if exc.headers else {}
+    if exc.status_code == 405:  # noqa: PLR2004 - method not allowed
+        headers["Allow"] = allowed_methods(request)
+    return error_response(exc.status_code, code, message, headers=headers or None)
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (RFC 9110 15.5.6).
+
+    Starlette answers with the methods of the first route whose path matched, so a path
+    served by two routes (``GET`` and ``POST /collections``) would advertise only one.
+    """
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(request.url.path):
+            methods.update(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
 
 
 def _jsonable(value: Any) -> Any:
@@ -130,16 +146,25 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     details = []
     for error in exc.errors():
         # Never echo the input back: it may be a password.
+        msg = str(error.get("msg", ""))
+        if error.get("type") == "json_invalid":
+            # The parser's reason ("Expecting ',' delimiter", "nesting deeper than 32
+            # levels") says what is wrong without quoting the body.
+            reason = (error.get("ctx") or {}).get("error")
+            msg = f"invalid JSON: {reason}" if reason else "invalid JSON"
         details.append(
             {
                 "loc": _jsonable(list(error.get("loc", ()))),
-                "msg": str(error.get("msg", "")),
+                "msg": msg,
                 "type": str(error.get("type", "")),
             }
         )
     first = details[0] if details else {"loc": [], "msg": "invalid request"}
-    where = ".".join(str(part) for part in first["loc"] if part != "body") or "request"
-    message = f"{where}: {first['msg']}"
+    if first.get("type") == "json_invalid":
+        message = f"body: {first['msg']}"
+    else:
+        where = ".".join(str(part) for part in first["loc"] if part != "body") or "request"
+        message = f"{where}: {first['msg']}"
     return error_response(422, "validation_error", message, details=details)
 
 

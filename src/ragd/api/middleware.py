@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request id, access log, and the request body size limit."""
+"""Pure ASGI middleware: request id, access log, security headers, the last-resort 500,
+and the request body size limit."""
 
 from __future__ import annotations
 
@@ -15,12 +16,46 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ragd.ops.logs import request_id_var
 
 logger = logging.getLogger("ragd.access")
+error_logger = logging.getLogger(__name__)
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
+#: Sent on every response unless the route set the header itself. The API serves JSON to
+#: programs: nothing should be sniffed, framed, cached or leak its URL as a referrer.
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+)
+#: Only over TLS (the scheme uvicorn reports, which honours X-Forwarded-Proto from trusted
+#: proxies): a browser ignores HSTS on plain HTTP, and sending it there would be misleading.
+HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
+
+
+def with_security_headers(
+    headers: list[tuple[bytes, bytes]], *, tls: bool
+) -> list[tuple[bytes, bytes]]:
+    """``headers`` plus the security headers the response does not already carry."""
+    present = {name.lower() for name, _ in headers}
+    extra = [item for item in SECURITY_HEADERS if item[0] not in present]
+    if tls and HSTS[0] not in present:
+        extra.append(HSTS)
+    return headers + extra
+
 
 class RequestContextMiddleware:
-    """Accept a sane ``X-Request-ID`` (or make one), echo it, and log one line per request."""
+    """Accept a sane ``X-Request-ID`` (or make one), echo it, add the security headers, and
+    log one line per request.
+
+    It is also the last resort for unhandled exceptions. Starlette's own handler sits outside
+    every middleware: it answers 500 without our headers and re-raises, and the server then
+    drops the keep-alive connection, so a client that does not retry loses its next request.
+    Here the error is logged with its request id and answered as the stable error body; the
+    connection stays usable. Only when the response had already started (a stream failing
+    midway) is the exception re-raised, since the server must then cut the connection.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -39,17 +74,26 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         status = 500
 
+        tls = scope.get("scheme") == "https"
+        started_response = False
+
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
+                started_response = True
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode("latin-1")))
-                message["headers"] = headers
+                message["headers"] = with_security_headers(headers, tls=tls)
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            if started_response:
+                raise
+            error_logger.exception("unhandled error", extra={"path": scope["path"]})
+            await _reject(send_with_id, 500, "internal_error", "internal server error")
         finally:
             elapsed = time.perf_counter() - started
             _observe(scope, status, elapsed)

@@ -8,10 +8,11 @@ from fastapi import APIRouter, Path, Query, status
 
 from ragd.api.deps import AccountServiceDep, PlatformAdmin
 from ragd.api.errors import ERROR_RESPONSES
+from ragd.api.routing import ApiRoute
 from ragd.api.schemas import TenantCreateIn, TenantOut, TenantPatchIn
 from ragd.errors import InvalidInput
 
-router = APIRouter(prefix="/admin", tags=["admin"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/admin", tags=["admin"], responses=ERROR_RESPONSES, route_class=ApiRoute)
 
 TenantId = Annotated[str, Path(min_length=1, max_length=64)]
 

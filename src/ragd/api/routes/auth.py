@@ -14,6 +14,7 @@ from ragd.api.deps import (
     CurrentPrincipal,
 )
 from ragd.api.errors import ERROR_RESPONSES
+from ragd.api.routing import ApiRoute
 from ragd.api.schemas import (
     ApiKeyCreatedOut,
     ApiKeyCreateIn,
@@ -31,7 +32,7 @@ from ragd.api.schemas import (
 from ragd.auth.service import TokenPair
 from ragd.errors import InvalidInput
 
-router = APIRouter(prefix="/auth", tags=["auth"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/auth", tags=["auth"], responses=ERROR_RESPONSES, route_class=ApiRoute)
 
 
 def _tokens(pair: TokenPair) -> TokenOut:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from ragd.api.deps import CurrentPrincipal, ServicesDep
 from ragd.api.errors import ERROR_RESPONSES
+from ragd.api.routing import ApiRoute
 from ragd.errors import NotFound
 from ragd.generation.answer import (
     Answer,
@@ -23,7 +24,7 @@ from ragd.generation.answer import (
 )
 from ragd.stores.conversations import Conversation, Conversations
 
-router = APIRouter(tags=["chat"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["chat"], responses=ERROR_RESPONSES, route_class=ApiRoute)
 
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 ProviderName = Annotated[str, StringConstraints(min_length=1, max_length=64)]

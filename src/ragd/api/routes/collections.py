@@ -17,9 +17,12 @@ from ragd.api.payloads import (
     CollectionPatchIn,
     JobOut,
 )
+from ragd.api.routing import ApiRoute
 from ragd.errors import InvalidInput, NotFound
 
-router = APIRouter(prefix="/collections", tags=["collections"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/collections", tags=["collections"], responses=ERROR_RESPONSES, route_class=ApiRoute
+)
 
 CollectionId = Annotated[str, Path(min_length=1, max_length=64)]
 

@@ -30,11 +30,14 @@ from ragd.api.payloads import (
     TextReplaceIn,
     parse_metadata,
 )
+from ragd.api.routing import ApiRoute, parse_json
 from ragd.errors import InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
 from ragd.ingestion.service import IngestionService
 from ragd.stores.catalog import Accepted, DocumentStatus, Upload
 
-router = APIRouter(prefix="/documents", tags=["documents"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/documents", tags=["documents"], responses=ERROR_RESPONSES, route_class=ApiRoute
+)
 
 M = TypeVar("M", bound=BaseModel)
 DocumentId = Annotated[str, Path(min_length=1, max_length=64)]
@@ -85,7 +88,7 @@ async def _json_body(request: Request, model: type[M], limit: int) -> M:
     if len(raw) > limit:
         raise PayloadTooLarge(f"the text is longer than {limit} bytes")
     try:
-        return model.model_validate_json(raw)
+        return model.model_validate(parse_json(raw))
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from None
 

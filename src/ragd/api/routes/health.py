@@ -10,10 +10,11 @@ from fastapi.responses import JSONResponse
 
 from ragd.api.deps import ServicesDep
 from ragd.api.errors import error_response
+from ragd.api.routing import ApiRoute
 from ragd.db import migrate
 
 logger = logging.getLogger(__name__)
-router = APIRouter(prefix="/health", tags=["health"])
+router = APIRouter(prefix="/health", tags=["health"], route_class=ApiRoute)
 
 
 @router.get("/live")

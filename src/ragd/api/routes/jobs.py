@@ -9,10 +9,11 @@ from fastapi import APIRouter, Path, Query
 from ragd.api.deps import CurrentPrincipal, IngestionDep
 from ragd.api.errors import ERROR_RESPONSES
 from ragd.api.payloads import JobOut, JobPage
+from ragd.api.routing import ApiRoute
 from ragd.errors import NotFound
 from ragd.jobs.queue import JobStatus
 
-router = APIRouter(prefix="/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses=ERROR_RESPONSES, route_class=ApiRoute)
 
 JobId = Annotated[str, Path(min_length=1, max_length=64)]
 

@@ -9,9 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from ragd.api.deps import CurrentPrincipal, ServicesDep
 from ragd.api.errors import ERROR_RESPONSES
+from ragd.api.routing import ApiRoute
 from ragd.errors import InvalidInput
 
-router = APIRouter(tags=["keywords"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["keywords"], responses=ERROR_RESPONSES, route_class=ApiRoute)
 
 
 class KeywordsIn(BaseModel):

@@ -31,11 +31,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from ragd.api.deps import CurrentPrincipal, ServicesDep
 from ragd.api.errors import ERROR_RESPONSES
 from ragd.api.routes.chat import SSE_HEADERS, answer_out, get_answers
+from ragd.api.routing import ApiRoute
 from ragd.errors import InvalidInput, NotFound
 from ragd.generation.answer import Answer, AnswerService, ChatEvent, ChatInput
 from ragd.generation.base import Message
 
-router = APIRouter(tags=["openai-compatible"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["openai-compatible"], responses=ERROR_RESPONSES, route_class=ApiRoute)
 
 MODEL = "ragd"
 MAX_MESSAGES = 200

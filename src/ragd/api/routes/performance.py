@@ -26,6 +26,7 @@ from ragd.api.deps import (
     require_platform_admin,
 )
 from ragd.api.errors import ERROR_RESPONSES
+from ragd.api.routing import ApiRoute
 from ragd.auth.principal import Principal
 from ragd.container import Services
 from ragd.errors import InvalidInput
@@ -35,8 +36,10 @@ from ragd.ops.metrics import CONTENT_TYPE
 from ragd.ops.report import build_report
 
 logger = logging.getLogger(__name__)
-router = APIRouter(prefix="/performance", tags=["performance"], responses=ERROR_RESPONSES)
-metrics_router = APIRouter(tags=["performance"])
+router = APIRouter(
+    prefix="/performance", tags=["performance"], responses=ERROR_RESPONSES, route_class=ApiRoute
+)
+metrics_router = APIRouter(tags=["performance"], route_class=ApiRoute)
 
 Status = Literal["ok", "degraded", "critical"]
 

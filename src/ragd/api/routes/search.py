@@ -9,9 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from ragd.api.deps import CurrentPrincipal, ServicesDep
 from ragd.api.errors import ERROR_RESPONSES
+from ragd.api.routing import ApiRoute
 from ragd.retrieval.search import MAX_QUERY_CHARS, MAX_TOP_K, SearchRequest, SearchService
 
-router = APIRouter(tags=["search"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["search"], responses=ERROR_RESPONSES, route_class=ApiRoute)
 
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 

@@ -8,10 +8,13 @@ from fastapi import APIRouter, Path, Query, Response, status
 
 from ragd.api.deps import AccountServiceDep, TenantAdmin
 from ragd.api.errors import ERROR_RESPONSES
+from ragd.api.routing import ApiRoute
 from ragd.api.schemas import UserCreateIn, UserOut, UserPatchIn
 from ragd.errors import InvalidInput
 
-router = APIRouter(prefix="/tenant", tags=["tenant"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/tenant", tags=["tenant"], responses=ERROR_RESPONSES, route_class=ApiRoute
+)
 
 UserId = Annotated[str, Path(min_length=1, max_length=64)]
 
