@@ -4,18 +4,25 @@ Settings are built by :func:`load_settings`, never at import time. Precedence, h
 explicit keyword overrides (the CLI's flags), environment variables, the TOML file
 (``--config`` or ``RAGD_CONFIG``), defaults. Nested groups use ``__`` in environment
 variables, e.g. ``RAGD_AUTH__ACCESS_TOKEN_TTL_SECONDS=600``.
+
+Nothing is ignored quietly: an unknown key in the file (at the top or in any table) and a
+``RAGD_`` variable that is not a setting (a typo such as ``RAGD_JWT_SECRT``) stop the process
+like an invalid value does, with the closest valid name when there is one.
 """
 
 from __future__ import annotations
 
 import contextvars
+import difflib
+import json
 import logging
 import os
+import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -28,8 +35,10 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -64,12 +73,52 @@ PLACEHOLDER_SECRETS = frozenset(
 MIN_SECRET_BYTES = 32
 DEV_SECRET_FILE = "jwt-secret"  # noqa: S105 - a file name
 
+#: ``RAGD_`` variables that are read directly rather than as settings. The unknown-variable
+#: check accepts them. The test suite and the benchmarks start ragd processes with the
+#: developer's environment, so their knobs are listed too; ``tests/test_settings.py`` checks
+#: that every ``RAGD_`` name read from the environment anywhere in the code is known.
+CONFIG_ENV = "RAGD_CONFIG"
+OTHER_VARIABLES: Mapping[str, str] = {
+    CONFIG_ENV: "the TOML settings file",
+    "RAGD_URL": "ragd ingest: the server URL",
+    "RAGD_API_KEY": "ragd ingest: the API key",
+    "RAGD_TOKEN": "ragd ingest: a bearer token",
+    "RAGD_CRASH_KILLS": "tests: SIGKILLs of the crash-consistency test",
+    "RAGD_CRASH_SEED": "tests: seed of the crash-consistency test",
+    "RAGD_CRASH_KEYWORDS": "tests: keywords in the crash-consistency test",
+    "RAGD_EVAL_DIR": "tests: the evaluation documents",
+    "RAGD_BENCH_EVAL": "bench: the evaluation data sets",
+    "RAGD_BENCH_MODEL_CACHE": "bench: prepared models",
+    "RAGD_BENCH_CORPUS": "bench: the models benchmark corpus",
+}
+ENV_PREFIX = "RAGD_"
+_NESTED = "__"
+#: What Kubernetes injects into every pod for every Service in the namespace (service links):
+#: a Service named ``ragd-api`` yields ``RAGD_API_SERVICE_HOST``, ``RAGD_API_PORT=tcp://...``
+#: and so on. They are not typos of settings and an operator may not control them.
+_SERVICE_LINK = re.compile(
+    r"RAGD_\w+_(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)"
+)
+_SERVICE_LINK_PORT = re.compile(r"RAGD_\w+_PORT")
+_SERVICE_LINK_URL = re.compile(r"(tcp|udp|sctp)://\S+:\d+")
+
 _toml_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "ragd_settings_toml", default=None
 )
+#: Environment variables (upper case) that the settings must not read: they were reported.
+_skipped_env: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
+    "ragd_settings_skipped_env", default=frozenset()
+)
 
 
-class DatabaseSettings(BaseModel):
+class SettingsGroup(BaseModel):
+    """A group of settings (a TOML table, ``RAGD_<GROUP>__`` variables): an unknown key is
+    an error, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatabaseSettings(SettingsGroup):
     """Where the source-of-truth database lives."""
 
     url: str | None = Field(
@@ -80,7 +129,7 @@ class DatabaseSettings(BaseModel):
     echo: bool = False
 
 
-class AuthSettings(BaseModel):
+class AuthSettings(SettingsGroup):
     """Tokens, passwords and login throttling."""
 
     algorithm: Literal["HS256", "EdDSA", "RS256"] = "HS256"
@@ -127,7 +176,7 @@ class AuthSettings(BaseModel):
         return self
 
 
-class ModelsSettings(BaseModel):
+class ModelsSettings(SettingsGroup):
     """Model runtime: which embedder/reranker, how they load, idle, batch and run."""
 
     embedder: Literal["minilm", "onnx", "openai"] = Field(
@@ -185,7 +234,7 @@ class ModelsSettings(BaseModel):
         return self
 
 
-class MemorySettings(BaseModel):
+class MemorySettings(SettingsGroup):
     """The memory manager: RSS thresholds, monitoring cadence, cache budgets."""
 
     monitor_interval_seconds: float = Field(default=30.0, gt=0, le=3600)
@@ -211,7 +260,7 @@ class MemorySettings(BaseModel):
         return self
 
 
-class IngestionSettings(BaseModel):
+class IngestionSettings(SettingsGroup):
     """Uploads, parsing limits, chunking and the ingestion worker pool."""
 
     workers: int = Field(
@@ -255,10 +304,8 @@ class IngestionSettings(BaseModel):
         return int(self.max_upload_mb * 1024 * 1024)
 
 
-class ProviderSettings(BaseModel):
+class ProviderSettings(SettingsGroup):
     """One LLM provider of the ordered chain (``[[llm.providers]]`` in TOML)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     type: Literal["openai", "anthropic", "extractive"]
@@ -286,7 +333,7 @@ class ProviderSettings(BaseModel):
         return self
 
 
-class LLMSettings(BaseModel):
+class LLMSettings(SettingsGroup):
     """The ordered provider chain, retries, circuit breakers and the answer pipeline."""
 
     providers: list[ProviderSettings] = Field(
@@ -406,6 +453,14 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        skipped = _skipped_env.get()
+        if skipped and isinstance(env_settings, EnvSettingsSource):
+            # A variable already reported (a typo, broken JSON) is left out, so the rest of
+            # the configuration is still validated and every problem is listed at once.
+            env_settings.env_vars = {
+                name: value for name, value in env_settings.env_vars.items()
+                if name.upper() not in skipped
+            }
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         toml_path = _toml_file.get()
         if toml_path is not None:
@@ -426,35 +481,177 @@ def secret_problem(secret: SecretStr | None) -> str | None:
 
 
 @contextmanager
-def _toml_source(path: Path | None) -> Iterator[None]:
-    token = _toml_file.set(path)
+def _sources(path: Path | None, skipped_env: frozenset[str]) -> Iterator[None]:
+    file_token = _toml_file.set(path)
+    env_token = _skipped_env.set(skipped_env)
     try:
         yield
     finally:
-        _toml_file.reset(token)
+        _skipped_env.reset(env_token)
+        _toml_file.reset(file_token)
 
 
 def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
     """Build the settings from overrides, the environment and an optional TOML file.
 
-    Raises :class:`ConfigurationError` with one readable line per problem.
+    Raises :class:`ConfigurationError` with one readable line per problem: invalid values,
+    unknown keys in the file (with the likely intended key), ``RAGD_`` variables that are
+    not settings, and complex variables that are not the JSON they must be.
     """
-    raw_path = config_file or os.environ.get("RAGD_CONFIG")
+    raw_path = config_file or os.environ.get(CONFIG_ENV)
     path = Path(raw_path).expanduser() if raw_path else None
     if path is not None and not path.is_file():
         raise ConfigurationError(f"config file not found: {path}")
     clean = {key: value for key, value in overrides.items() if value is not None}
+    environment = environment_problems(os.environ)
+    problems = list(environment.values())
     try:
-        with _toml_source(path):
-            return Settings(**clean)
+        with _sources(path, frozenset(name.upper() for name in environment)):
+            settings = Settings(**clean)
     except ValidationError as exc:
-        lines = []
-        for error in exc.errors():
-            where = ".".join(str(part) for part in error["loc"]) or "settings"
-            lines.append(f"  {where}: {error['msg']}")
-        raise ConfigurationError("invalid settings:\n" + "\n".join(lines)) from None
+        problems += [_describe(error) for error in exc.errors()]
+    except SettingsError as exc:  # not expected: environment_problems() checks the JSON
+        problems.append(str(exc))
     except ValueError as exc:  # TOML syntax errors surface here
-        raise ConfigurationError(f"invalid settings: {exc}") from None
+        problems.append(str(exc))
+    else:
+        if not problems:
+            return settings
+    raise ConfigurationError(
+        "invalid settings:\n" + "\n".join(f"  {line}" for line in problems)
+    ) from None
+
+
+def setting_variables() -> dict[str, str]:
+    """Every environment variable that sets something, mapped to what it sets: one per
+    setting (``RAGD_AUTH__ISSUER`` -> ``auth.issuer``) and one per group, which takes the
+    whole group as a JSON object (``RAGD_AUTH`` -> ``auth``)."""
+    names: dict[str, str] = {}
+    for name, field in Settings.model_fields.items():
+        names[ENV_PREFIX + name.upper()] = name
+        group = _group_model(field.annotation)
+        if group is not None and get_origin(field.annotation) is None:
+            for sub in group.model_fields:
+                names[f"{ENV_PREFIX}{name.upper()}{_NESTED}{sub.upper()}"] = f"{name}.{sub}"
+    return names
+
+
+def environment_problems(environ: Mapping[str, str]) -> dict[str, str]:
+    """The ``RAGD_`` variables that would be ignored (not a setting, not one of
+    :data:`OTHER_VARIABLES`: usually a typo) or that do not hold the JSON their setting
+    needs, each with one line saying so. Values are never quoted: they may be secrets."""
+    settings = setting_variables()
+    known = set(settings) | set(OTHER_VARIABLES)
+    problems: dict[str, str] = {}
+    for name in sorted(environ):
+        upper = name.upper()  # pydantic-settings reads the variables case-insensitively
+        if not upper.startswith(ENV_PREFIX):
+            continue
+        value = environ[name]
+        if upper not in known:
+            if not _is_service_link(upper, value):
+                stems = {known_name.removeprefix(ENV_PREFIX): known_name for known_name in known}
+                hint = _close(upper.removeprefix(ENV_PREFIX), stems)
+                problems[name] = f"unknown environment variable {name}{hint}"
+            continue
+        if upper in settings and (problem := _json_problem(settings[upper], value)):
+            problems[name] = f"{name} must be {problem}"
+    return problems
+
+
+def _is_service_link(name: str, value: str) -> bool:
+    if _SERVICE_LINK.fullmatch(name):
+        return True
+    return bool(_SERVICE_LINK_PORT.fullmatch(name) and _SERVICE_LINK_URL.fullmatch(value))
+
+
+def _json_problem(setting: str, value: str) -> str | None:
+    """Why ``value`` cannot be the JSON of ``setting`` (None for scalar settings and for
+    JSON of the right outer shape: pydantic then checks the contents)."""
+    model: type[BaseModel] = Settings
+    annotation: Any = None
+    for part in setting.split("."):
+        annotation = model.model_fields[part].annotation
+        inner = _group_model(annotation)
+        if inner is None:
+            return None  # a scalar setting
+        model = inner
+    is_list = get_origin(annotation) is list
+    shape = (
+        f"a JSON list of {model.__name__.removesuffix('Settings').lower()} objects" if is_list
+        else f"a JSON object of {setting} settings"
+    )
+    if not value.strip():
+        return f"{shape}: the value is empty"
+    try:
+        data = json.loads(value)
+    except json.JSONDecodeError as exc:
+        return f"{shape}: {exc.msg} at line {exc.lineno}, column {exc.colno} (character {exc.pos})"
+    if not isinstance(data, list if is_list else dict):
+        return f"{shape}: the value is {_json_kind(data)}"
+    for index, item in enumerate(data if is_list else []):
+        if not isinstance(item, dict):
+            return f"{shape}: item {index} is {_json_kind(item)}"
+    return None
+
+
+def _json_kind(value: Any) -> str:
+    kinds = [(dict, "an object"), (list, "a list"), (str, "a string"), (bool, "a boolean"),
+             (int | float, "a number")]
+    return next((kind for cls, kind in kinds if isinstance(value, cls)), "null")
+
+
+def _group_model(annotation: Any) -> type[BaseModel] | None:
+    """The settings model behind a field: its type, or its list's item type."""
+    if get_origin(annotation) is list:
+        annotation = get_args(annotation)[0]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _describe(error: Any) -> str:
+    """One line for one validation error; unknown keys name the likely intended key."""
+    loc = tuple(error["loc"])
+    where = _where(loc)
+    if error["type"] != "extra_forbidden":
+        return f"{where}: {error['msg']}"
+    model: type[BaseModel] = Settings
+    for part in loc[:-1]:
+        if isinstance(part, str):
+            field = model.model_fields.get(part)
+            inner = None if field is None else _group_model(field.annotation)
+            if inner is None:
+                return f"unknown setting {where}"
+            model = inner
+    key = str(loc[-1])
+    hint = _close(key, {name: name for name in model.model_fields})
+    if not hint and model is Settings:
+        # A group's key at the top of the file: the [table] header is missing.
+        hint = _close(key, {
+            sub: f"{name}.{sub}" for name, field in Settings.model_fields.items()
+            if (inner := _group_model(field.annotation)) is not None
+            for sub in inner.model_fields
+        })
+    return f"unknown setting {where}{hint}"
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    where = ""
+    for part in loc:
+        where += f"[{part}]" if isinstance(part, int) else f".{part}" if where else str(part)
+    return where or "settings"
+
+
+def _close(name: str, candidates: Mapping[str, str]) -> str:
+    """`` (did you mean X?)`` when a key of ``candidates`` is close to ``name`` (X is its
+    value), else ``""``."""
+    found = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.75)
+    if not found:
+        # A unit left off (``leeway`` for ``leeway_seconds``) scores low on similarity.
+        found = [key for key in candidates if key.startswith(f"{name}_")][:2]
+        found = found if len(found) == 1 else []
+    return f" (did you mean {candidates[found[0]]}?)" if found else ""
 
 
 def ensure_data_dir(settings: Settings) -> Path:
