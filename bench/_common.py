@@ -183,12 +183,9 @@ class ServerProcess:
 
     def rss_bytes(self) -> int:
         """Resident set size of the server and all its descendants."""
-        root = psutil.Process(self.pid)
-        total = 0
-        for proc in [root, *root.children(recursive=True)]:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                total += proc.memory_info().rss
-        return total
+        from ragd.ops.memory import process_rss
+
+        return process_rss(self.pid, descendants=True)
 
     def uss_bytes(self) -> int | None:
         """Unique set size (memory freed if the processes exited), where the OS reports it."""
@@ -251,16 +248,11 @@ def run_clients(worker: Callable[[int], None], clients: int) -> float:
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (q in 0..100) of a non-empty sequence."""
-    ordered = sorted(values)
-    if not ordered:
-        raise ValueError("no values")
-    if len(ordered) == 1:
-        return float(ordered[0])
-    rank = (len(ordered) - 1) * q / 100.0
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return float(ordered[low] + (ordered[high] - ordered[low]) * (rank - low))
+    """ragd's own percentile (q in 0..100; linear interpolation between the closest ranks),
+    so a bench p95 and a p95 on ragd's status pages are the same statistic."""
+    from ragd.ops.percentile import percentile as ragd_percentile  # _common imports without ragd
+
+    return ragd_percentile(values, q)
 
 
 def summarize(values: Sequence[float], *, digits: int = 4) -> dict[str, Any]:

@@ -167,9 +167,9 @@ def _load(base_url: str, queries: list[str], clients: int, requests: int) -> dic
     values = sorted(latencies)
     return {
         "requests": len(values), "errors": len(errors), "clients": clients,
-        "p50_ms": round(float(np.percentile(values, 50)), 1),
-        "p95_ms": round(float(np.percentile(values, 95)), 1),
-        "p99_ms": round(float(np.percentile(values, 99)), 1),
+        "p50_ms": round(common.percentile(values, 50), 1),
+        "p95_ms": round(common.percentile(values, 95), 1),
+        "p99_ms": round(common.percentile(values, 99), 1),
         "throughput_rps": round(len(values) / wall, 1),
     }
 

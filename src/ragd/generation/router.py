@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random as _random
 import time
 from collections import Counter, deque
@@ -46,6 +45,7 @@ from typing import Literal
 
 from ragd.generation.base import ChatRequest, Completion, Provider, ProviderError, StreamChunk
 from ragd.generation.breaker import BreakerSnapshot, CircuitBreaker
+from ragd.ops.percentile import percentile
 from ragd.settings import LLMSettings
 
 __all__ = [
@@ -193,13 +193,6 @@ class _Stats:
 
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat()
-
-
-def _percentile(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 @dataclass(slots=True)
@@ -580,8 +573,8 @@ class Router:
             else:
                 state = "healthy"
             latencies = list(stats.latencies)
-            p50 = _percentile(latencies, 0.50)
-            p95 = _percentile(latencies, 0.95)
+            p50 = percentile(latencies, 50) if latencies else None
+            p95 = percentile(latencies, 95) if latencies else None
             provider = slot.route.provider
             result.append(
                 ProviderStatus(

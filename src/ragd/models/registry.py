@@ -26,10 +26,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
-import psutil
-
 from ragd.errors import NotFound, Unavailable
-from ragd.ops.memory import release_memory
+from ragd.ops.memory import process_rss, release_memory
+from ragd.ops.percentile import percentile
 from ragd.settings import ModelsSettings
 
 __all__ = [
@@ -43,7 +42,6 @@ __all__ = [
     "RegistryObserver",
     "UnknownModel",
     "UnloadResult",
-    "process_rss",
 ]
 
 logger = logging.getLogger(__name__)
@@ -171,11 +169,6 @@ class _Entry:
     next_retry_at: float | None = None
     inference_count: int = 0
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
-
-
-def process_rss() -> int:
-    """Resident set size of this process, in bytes."""
-    return int(psutil.Process().memory_info().rss)
 
 
 class ModelHandle(Generic[T]):
@@ -538,7 +531,7 @@ class ModelRegistry:
 
         out: list[ModelStats] = []
         for entry in self._entries.values():
-            latencies = sorted(entry.latencies)
+            latencies = list(entry.latencies)
             loaded = entry.state == "loaded"
             out.append(
                 ModelStats(
@@ -561,8 +554,8 @@ class ModelRegistry:
                     last_error=entry.last_error,
                     next_retry_at=to_wall(entry.next_retry_at),
                     inference_count=entry.inference_count,
-                    p50_ms=_percentile_ms(latencies, 0.50),
-                    p95_ms=_percentile_ms(latencies, 0.95),
+                    p50_ms=_percentile_ms(latencies, 50),
+                    p95_ms=_percentile_ms(latencies, 95),
                 )
             )
         return out
@@ -592,9 +585,6 @@ def _close_model(name: str, instance: Any, close: Callable[[Any], None] | None) 
         del closer
 
 
-def _percentile_ms(ordered: list[float], quantile: float) -> float | None:
-    """Nearest-rank percentile of sorted seconds, in milliseconds."""
-    if not ordered:
-        return None
-    index = min(len(ordered) - 1, max(0, math.ceil(quantile * len(ordered)) - 1))
-    return round(ordered[index] * 1000.0, 3)
+def _percentile_ms(seconds: list[float], q: float) -> float | None:
+    """The ``q``-th percentile of ``seconds`` in milliseconds; None for no values."""
+    return round(percentile(seconds, q) * 1000.0, 3) if seconds else None

@@ -23,6 +23,7 @@ expired cache entries are swept and models idle beyond their TTL are unloaded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import dataclasses
 import functools
@@ -53,6 +54,7 @@ __all__ = [
     "MemorySample",
     "MemoryStatus",
     "malloc_trim",
+    "process_rss",
     "read_process_memory",
     "release_memory",
 ]
@@ -118,7 +120,24 @@ class MemorySample:
     percent: float
 
 
+def process_rss(pid: int | None = None, *, descendants: bool = False) -> int:
+    """Resident set size in bytes of this process (or of ``pid``), with ``descendants``
+    the sum over it and all its descendants (one that exits meanwhile counts as 0).
+
+    The one RSS reader of ragd: the model registry's load deltas and the benchmarks use it,
+    and :func:`read_process_memory` reads the same figure for the memory manager.
+    """
+    root = psutil.Process(pid)
+    total = int(root.memory_info().rss)
+    if descendants:
+        for child in root.children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += int(child.memory_info().rss)
+    return total
+
+
 def read_process_memory() -> MemorySample:
+    """This process's memory (RSS as :func:`process_rss` reads it, VMS, share of RAM)."""
     process = psutil.Process()
     with process.oneshot():
         info = process.memory_info()
