@@ -78,3 +78,42 @@ def test_serve_bootstraps_admin_logs_in_and_stops_cleanly(tmp_path: Path) -> Non
     assert TEST_SECRET not in text
     assert token not in text  # tokens are never logged
     assert "Application shutdown complete" in text
+
+
+def _serve(port: int, data_dir: Path, *extra: str) -> subprocess.CompletedProcess[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGD_")}
+    env["RAGD_JWT_SECRET"] = TEST_SECRET
+    return subprocess.run(
+        [sys.executable, "-m", "ragd", "serve", "--port", str(port), "--data-dir",
+         str(data_dir), *extra],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        timeout=120,  # a safety net: the process is expected to exit by itself at once
+        check=False,
+    )
+
+
+def test_a_busy_port_fails_at_once_before_anything_starts(tmp_path: Path) -> None:
+    """The address is taken first: a busy port stops `ragd serve` before migrations, the
+    admin bootstrap, "ragd ready" or the ingestion workers, and leaves no data dir behind."""
+    data_dir = tmp_path / "data"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = int(busy.getsockname()[1])
+        result = _serve(port, data_dir)
+    output = result.stdout.decode()
+    assert result.returncode == 3, output
+    assert (f"error: cannot listen on 127.0.0.1:{port}: Address already in use "
+            "(another process listens there; choose another --port or RAGD_PORT)") in output
+    assert "ragd ready" not in output and "serving" not in output
+    assert "Traceback" not in output
+    assert not data_dir.exists()
+
+
+def test_an_unresolvable_host_fails_at_once(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    result = _serve(free_port(), data_dir, "--host", "no-such-host.invalid")
+    output = result.stdout.decode()
+    assert result.returncode == 3, output
+    assert "error: cannot listen on no-such-host.invalid:" in output
+    assert "Traceback" not in output and not data_dir.exists()

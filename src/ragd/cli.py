@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -91,11 +93,17 @@ def serve(
     data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Start the HTTP server on the configured data dir (migrating it first)."""
+    """Start the HTTP server on the configured data dir (migrating it first).
+
+    The address is taken before anything else, so a busy port fails at once, with nothing
+    started or written. Exit status: 2 for invalid settings, 3 when the address cannot be
+    taken or the start fails.
+    """
     from ragd.container import StartupMetrics
 
     startup = StartupMetrics()
     settings = _settings(config, host=host, port=port, data_dir=data_dir)
+    sockets = _listen(settings.host, settings.port)
 
     import uvicorn
 
@@ -130,7 +138,7 @@ def serve(
         print("\n".join(lines), file=sys.stderr, flush=True)
 
     application = create_app(settings, startup=startup, on_startup=announce)
-    uvicorn.run(
+    server = uvicorn.Server(uvicorn.Config(
         application,
         host=settings.host,
         port=settings.port,
@@ -139,7 +147,63 @@ def serve(
         server_header=False,
         timeout_keep_alive=5,
         timeout_graceful_shutdown=10,
-    )
+    ))
+    try:
+        server.run(sockets=sockets)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for sock in sockets:
+            sock.close()
+    if not server.started:  # the lifespan failed (uvicorn logged why)
+        raise typer.Exit(STARTUP_FAILED)
+
+
+#: Exit status of ``ragd serve`` when it cannot start (uvicorn's own code for this).
+STARTUP_FAILED = 3
+LISTEN_BACKLOG = 2048
+
+
+def _listen(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets for every address ``host`` resolves to, bound as asyncio's
+    ``create_server`` (what uvicorn calls) would bind them, or exit with a clear message.
+
+    Binding first is the point: uvicorn binds only after the application's startup, so a
+    busy port used to show up after migrations, the admin bootstrap, "ragd ready" and the
+    ingestion workers. Listening at once also holds the port (on Linux, two sockets with
+    SO_REUSEADDR may share a port until one listens); connections made during startup wait
+    in the backlog and are served once the app is ready.
+    """
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror}", STARTUP_FAILED)
+    sockets: list[socket.socket] = []
+    for family, kind, proto, _, address in dict.fromkeys(infos):
+        sock = socket.socket(family, kind, proto)
+        sockets.append(sock)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(LISTEN_BACKLOG)
+        except OSError as exc:
+            for opened in sockets:
+                opened.close()
+            reason = exc.strerror or str(exc)
+            if exc.errno == errno.EADDRINUSE:
+                reason += " (another process listens there; choose another --port or RAGD_PORT)"
+            elif exc.errno == errno.EACCES:
+                reason += " (ports below 1024 need privileges)"
+            _fail(f"cannot listen on {_address(address)}: {reason}", STARTUP_FAILED)
+    return sockets
+
+
+def _address(address: Any) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @admin_app.command("create-superuser")
