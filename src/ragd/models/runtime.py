@@ -121,6 +121,18 @@ class ModelRuntime:
         embedder = await self._embedder.get()
         return embedder.token_spans
 
+    async def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens the embedder reads of each text as a passage (prefix and special tokens
+        included, at most its ``max_tokens``), counted in the registry's pool: tokenising
+        is proportional to the input, so it never runs on the event loop."""
+        items = list(texts)
+
+        def count(model: Embedder) -> list[int]:
+            limit = model.info.max_tokens
+            return [min(tokens, limit) for tokens in model.count_tokens(items)]
+
+        return await self._embedder.run(count)
+
     async def embedder_details(self) -> EmbedderInfo:
         """The embedder's name, dimension and token limit (loads it if needed)."""
         embedder = await self._embedder.get()

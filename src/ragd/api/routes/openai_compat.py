@@ -224,17 +224,16 @@ async def embeddings(
         raise InvalidInput(f"each input is limited to {MAX_EMBEDDING_CHARS} characters",
                            code="input_too_long")
     runtime = services.runtime
+    # Embedding and tokenising (up to 256 x 20,000 characters) run in the model pool.
     vectors = await runtime.embed(texts, kind="passage")
+    tokens = sum(await runtime.count_tokens(texts))
     info = await runtime.embedder_details()
-    tokenize = await runtime.token_spans()
-    # Tokens the embedder read: its tokens plus [CLS]/[SEP], at most its limit per text.
-    tokens = sum(min(len(tokenize(text)) + 2, info.max_tokens) for text in texts)
     data = []
     for index, vector in enumerate(vectors):
         array = np.asarray(vector, dtype="<f4")
         embedding: Any = (
             base64.b64encode(array.tobytes()).decode("ascii")
-            if body.encoding_format == "base64" else [float(x) for x in array]
+            if body.encoding_format == "base64" else array.tolist()
         )
         data.append({"object": "embedding", "index": index, "embedding": embedding})
     return {"object": "list", "data": data, "model": info.name,
