@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -15,6 +16,8 @@ from fastapi import FastAPI
 
 from ragd.app import create_app
 from ragd.settings import Settings, load_settings
+from tests.loop_clock import LoopClock
+from tests.shared_data import DATA_SETS, EVAL, require
 
 TEST_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 STRONG_PASSWORD = "violet-harbour-trumpet-42"
@@ -40,6 +43,23 @@ def _shared_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
     _MODEL_CACHE.append(tmp_path_factory.mktemp("model-cache"))
     yield
     _MODEL_CACHE.clear()
+
+
+@pytest.fixture
+def eval_data() -> Path:
+    """The shared eval directory with every data set in it; a missing one fails the test."""
+    for name in DATA_SETS:
+        require(EVAL / name)
+    return EVAL
+
+
+@pytest.fixture
+async def loop_clock(monkeypatch: pytest.MonkeyPatch) -> LoopClock:
+    """The running loop's clock, moved forward by the test instead of sleeping."""
+    loop = asyncio.get_running_loop()
+    clock = LoopClock(loop)
+    monkeypatch.setattr(loop, "time", clock.time)
+    return clock
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
