@@ -85,3 +85,12 @@ def test_models_commands_reject_bad_configuration(
     unknown = runner.invoke(cli, [*command, "--quantise"])
     assert unknown.exit_code == 2
     assert "No such option" in unknown.output
+
+
+def test_eval_rerank_without_a_reranker_fails_before_ingesting(tmp_path: Path) -> None:
+    """Said at once, not by the first query after ingesting the whole dataset (the dataset
+    directory does not even exist: the check comes first)."""
+    result = runner.invoke(cli, ["eval", str(tmp_path / "no-dataset"), "--rerank"])
+    assert result.exit_code == 2
+    assert "--rerank needs a reranker: set RAGD_MODELS__RERANKER=onnx" in result.output
+    assert "Traceback" not in result.output

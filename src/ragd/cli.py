@@ -645,13 +645,17 @@ def eval_command(
     modes = ["hybrid", "dense", "lexical"] if mode == "all" else [mode]
     if any(m not in ("hybrid", "dense", "lexical") for m in modes):
         _fail("--mode must be hybrid, dense, lexical or all")
+    base = _settings(config)
+    if rerank and base.models.reranker == "none":
+        # Said now rather than by the first query, after the whole ingestion.
+        _fail("--rerank needs a reranker: set RAGD_MODELS__RERANKER=onnx and "
+              "RAGD_MODELS__RERANKER_PATH to a cross-encoder directory")
     try:
         dataset = load_dataset(dataset_dir)
     except DatasetError as exc:
         _fail(str(exc))
     if from_source and not (dataset_dir / "source").is_dir():
         _fail(f"{dataset_dir / 'source'} does not exist")
-    base = _settings(config)
     with tempfile.TemporaryDirectory(prefix="ragd-eval-") as scratch:
         settings = _settings(
             config, data_dir=Path(scratch), bootstrap_admin=False,

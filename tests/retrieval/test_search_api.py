@@ -1,5 +1,5 @@
 """POST /api/v1/search over real ingested documents: modes, explain, filters, isolation,
-deletion and re-ingestion."""
+unknown scopes, rerank without a reranker, deletion and re-ingestion."""
 
 from __future__ import annotations
 
@@ -90,7 +90,6 @@ async def test_modes_explain_and_filters(tmp_path: Path) -> None:
         assert await matching({"lang": {"ne": "en"}, "year": {"gt": 2020}}) == {"harbour"}
         assert await matching(None, document_ids=[ids["glacier"]]) == {"glacier"}
         assert await matching(None, collection_ids=[tenant.collection_id]) == set(DOCS)
-        assert await matching(None, collection_ids=["no-such-collection"]) == set()
 
 
 async def test_bad_queries_and_hostile_filters_are_refused(tmp_path: Path) -> None:
@@ -129,11 +128,11 @@ async def test_no_filter_reaches_another_tenant(tmp_path: Path) -> None:
         text = "Basalt flows from the volcano cool into hexagonal columns. {}"
         await _ingest(client, a, {"doc": (text.format(canary_a), {"tenant_id": b.tenant_id})})
         await _ingest(client, b, {"doc": (text.format(canary_b), {"tenant_id": a.tenant_id})})
+        # Naming B's collection is a 404 (see test_unknown_and_foreign_scopes_are_one_404).
         hostile: list[dict[str, Any]] = [
             {}, {"filters": {"tenant_id": b.tenant_id}}, {"filters": {"tenant_id": a.tenant_id}},
             {"filters": {"tenant_id": {"in": [a.tenant_id, b.tenant_id]}}},
-            {"collection_ids": [b.collection_id]}, {"collection_ids": [a.collection_id,
-                                                                       b.collection_id]},
+            {"collection_ids": [a.collection_id]},
         ]
         for extra in hostile:
             for mode in ("hybrid", "dense", "lexical"):
@@ -143,6 +142,67 @@ async def test_no_filter_reaches_another_tenant(tmp_path: Path) -> None:
                 assert canary_b not in texts, (extra, mode)
                 assert all(hit["collection_id"] == a.collection_id
                            for hit in result["results"])
+
+
+async def test_unknown_and_foreign_scopes_are_one_404(tmp_path: Path) -> None:
+    """A collection or document id the caller's tenant does not have is a 404, never an
+    empty 200; another tenant's id gets the very same bytes as an id that never existed."""
+    async with app_client(tmp_path / "data") as client:
+        a, b = await new_tenant(client), await new_tenant(client)
+        mine = await _ingest(client, a, {"volcano": DOCS["volcano"], "glacier": DOCS["glacier"]})
+        theirs = await _ingest(client, b, {"harbour": DOCS["harbour"]})
+        deleted = mine.pop("glacier")
+        r = await client.delete(f"/api/v1/documents/{deleted}", headers=a.headers)
+        assert r.status_code == 204
+
+        async def refused(**scope: Any) -> bytes:
+            for mode in ("hybrid", "lexical"):
+                r = await client.post("/api/v1/search", headers=a.headers,
+                                      json={"query": "basalt", "mode": mode, **scope})
+                assert r.status_code == 404, (scope, r.text)
+            return r.content
+
+        unknown = await refused(collection_ids=["0" * 32])
+        assert unknown == await refused(collection_ids=[b.collection_id])
+        assert unknown == (b'{"error":{"code":"collection_not_found",'
+                           b'"message":"collection_ids[0]: collection not found"}}')
+        # The first missing one is named by its position, never echoed.
+        second = await refused(collection_ids=[a.collection_id, "no-such-collection"])
+        assert second == await refused(collection_ids=[a.collection_id, b.collection_id])
+        assert b"collection_ids[1]" in second and b"no-such" not in second
+
+        unknown = await refused(document_ids=["0" * 32])
+        assert unknown == await refused(document_ids=[theirs["harbour"]])
+        assert unknown == await refused(document_ids=[deleted])
+        assert unknown == (b'{"error":{"code":"document_not_found",'
+                           b'"message":"document_ids[0]: document not found"}}')
+        assert await refused(document_ids=[mine["volcano"], theirs["harbour"]]) == (
+            await refused(document_ids=[mine["volcano"], "0" * 32]))
+        # A foreign collection next to an own document: the collection is named.
+        assert b"collection_ids[0]" in await refused(
+            collection_ids=[b.collection_id], document_ids=[mine["volcano"]])
+
+        # What the tenant has still searches.
+        result = await _search(client, a, query="basalt", collection_ids=[a.collection_id],
+                               document_ids=[mine["volcano"]])
+        assert _titles(result) == ["volcano"]
+
+
+async def test_rerank_true_without_a_reranker_is_refused(tmp_path: Path) -> None:
+    """Asking for reranking that cannot happen is an error that says how to configure it,
+    not results quietly ordered without it; rerank left out or false still works."""
+    async with app_client(tmp_path / "data") as client:
+        tenant = await new_tenant(client)
+        await _ingest(client, tenant, {"volcano": DOCS["volcano"]})
+        r = await client.post("/api/v1/search", headers=tenant.headers,
+                              json={"query": "basalt", "rerank": True})
+        assert_error(r, 422, "reranker_not_configured")
+        message = r.json()["error"]["message"]
+        assert "RAGD_MODELS__RERANKER=onnx" in message
+        assert "RAGD_MODELS__RERANKER_PATH" in message
+        for rerank in ({}, {"rerank": None}, {"rerank": False}):
+            result = await _search(client, tenant, query="basalt", **rerank)
+            assert result["reranked"] is False and _titles(result) == ["volcano"]
 
 
 async def test_deleted_documents_vanish_and_reingest_swaps_atomically(tmp_path: Path) -> None:

@@ -4,6 +4,11 @@ Tenant isolation is structural: the service only ever opens the caller's partiti
 chunk rows with the caller's ``tenant_id``. Collection and document restrictions are applied
 inside the indexes (their ``Scope``); metadata filters run on the documents' metadata after
 retrieval, with a deeper candidate list so that filtering does not starve the result.
+
+Nothing asked for is dropped quietly: a restriction naming a collection or document the
+tenant does not have is :class:`~ragd.errors.NotFound` (the same error whether the id is
+unknown or another tenant's, so it reveals nothing), and ``rerank: true`` without a
+reranker is :class:`~ragd.errors.InvalidInput` rather than an unreranked answer.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ragd.errors import InvalidInput
+from ragd.errors import InvalidInput, NotFound
 from ragd.index.base import Hit, Scope
 from ragd.index.manager import IndexManager
 from ragd.models.runtime import ModelRuntime
@@ -45,7 +50,7 @@ class SearchRequest:
     collection_ids: Sequence[str] | None = None
     document_ids: Sequence[str] | None = None
     filters: Any = None
-    rerank: bool | None = None  # None: on when a reranker is configured
+    rerank: bool | None = None  # None: on when a reranker is configured; True: required
     explain: bool = False
 
 
@@ -101,6 +106,14 @@ class SearchService:
         if not 1 <= request.top_k <= MAX_TOP_K:
             raise InvalidInput(f"top_k must be between 1 and {MAX_TOP_K}", code="invalid_top_k")
         predicate = compile_filter(request.filters)
+        if request.rerank and not self._runtime.reranker_configured:
+            raise InvalidInput(
+                "rerank is true but no reranker is configured: set RAGD_MODELS__RERANKER=onnx "
+                "and RAGD_MODELS__RERANKER_PATH to a cross-encoder directory (tokenizer.json "
+                "and model.onnx), or leave rerank out to rerank only when one is configured",
+                code="reranker_not_configured",
+            )
+        await self._check_scope(tenant_id, request)
         scope = Scope(
             collection_ids=None if request.collection_ids is None else set(request.collection_ids),
             document_ids=None if request.document_ids is None else set(request.document_ids),
@@ -175,6 +188,25 @@ class SearchService:
             hits=hits, timings_ms=timings, query_truncated=truncated, query_tokens=tokens,
             fusion=method, reranked=reranked,
         )
+
+    async def _check_scope(self, tenant_id: str, request: SearchRequest) -> None:
+        """NotFound for the first id of the restriction that the tenant does not have."""
+        collection_ids = list(request.collection_ids or ())
+        document_ids = list(request.document_ids or ())
+        if not collection_ids and not document_ids:
+            return
+        collections, documents = await self._catalog.existing_ids(
+            tenant_id, collection_ids=collection_ids, document_ids=document_ids
+        )
+        # The position, never the id: error messages do not echo input.
+        for index, collection_id in enumerate(collection_ids):
+            if collection_id not in collections:
+                raise NotFound(f"collection_ids[{index}]: collection not found",
+                               code="collection_not_found")
+        for index, document_id in enumerate(document_ids):
+            if document_id not in documents:
+                raise NotFound(f"document_ids[{index}]: document not found",
+                               code="document_not_found")
 
     async def _fit(self, query: str) -> tuple[str, bool, int]:
         """The query cut to what the embedder reads, whether it was cut, and its tokens."""

@@ -348,3 +348,12 @@ class Catalog(Protocol):
         each with its document, in one read (the search path's fetch). Chunks of deleted
         documents, of collections being deleted and of superseded versions are absent."""
         ...
+
+    async def existing_ids(
+        self, tenant_id: str, *, collection_ids: Sequence[str] = (),
+        document_ids: Sequence[str] = (),
+    ) -> tuple[set[str], set[str]]:
+        """Which of ``collection_ids`` are the tenant's active collections and which of
+        ``document_ids`` its documents in active collections, in one read (a search checks
+        its scope with it). Unknown and foreign ids are equally absent."""
+        ...

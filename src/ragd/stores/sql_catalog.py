@@ -609,6 +609,29 @@ class SqlCatalog:
             out[chunk.key] = (chunk, document)
         return out
 
+    async def existing_ids(
+        self, tenant_id: str, *, collection_ids: Sequence[str] = (),
+        document_ids: Sequence[str] = (),
+    ) -> tuple[set[str], set[str]]:
+        collections: set[str] = set()
+        documents: set[str] = set()
+        async with self._db.read() as s:
+            if collection_ids:
+                collections = set(await s.scalars(select(CollectionRow.id).where(
+                    CollectionRow.tenant_id == tenant_id, CollectionRow.status == "active",
+                    CollectionRow.id.in_(set(collection_ids)),
+                )))
+            if document_ids:
+                documents = set(await s.scalars(
+                    select(DocumentRow.id)
+                    .join(CollectionRow, CollectionRow.id == DocumentRow.collection_id)
+                    .where(
+                        DocumentRow.tenant_id == tenant_id, CollectionRow.status == "active",
+                        DocumentRow.id.in_(set(document_ids)),
+                    )
+                ))
+        return collections, documents
+
 
 async def finalise_ingest_job(s: AsyncSession, job: Job) -> None:
     """Queue finaliser for ``ingest`` jobs that the queue ended itself (the worker died on
