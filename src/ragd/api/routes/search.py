@@ -66,7 +66,10 @@ class SearchOut(BaseModel):
 async def search(body: SearchIn, principal: CurrentPrincipal, service: SearchDep) -> SearchOut:
     """Hybrid (BM25 + dense, fused), dense-only or lexical-only search, optionally reranked,
     restricted to collections, documents and metadata filters; ``explain`` says, per hit,
-    what each stage scored and which stage placed it."""
+    what each stage scored and which stage placed it.
+
+    A collection or document id the tenant does not have is a 404, the same for another
+    tenant's id; ``rerank: true`` without a configured reranker is a 422."""
     result = await service.search(
         principal.tenant_id,
         SearchRequest(
