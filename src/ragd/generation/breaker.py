@@ -2,7 +2,8 @@
 
 Why our own rather than ``purgatory`` or ``aiobreaker``: the router needs
 
-* an injectable clock, so cooldowns are tested without sleeping;
+* injectable clocks (monotonic for every decision, wall only for the ``opened_at`` it
+  shows), so cooldowns and status pages are tested without sleeping;
 * failure classification by :class:`~ragd.generation.base.ProviderError` kind, decided by the
   caller (a 401 or a cancelled call must neither count nor leave a half-open probe slot
   taken, hence :meth:`CircuitBreaker.release`);
@@ -79,7 +80,10 @@ class CircuitBreaker:
         min_calls: int,
         cooldown_seconds: float,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        """``clock`` (monotonic seconds) drives windows and cooldowns; ``wall_clock``
+        (seconds since the epoch) only dates the last opening for :meth:`snapshot`."""
         if failures < 1 or min_calls < 1:
             raise ValueError("failures and min_calls must be at least 1")
         if window_seconds <= 0 or cooldown_seconds <= 0:
@@ -92,6 +96,7 @@ class CircuitBreaker:
         self._min_calls = min_calls
         self._cooldown = cooldown_seconds
         self._clock = clock
+        self._wall_clock = wall_clock
         self._state: BreakerState = "closed"
         self._streak = 0
         self._events: deque[tuple[float, bool]] = deque()  # (at, failed), closed state only
@@ -198,7 +203,7 @@ class CircuitBreaker:
     def _open(self) -> None:
         self._state = "open"
         self._opened_at = self._clock()
-        self._opened_wall = time.time()
+        self._opened_wall = self._wall_clock()
         self._probe_out = False
         self._times_opened += 1
 

@@ -191,10 +191,6 @@ class _Stats:
     last_success_at: str | None = None
 
 
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat()
-
-
 @dataclass(slots=True)
 class _Slot:
     """One route with its breaker and statistics."""
@@ -222,8 +218,9 @@ class Router:
     """Routes chat requests over an ordered chain of providers (see the module docstring).
 
     ``clock`` (monotonic seconds) drives the deadline, backoff decisions, breakers and
-    durations; ``sleep`` performs backoff waits; ``random`` (in [0, 1)) is the jitter.
-    All three are injectable so tests need not wait.
+    durations; ``wall_clock`` (seconds since the epoch) only dates the last success, the last
+    error and a breaker's opening on the status page; ``sleep`` performs backoff waits;
+    ``random`` (in [0, 1)) is the jitter. All are injectable so tests need not wait.
     """
 
     def __init__(
@@ -232,6 +229,7 @@ class Router:
         settings: LLMSettings,
         *,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         random: Callable[[], float] = _random.random,
     ) -> None:
@@ -243,6 +241,7 @@ class Router:
             raise ValueError(f"duplicate provider names: {', '.join(duplicates)}")
         self._settings = settings
         self._clock = clock
+        self._wall_clock = wall_clock
         self._sleep = sleep
         self._random = random
         self._slots = [
@@ -255,6 +254,7 @@ class Router:
                     min_calls=settings.breaker_min_calls,
                     cooldown_seconds=settings.breaker_cooldown_seconds,
                     clock=clock,
+                    wall_clock=wall_clock,
                 ),
                 stats=_Stats(),
             )
@@ -348,7 +348,7 @@ class Router:
         stats.successes += 1
         stats.latencies.append(seconds)
         stats.recent_unhealthy.append(False)
-        stats.last_success_at = _now_iso()
+        stats.last_success_at = self._now_iso()
         run.attempts.append(Attempt(slot.name, attempt, True, None, None, None, seconds, waited))
 
     def _failed(
@@ -371,7 +371,7 @@ class Router:
         stats.calls += 1
         stats.errors[error.kind] += 1
         stats.recent_unhealthy.append(error.kind not in ("client", "deadline"))
-        stats.last_error = LastError(error.kind, error.message, _now_iso())
+        stats.last_error = LastError(error.kind, error.message, self._now_iso())
         run.attempts.append(
             Attempt(
                 slot.name, attempt, False, error.kind, error.status, error.message, seconds, waited
@@ -556,6 +556,9 @@ class Router:
             waited = wait
 
     # -- status -----------------------------------------------------------------------------
+
+    def _now_iso(self) -> str:
+        return datetime.fromtimestamp(self._wall_clock(), UTC).isoformat()
 
     def status(self) -> list[ProviderStatus]:
         """Every provider in chain order, for ``/performance/llm-providers``."""

@@ -189,8 +189,9 @@ class ModelHandle(Generic[T]):
 class ModelRegistry:
     """Named models, loaded lazily and run in a bounded thread pool.
 
-    ``clock`` (monotonic seconds) drives idle TTLs and retry times; ``rss`` reads the process
-    RSS for the per-model load delta. Both are injection points for tests.
+    ``clock`` (monotonic seconds) drives idle TTLs and retry times; ``wall_clock`` (seconds
+    since the epoch) only converts those moments for :meth:`stats`; ``rss`` reads the process
+    RSS for the per-model load delta. All are injection points for tests.
 
     Loads and closes run one at a time in their own thread, apart from the inference pool:
     a slow load never occupies an inference worker, the peak memory of loading is that of one
@@ -202,12 +203,14 @@ class ModelRegistry:
         settings: ModelsSettings | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         rss: Callable[[], int] = process_rss,
         observer: RegistryObserver | None = None,
     ) -> None:
         settings = settings or ModelsSettings()
         self._retry_base = settings.load_retry_seconds
         self._clock = clock
+        self._wall_clock = wall_clock
         self._rss = rss
         self._observer: RegistryObserver = observer or NullObserver()
         self._entries: dict[str, _Entry] = {}
@@ -524,7 +527,7 @@ class ModelRegistry:
 
     def stats(self) -> list[ModelStats]:
         now = self._clock()
-        wall = time.time()
+        wall = self._wall_clock()
 
         def to_wall(moment: float | None) -> float | None:
             return None if moment is None else wall - (now - moment)
