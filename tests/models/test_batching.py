@@ -1,7 +1,9 @@
 """Micro-batching through the real registry, with a deterministic fake embedder.
 
 The fake stands in for the external model only: its vectors are derived from a hash of
-(kind, text), so every caller can check it got exactly its own rows back.
+(kind, text), so every caller can check it got exactly its own rows back. Nothing here waits
+for time: the model is held at a gate while the test lines up what arrives meanwhile, and
+batch windows end when the test moves the event loop's clock (``loop_clock``).
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
-import time
 from collections.abc import AsyncIterator, Sequence
 
 import numpy as np
@@ -20,6 +21,8 @@ from ragd.models.base import Embedder, EmbedderInfo, TextKind, Vectors
 from ragd.models.batching import EmbeddingBatcher
 from ragd.models.registry import ModelRegistry
 from ragd.settings import ModelsSettings
+from tests.loop_clock import LoopClock
+from tests.waiting import HANG_TIMEOUT, eventually, settle, thread_event, wait_event
 
 DIM = 8
 
@@ -31,11 +34,13 @@ def expected(text: str, kind: TextKind = "passage") -> Vectors:
 
 
 class HashEmbedder:
-    """Deterministic embedder; records every call; fails on texts containing "boom"."""
+    """Deterministic embedder; records every call; fails on texts containing "boom".
 
-    def __init__(self, *, delay: float = 0.0) -> None:
+    With a ``gate``, every call waits (in its worker thread) until the test opens it.
+    """
+
+    def __init__(self) -> None:
         self.calls: list[tuple[int, TextKind]] = []
-        self.delay = delay
         self.gate: threading.Event | None = None
         self.entered = threading.Event()  # set when a call reaches the model
         self._lock = threading.Lock()
@@ -49,9 +54,7 @@ class HashEmbedder:
             self.calls.append((len(texts), kind))
         self.entered.set()
         if self.gate is not None:
-            self.gate.wait(5)
-        if self.delay:
-            time.sleep(self.delay)
+            wait_event(self.gate, "the model's gate")
         if any("boom" in text for text in texts):
             raise RuntimeError("the model choked")
         if not texts:
@@ -85,6 +88,22 @@ async def registry(model: HashEmbedder) -> AsyncIterator[ModelRegistry]:
     await reg.close()
 
 
+async def queued(
+    batcher: EmbeddingBatcher, texts: Sequence[str], kind: TextKind = "passage"
+) -> list[asyncio.Task[Vectors]]:
+    """One caller per text, each with its text already queued in the batcher."""
+    arrived = 0
+
+    async def caller(text: str) -> Vectors:
+        nonlocal arrived
+        arrived += 1  # embed() queues the text in this same step, before its first await
+        return await batcher.embed([text], kind)
+
+    tasks = [asyncio.create_task(caller(text)) for text in texts]
+    await eventually(lambda: arrived == len(texts), what=f"{len(texts)} callers queued")
+    return tasks
+
+
 @pytest.fixture
 async def batcher(registry: ModelRegistry) -> AsyncIterator[EmbeddingBatcher]:
     b = EmbeddingBatcher(registry, "embedder", window_ms=20, max_batch=64)
@@ -106,15 +125,16 @@ async def test_concurrent_single_text_callers_share_model_calls(
 
 
 async def test_requests_arriving_during_the_window_join_the_batch(
-    registry: ModelRegistry, model: HashEmbedder
+    registry: ModelRegistry, model: HashEmbedder, loop_clock: LoopClock
 ) -> None:
-    batcher = EmbeddingBatcher(registry, "embedder", window_ms=200, max_batch=64)
-
-    async def late(text: str, after: float) -> Vectors:
-        await asyncio.sleep(after)
-        return await batcher.embed([text])
-
-    results = await asyncio.gather(late("a", 0), late("b", 0.01), late("c", 0.02))
+    batcher = EmbeddingBatcher(registry, "embedder", window_ms=60_000, max_batch=64)
+    first = await queued(batcher, ["a"])
+    await settle()  # the dispatcher holds "a" for its window
+    later = await queued(batcher, ["b", "c"])
+    await settle()
+    assert model.calls == []  # the window is still open: nothing has left
+    loop_clock.advance(60)  # the window of "a" ends
+    results = await asyncio.gather(*first, *later)
     assert model.calls == [(3, "passage")]
     for text, rows in zip("abc", results, strict=True):
         np.testing.assert_array_equal(rows[0], expected(text))
@@ -124,10 +144,10 @@ async def test_requests_arriving_during_the_window_join_the_batch(
 async def test_a_full_batch_leaves_without_waiting_for_the_window(
     registry: ModelRegistry, model: HashEmbedder
 ) -> None:
-    batcher = EmbeddingBatcher(registry, "embedder", window_ms=5000, max_batch=4)
-    started = time.perf_counter()
-    await asyncio.gather(*(batcher.embed([f"t{i}"]) for i in range(4)))
-    assert time.perf_counter() - started < 1.0
+    # A window of an hour: only reaching max_batch can send the batch before the hang guard.
+    batcher = EmbeddingBatcher(registry, "embedder", window_ms=3_600_000, max_batch=4)
+    async with asyncio.timeout(HANG_TIMEOUT):
+        await asyncio.gather(*(batcher.embed([f"t{i}"]) for i in range(4)))
     assert model.calls == [(4, "passage")]
     await batcher.close()
 
@@ -170,17 +190,18 @@ async def test_window_zero_still_coalesces_what_is_queued(
 async def test_batches_grow_while_the_model_is_busy(
     registry: ModelRegistry, model: HashEmbedder
 ) -> None:
-    model.delay = 0.05
+    model.gate = threading.Event()
     batcher = EmbeddingBatcher(registry, "embedder", window_ms=0, max_batch=64)
-
-    async def caller(i: int) -> None:
-        await asyncio.sleep(i * 0.002)
-        await batcher.embed([f"t{i}"])
-
-    await asyncio.gather(*(caller(i) for i in range(40)))
-    # 40 arrivals over ~80 ms against a 50 ms model call and one slot: a handful of batches.
-    assert len(model.calls) <= 8
-    assert sum(size for size, _ in model.calls) == 40
+    first = asyncio.create_task(batcher.embed(["t0"]))
+    await thread_event(model.entered, "the first batch reached the model")
+    # 39 callers arrive while the model (one slot) is busy with the first batch ...
+    rest = await queued(batcher, [f"t{i}" for i in range(1, 40)])
+    model.gate.set()
+    results = await asyncio.gather(first, *rest)
+    # ... and leave together as the next batch.
+    assert model.calls == [(1, "passage"), (39, "passage")]
+    for i, rows in enumerate(results):
+        np.testing.assert_array_equal(rows[0], expected(f"t{i}"))
     await batcher.close()
 
 
@@ -204,7 +225,7 @@ async def test_cancelling_a_caller_in_flight_does_not_break_the_others(
 ) -> None:
     model.gate = threading.Event()
     tasks = [asyncio.create_task(batcher.embed([f"t{i}"])) for i in range(5)]
-    assert await asyncio.to_thread(model.entered.wait, 5)  # the batch reached the model
+    await thread_event(model.entered, "the batch reached the model")
     tasks[2].cancel()
     model.gate.set()
     results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -220,11 +241,11 @@ async def test_cancelling_a_queued_caller_drops_its_texts(
 ) -> None:
     # A window far longer than the test: only a full batch (4 live texts) can leave.
     batcher = EmbeddingBatcher(registry, "embedder", window_ms=60_000, max_batch=4)
-    tasks = [asyncio.create_task(batcher.embed([f"t{i}"])) for i in range(3)]
-    await asyncio.sleep(0.01)
+    tasks = await queued(batcher, ["t0", "t1", "t2"])
     tasks[0].cancel()
-    await asyncio.sleep(0.01)
-    tasks += [asyncio.create_task(batcher.embed([f"t{i}"])) for i in (3, 4)]
+    with pytest.raises(asyncio.CancelledError):
+        await tasks[0]
+    tasks += await queued(batcher, ["t3", "t4"])
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert isinstance(results[0], asyncio.CancelledError)
     assert model.calls == [(4, "passage")]
@@ -244,18 +265,18 @@ async def test_close_leaves_no_task_behind(registry: ModelRegistry, model: HashE
     model.gate = threading.Event()
     batcher = EmbeddingBatcher(registry, "embedder", window_ms=1, max_batch=2)
     in_flight = asyncio.create_task(batcher.embed(["a", "b"]))
-    assert await asyncio.to_thread(model.entered.wait, 5)
-    queued = asyncio.create_task(batcher.embed(["c"]))
-    await asyncio.sleep(0.01)
+    await thread_event(model.entered, "the first batch reached the model")
+    [waiting] = await queued(batcher, ["c"])
     closing = asyncio.create_task(batcher.close())
-    await asyncio.sleep(0.01)
+    # Closing fails what is queued at once, and waits for the batch in flight.
+    with pytest.raises(Unavailable, match="closed"):
+        await waiting
+    assert not closing.done() and not in_flight.done()
     model.gate.set()
     await closing
 
     rows = await in_flight  # the batch in flight finished normally
     assert rows.shape == (2, DIM)
-    with pytest.raises(Unavailable, match="closed"):
-        await queued
     with pytest.raises(Unavailable, match="closed"):
         await batcher.embed(["d"])
     others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]

@@ -11,7 +11,6 @@ import json
 import logging
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +26,7 @@ from ragd.models.factory import embedder_loader, embedder_name
 from ragd.models.http_embedder import MAX_INPUTS_PER_REQUEST, PROBE_INPUT, OpenAIEmbedder
 from ragd.settings import ModelsSettings
 from tests.conftest import make_settings
+from tests.waiting import HANG_TIMEOUT
 
 API_KEY = "sk-test-0123456789abcdef"
 DIM = 8
@@ -42,6 +42,8 @@ def raw_vector(text: str, dim: int = DIM) -> list[float]:
 class Script:
     requests: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    #: Set when the test is over: the "slow" model stalls until then.
+    over: threading.Event = field(default_factory=threading.Event)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -95,7 +97,9 @@ class Handler(BaseHTTPRequestHandler):
                                       "code": "context_length_exceeded"}})
             return
         if model == "slow" and not probe:
-            time.sleep(1.0)
+            # A hung upstream: it answers only after the test, so only the client's own
+            # timeout can end the request.
+            script.over.wait(HANG_TIMEOUT)
         if model == "wrong-dim" and not probe:
             dim = DIM - 2
         data = [
@@ -129,6 +133,7 @@ def server() -> Iterator[Server]:
     try:
         yield Server(f"http://127.0.0.1:{httpd.server_address[1]}/v1", script)
     finally:
+        script.over.set()
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=5)
