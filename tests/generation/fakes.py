@@ -15,7 +15,10 @@ Notes on the steps:
   one event whose data is not JSON. A custom ``body`` can script protocol events, e.g. an
   Anthropic ``error`` event in the middle of a stream.
 * ``disconnects`` counts streaming requests (``stream: true``) whose client went away before
-  the stream finished, including ``hang`` steps the client gave up on.
+  the stream finished, including ``hang`` steps the client gave up on. ``finished`` counts
+  connections the server is done with, so a test can wait for that instead of for time.
+* ``before_delta(i)``, if given, is called (in a worker thread; it may block) before the
+  server sends delta ``i >= 1`` of a stream: a test can pace a stream by its own events.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
@@ -103,6 +106,8 @@ class _Exchange:
     async def pause(self, seconds: float) -> None:
         """Sleep, unless the client goes away first (then :class:`_ClientGone`)."""
         if self.eof is None:
+            # The scripted stall itself (the request is not fully read yet, so there is no
+            # end-of-file to watch): part of the scenario, not a wait for a condition.
             await asyncio.sleep(seconds)
             return
         if seconds > 0:
@@ -161,14 +166,17 @@ class FakeLLMServer:
         *,
         default: Step | None = None,
         stream_interval: float = 0.0,
+        before_delta: Callable[[int], None] | None = None,
     ) -> None:
         if protocol not in ("openai", "anthropic"):
             raise ValueError(f"unknown protocol {protocol!r}; valid: openai, anthropic")
         self.protocol = protocol
         self.default = default if default is not None else Step()
         self.stream_interval = stream_interval
+        self.before_delta = before_delta
         self.requests: list[Recorded] = []
         self.disconnects = 0
+        self.finished = 0
         self.base_url = ""
         self._script: deque[Step] = deque(script)
         self._lock = threading.Lock()
@@ -268,6 +276,8 @@ class FakeLLMServer:
         finally:
             exchange.close()
             self._handlers.discard(task)
+            with self._lock:
+                self.finished += 1
 
     @staticmethod
     async def _read_request(
@@ -448,6 +458,8 @@ class FakeLLMServer:
                 ex.writer.transport.abort()
                 return
             await ex.pause(step.delay + (self.stream_interval if i else 0.0))
+            if i and self.before_delta is not None:
+                await asyncio.to_thread(self.before_delta, i)
             await ex.send(_chunk(delta_event(delta)))
         if step.kind == "reset":  # all deltas out, the end never comes
             ex.writer.transport.abort()

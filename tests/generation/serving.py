@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -17,6 +16,7 @@ import uvicorn
 
 from ragd.app import create_app
 from ragd.settings import Settings
+from tests.waiting import HANG_TIMEOUT, eventually_sync
 
 
 def free_port() -> int:
@@ -37,17 +37,19 @@ def serving(settings: Settings) -> Iterator[str]:
     thread = threading.Thread(target=server.run, name="ragd-test-server", daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
+
+    def ready() -> bool:
+        assert thread.is_alive(), "the test server stopped before it was ready"
         try:
-            if httpx.get(f"{base}/health/ready", timeout=1.0).status_code == 200:
-                break
+            return httpx.get(f"{base}/health/ready", timeout=HANG_TIMEOUT).status_code == 200
         except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline or not thread.is_alive():
-            server.should_exit = True
-            raise AssertionError("the test server did not become ready")
-        time.sleep(0.05)
+            return False
+
+    try:
+        eventually_sync(ready, what="the test server is ready")
+    except AssertionError:
+        server.should_exit = True
+        raise
     try:
         yield base
     finally:

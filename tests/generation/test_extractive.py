@@ -17,6 +17,7 @@ from ragd.generation.providers.extractive import (
     ExtractiveProvider,
 )
 from ragd.models.onnx_embedder import OnnxEmbedder
+from tests.waiting import HANG_TIMEOUT
 
 VOLCANO = (
     "Basalt columns form when thick lava flows cool slowly and contract. The cracks meet at "
@@ -148,12 +149,13 @@ async def test_embedder_failure_is_a_provider_error() -> None:
         raise RuntimeError("model unloaded")
 
     async def slow(texts: list[str]) -> npt.NDArray[np.float32]:
-        await asyncio.sleep(5)
+        await asyncio.Event().wait()  # never answers: only the attempt timeout ends the call
         raise AssertionError("unreachable")
 
     with pytest.raises(ProviderError) as caught:
         await ExtractiveProvider(broken).complete(_request("Why?"), attempt_timeout=5)
     assert caught.value.kind == "malformed"
-    with pytest.raises(ProviderError) as caught:
-        await ExtractiveProvider(slow).complete(_request("Why?"), attempt_timeout=0.05)
+    async with asyncio.timeout(HANG_TIMEOUT):
+        with pytest.raises(ProviderError) as caught:
+            await ExtractiveProvider(slow).complete(_request("Why?"), attempt_timeout=0.05)
     assert caught.value.kind == "timeout"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ from tests.conftest import STRONG_PASSWORD
 from tests.generation.fakes import FakeLLMServer, Step
 from tests.generation.serving import serving
 from tests.ingestion.conftest import FINISHED, ingest_settings
+from tests.waiting import eventually_sync
 
 DOCS = {
     "volcano": "Basalt columns form when thick lava flows cool slowly and contract. "
@@ -80,16 +80,16 @@ def _ingest(http: httpx.Client, account: Account, collection: str, docs: dict[st
         })
         assert r.status_code == 202, r.text
         jobs.append(r.json()["job_id"])
-    deadline = time.monotonic() + 120
     for job_id in jobs:
-        while True:
+
+        def finished(job_id: str = job_id) -> dict[str, Any] | None:
             r = http.get(f"/api/v1/jobs/{job_id}", headers=account.headers)
             assert r.status_code == 200, r.text
-            if r.json()["status"] in FINISHED:
-                assert r.json()["status"] == "succeeded", r.json()
-                break
-            assert time.monotonic() < deadline, f"job {job_id} not finished: {r.json()}"
-            time.sleep(0.05)
+            job: dict[str, Any] = r.json()
+            return job if job["status"] in FINISHED else None
+
+        job = eventually_sync(finished, what=f"job {job_id} finished")
+        assert job["status"] == "succeeded", job
 
 
 def _api_key(http: httpx.Client, account: Account) -> str:
@@ -174,15 +174,6 @@ def _assert_verified(ragd: dict[str, Any], content: str) -> None:
 
 def _user(text: str) -> list[Any]:
     return [{"role": "user", "content": text}]
-
-
-def _wait_for(predicate: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return bool(predicate())
 
 
 # -- chat completions -----------------------------------------------------------------------
@@ -401,9 +392,8 @@ def test_disconnect_from_chat_sse_closes_the_upstream(llm: Env) -> None:
             else:
                 raise AssertionError("the stream ended without a token")
         # Leaving the block closed the response (and its connection) mid-stream.
-    assert _wait_for(lambda: fake.disconnects == before + 1), (
-        f"ragd did not close its upstream request: disconnects={fake.disconnects}"
-    )
+    eventually_sync(lambda: fake.disconnects == before + 1,
+                    what="ragd closes its upstream request")
 
 
 def test_disconnect_from_openai_stream_closes_the_upstream(llm: Env) -> None:
@@ -420,7 +410,6 @@ def test_disconnect_from_openai_stream_closes_the_upstream(llm: Env) -> None:
                 break
         stream.close()
         assert seen.strip().startswith("word")
-        assert _wait_for(lambda: fake.disconnects == before + 1), (
-            f"ragd did not close its upstream request: disconnects={fake.disconnects}"
-        )
+        eventually_sync(lambda: fake.disconnects == before + 1,
+                        what="ragd closes its upstream request")
 

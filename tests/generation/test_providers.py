@@ -1,9 +1,15 @@
-"""The OpenAI-compatible and Anthropic providers against real fake servers on 127.0.0.1."""
+"""The OpenAI-compatible and Anthropic providers against real fake servers on 127.0.0.1.
+
+Timeouts are shown without timing anything: an upstream that stalls far beyond every other
+limit (settings ``timeout_seconds`` raised to its maximum, a 60 s hang guard around the call)
+can only be ended by the attempt's budget, and the error names that budget. A stream that
+outlives its budget is paced by the test on the event loop's clock (``loop_clock``).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import time
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
@@ -19,6 +25,8 @@ from ragd.generation.providers.http import Redactor, parse_retry_after
 from ragd.generation.providers.openai import OpenAIProvider
 from ragd.settings import ProviderSettings
 from tests.generation.fakes import FakeLLMServer, Step, split_deltas
+from tests.loop_clock import LoopClock
+from tests.waiting import HANG_TIMEOUT, eventually
 
 Protocol = Literal["openai", "anthropic"]
 PROTOCOLS: list[Protocol] = ["openai", "anthropic"]
@@ -55,13 +63,19 @@ Make = Callable[..., tuple[FakeLLMServer, AnyProvider]]
 
 @pytest.fixture
 def make(servers: ExitStack, providers: list[AnyProvider]) -> Make:
-    """``make(protocol, *script, stream_interval=..., **settings)``: a fake and a provider."""
+    """``make(protocol, *script, stream_interval=..., before_delta=..., **settings)``: a fake
+    and a provider."""
 
     def build(
-        protocol: Protocol, *script: Step, stream_interval: float = 0.0, **settings: Any
+        protocol: Protocol,
+        *script: Step,
+        stream_interval: float = 0.0,
+        before_delta: Callable[[int], None] | None = None,
+        **settings: Any,
     ) -> tuple[FakeLLMServer, AnyProvider]:
         server = servers.enter_context(
-            FakeLLMServer(protocol, script, stream_interval=stream_interval)
+            FakeLLMServer(protocol, script, stream_interval=stream_interval,
+                          before_delta=before_delta)
         )
         values: dict[str, Any] = {
             "name": f"fake-{protocol}",
@@ -99,12 +113,10 @@ async def run(provider: AnyProvider, mode: str, budget: float = 5.0) -> list[str
     return [c.text for c in chunks if c.text]
 
 
-async def eventually(condition: Callable[[], object], seconds: float = 2.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
+#: Far beyond every limit but the attempt budget: a stall this long can only be cut short.
+STALL = 3600.0
+#: The provider's own default timeout, raised to its maximum so it cannot be what fires.
+NO_DEFAULT_TIMEOUT = {"timeout_seconds": 600.0}
 
 
 # -- answers ------------------------------------------------------------------------------------
@@ -273,48 +285,61 @@ async def test_401_is_auth_and_never_shows_the_key(
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_slow_answer_times_out(make: Make, protocol: Protocol, mode: str) -> None:
-    _, provider = make(protocol, Step("slow", delay=2.0))
-    started = time.monotonic()
-    with pytest.raises(ProviderError) as info:
-        await run(provider, mode, budget=0.3)
+    _, provider = make(protocol, Step("slow", delay=STALL), **NO_DEFAULT_TIMEOUT)
+    async with asyncio.timeout(HANG_TIMEOUT):
+        with pytest.raises(ProviderError) as info:
+            await run(provider, mode, budget=0.3)
     assert info.value.kind == "timeout"
-    assert time.monotonic() - started < 1.5
+    assert "0.3s" in info.value.message  # the attempt's budget is what ended it
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_stream_times_out_on_a_slow_gap_between_deltas(
     make: Make, protocol: Protocol
 ) -> None:
-    _, provider = make(protocol, stream_interval=2.0)
+    _, provider = make(protocol, stream_interval=STALL, **NO_DEFAULT_TIMEOUT)
     received: list[StreamChunk] = []
-    started = time.monotonic()
-    with pytest.raises(ProviderError) as info:
-        await collect(provider.stream(REQUEST, attempt_timeout=0.3), received)
-    assert info.value.kind == "timeout"
+    async with asyncio.timeout(HANG_TIMEOUT):
+        with pytest.raises(ProviderError) as info:
+            await collect(provider.stream(REQUEST, attempt_timeout=0.3), received)
+    assert info.value.kind == "timeout" and "0.3s" in info.value.message
     assert [c.text for c in received] == split_deltas(TEXT)[:1]
-    assert time.monotonic() - started < 1.5
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_stream_timeout_bounds_each_gap_not_the_whole_stream(
-    make: Make, protocol: Protocol
+    make: Make, protocol: Protocol, loop_clock: LoopClock
 ) -> None:
-    _, provider = make(protocol, Step("slow", delay=0.08))
-    started = time.monotonic()
-    texts = await run(provider, "stream", budget=0.3)
+    budget = 30.0
+    gap = 0.6 * budget
+    consumed = threading.Semaphore(0)  # one release per delta the consumer has
+
+    def before_delta(index: int) -> None:
+        # Once the consumer has the previous delta, most of a budget passes on the loop's
+        # clock before this one: every gap is under the budget, the whole stream far over it.
+        if not consumed.acquire(timeout=HANG_TIMEOUT):
+            raise AssertionError(f"delta {index - 1} was never consumed")
+        loop_clock.advance(gap)
+
+    _, provider = make(protocol, before_delta=before_delta, **NO_DEFAULT_TIMEOUT)
+    texts: list[str] = []
+    async for chunk in provider.stream(REQUEST, attempt_timeout=budget):
+        if chunk.text:
+            texts.append(chunk.text)
+            consumed.release()
     assert "".join(texts) == TEXT
-    assert time.monotonic() - started > 0.3  # longer than one attempt_timeout, and fine
+    assert gap * (len(texts) - 1) > 2 * budget  # the stream outlived two whole budgets
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_hang_gives_timeout_quickly(make: Make, protocol: Protocol, mode: str) -> None:
-    server, provider = make(protocol, Step("hang"))
-    started = time.monotonic()
-    with pytest.raises(ProviderError) as info:
-        await run(provider, mode, budget=0.2)
+async def test_hang_gives_timeout_at_the_budget(make: Make, protocol: Protocol, mode: str) -> None:
+    server, provider = make(protocol, Step("hang"), **NO_DEFAULT_TIMEOUT)
+    async with asyncio.timeout(HANG_TIMEOUT):
+        with pytest.raises(ProviderError) as info:
+            await run(provider, mode, budget=0.2)
     assert info.value.kind == "timeout" and info.value.retryable
-    assert time.monotonic() - started < 1.0
+    assert "0.2s" in info.value.message
     assert len(server.requests) == 1
 
 
@@ -443,7 +468,7 @@ async def test_cancelling_the_consumer_closes_the_upstream(make: Make, protocol:
 async def test_a_finished_stream_is_not_a_disconnect(make: Make) -> None:
     server, provider = make("openai")
     await run(provider, "stream")
-    await asyncio.sleep(0.05)
+    await eventually(lambda: server.finished == 1, what="the server is done with the stream")
     assert server.disconnects == 0
 
 
