@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +21,7 @@ from ragd.db.engine import Database
 from ragd.errors import Conflict, InvalidInput, NotFound
 from ragd.jobs import Job, SqlJobQueue, backoff_delay
 from ragd.stores.identity import SqlIdentityStore
+from tests.waiting import HANG_TIMEOUT
 
 KIND = "test"
 
@@ -261,25 +261,34 @@ async def test_twenty_concurrent_claimers_get_distinct_jobs(
 
 _DRAIN_SCRIPT = textwrap.dedent(
     """
-    import asyncio, sys, time
-    from pathlib import Path
+    import asyncio, sys
     from ragd.db.engine import Database
     from ragd.jobs import SqlJobQueue
 
-    async def main(url: str, worker: str, go: str) -> None:
+    def say(word: str) -> None:
+        sys.stdout.write(word + "\\n")
+        sys.stdout.flush()
+
+    def hear(word: str) -> None:
+        line = sys.stdin.readline().strip()
+        if line != word:
+            raise SystemExit(f"expected {word!r} from the test, got {line!r}")
+
+    async def main(url: str, worker: str) -> None:
         db = Database(url)
         queue = SqlJobQueue(db)
         await db.ping()
-        Path(go + "." + worker).touch()  # ready
-        while not Path(go).exists():
-            time.sleep(0.005)
+        say("ready")
+        hear("go")
         claimed = []
         while (job := await queue.claim(worker, ["test"])) is not None:
             claimed.append(job.id)
-            await asyncio.sleep(0.005)  # "work", so that neither process drains alone
+            if len(claimed) == 1:
+                say("holding")  # both processes hold a job before either drains on
+                hear("drain")
             assert await queue.complete(job.id, worker)
         await db.dispose()
-        sys.stdout.write("\\n".join(claimed) + "\\n")
+        say(" ".join(claimed))
 
     asyncio.run(main(*sys.argv[1:]))
     """
@@ -293,10 +302,10 @@ _CLAIM_AND_HANG_SCRIPT = textwrap.dedent(
 
     async def main(url: str) -> None:
         db = Database(url)
-        job = await SqlJobQueue(db, lease_seconds=1).claim("doomed", ["test"])
+        job = await SqlJobQueue(db, lease_seconds=3600).claim("doomed", ["test"])
         sys.stdout.write(f"{job.id if job else ''}\\n")
         sys.stdout.flush()
-        await asyncio.sleep(120)  # "working", never heartbeating
+        await asyncio.Event().wait()  # "working" until killed, never heartbeating
 
     asyncio.run(main(sys.argv[1]))
     """
@@ -306,29 +315,48 @@ _CLAIM_AND_HANG_SCRIPT = textwrap.dedent(
 def _spawn(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(  # noqa: S603 - our own interpreter and script
         [sys.executable, "-c", *args],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
 
 
+async def _expect(proc: subprocess.Popen[str], word: str) -> None:
+    """The child's next line is ``word`` (its stderr otherwise)."""
+    assert proc.stdout is not None and proc.stderr is not None
+    async with asyncio.timeout(HANG_TIMEOUT):
+        line = await asyncio.to_thread(proc.stdout.readline)
+    if line.strip() != word:
+        proc.kill()
+        raise AssertionError(f"expected {word!r}, got {line!r}: {proc.stderr.read()}")
+
+
+def _tell(procs: list[subprocess.Popen[str]], word: str) -> None:
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write(word + "\n")
+        proc.stdin.flush()
+
+
 @pytest.mark.slow
 async def test_two_processes_never_claim_the_same_job(
-    db: Database, db_path: Path, tenant: str, tmp_path: Path
+    db: Database, db_path: Path, tenant: str
 ) -> None:
     queue = SqlJobQueue(db)
     ids = {(await queue.enqueue(tenant, KIND, {"i": i})).id for i in range(50)}
-    go = tmp_path / "go"
-    procs = [_spawn(_DRAIN_SCRIPT, _url(db_path), f"proc-{n}", str(go)) for n in range(2)]
+    procs = [_spawn(_DRAIN_SCRIPT, _url(db_path), f"proc-{n}") for n in range(2)]
     try:
-        # Let both import and connect, then start them together so their claims interleave.
-        deadline = time.monotonic() + 30
-        while not all((tmp_path / f"go.proc-{n}").exists() for n in range(2)):
-            assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
-            await asyncio.sleep(0.02)
-        go.touch()
+        # Both import and connect, then start together so their claims interleave; each then
+        # holds its first job until the other holds one too, so neither drains alone.
+        for proc in procs:
+            await _expect(proc, "ready")
+        _tell(procs, "go")
+        for proc in procs:
+            await _expect(proc, "holding")
+        _tell(procs, "drain")
         outputs = await asyncio.gather(
-            *(asyncio.to_thread(p.communicate, timeout=60) for p in procs)
+            *(asyncio.to_thread(p.communicate, timeout=HANG_TIMEOUT) for p in procs)
         )
     finally:
         for p in procs:
@@ -350,15 +378,16 @@ async def test_two_processes_never_claim_the_same_job(
 async def test_killed_worker_job_is_reclaimed_after_lease_expiry(
     db: Database, db_path: Path, tenant: str
 ) -> None:
-    queue = SqlJobQueue(db, lease_seconds=1)
+    queue = SqlJobQueue(db, lease_seconds=3600)
     job = await queue.enqueue(tenant, KIND, {"doc": "x"})
     proc = _spawn(_CLAIM_AND_HANG_SCRIPT, _url(db_path))
     try:
         assert proc.stdout is not None
-        line = await asyncio.to_thread(proc.stdout.readline)
+        async with asyncio.timeout(HANG_TIMEOUT):
+            line = await asyncio.to_thread(proc.stdout.readline)
         assert line.strip() == job.id, proc.stderr.read() if proc.stderr else ""
         os.kill(proc.pid, signal.SIGKILL)
-        await asyncio.to_thread(proc.wait, 10)
+        await asyncio.to_thread(proc.wait, HANG_TIMEOUT)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -367,15 +396,15 @@ async def test_killed_worker_job_is_reclaimed_after_lease_expiry(
     orphan = await _get(queue, tenant, job.id)
     assert (orphan.status, orphan.lease_owner) == ("running", "doomed")
 
-    deadline = time.monotonic() + 10
-    reclaimed = None
-    while reclaimed is None and time.monotonic() < deadline:
-        reclaimed = await queue.claim("survivor", [KIND])
-        if reclaimed is None:
-            await asyncio.sleep(0.1)
+    # While its hour-long lease runs, nobody else may take the dead worker's job ...
+    assert await queue.claim("survivor", [KIND]) is None
+    # ... and once it has run out (a survivor whose clock is past it), the next claim does.
+    later = SqlJobQueue(db, lease_seconds=3600,
+                        clock=lambda: datetime.now(UTC) + timedelta(seconds=3601))
+    reclaimed = await later.claim("survivor", [KIND])
     assert reclaimed is not None and reclaimed.id == job.id
     assert reclaimed.attempts == 2 and reclaimed.lease_owner == "survivor"
-    assert await queue.complete(job.id, "survivor") is True
+    assert await later.complete(job.id, "survivor") is True
     assert (await _get(queue, tenant, job.id)).status == "succeeded"
 
 
