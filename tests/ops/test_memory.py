@@ -19,6 +19,7 @@ from ragd.ops.memory import (
     release_memory,
 )
 from ragd.settings import MemorySettings, ModelsSettings
+from tests.waiting import eventually
 
 SOFT_MB = 100
 EMERGENCY_MB = 200
@@ -230,10 +231,7 @@ async def test_run_loop_survives_failing_cycles(
 
     task = asyncio.create_task(manager.run())
     try:
-        for _ in range(200):
-            await asyncio.sleep(0.01)
-            if len(manager.events) >= 3:
-                break
+        await eventually(lambda: len(manager.events) >= 3, what="three cleanup events")
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -253,10 +251,8 @@ async def test_run_loop_unloads_idle_models_without_memory_pressure(
     clock.now += 61
     task = asyncio.create_task(manager.run())
     try:
-        for _ in range(200):
-            await asyncio.sleep(0.01)
-            if registry.state("embedder") == "not_loaded":
-                break
+        await eventually(lambda: registry.state("embedder") == "not_loaded",
+                         what="the idle embedder unloaded")
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
