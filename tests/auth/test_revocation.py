@@ -17,6 +17,18 @@ from ragd.db.tables import AuthEventRow, utcnow
 from ragd.errors import Unavailable
 from ragd.stores.base import AuthEvent
 from ragd.stores.identity import SqlIdentityStore
+from tests.waiting import settle
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 class GatedStore(SqlIdentityStore):
@@ -85,8 +97,7 @@ async def test_request_during_inflight_sync_waits_for_it(db: Database, tmp_path:
     first = asyncio.create_task(there.refresh_if_changed())
     await gated.entered.wait()  # the first request's sync is now in flight
     second = asyncio.create_task(there.refresh_if_changed())
-    for _ in range(20):
-        await asyncio.sleep(0)
+    await settle()  # a request that skipped the sync would be done now (it needs no I/O)
     assert not second.done(), "a request slipped past an unfinished sync"
     gated.gate.set()
     await asyncio.gather(first, second)
@@ -116,10 +127,13 @@ async def test_event_numbers_are_never_reused_after_pruning(db: Database, tmp_pa
 
 async def test_failed_sync_fails_closed(db: Database, tmp_path: Path) -> None:
     store = SqlIdentityStore(db)
-    watcher = RevocationList(store, FileChangeSignal(tmp_path / "marker"), sync_interval=0.001)
+    clock = FakeClock()
+    watcher = RevocationList(store, FileChangeSignal(tmp_path / "marker"), sync_interval=2.0,
+                             clock=clock)
     await watcher.load()
     async with db.transaction() as s:
         await s.execute(text("DROP TABLE auth_events"))  # every sync query now fails
-    await asyncio.sleep(0.01)
+    await watcher.refresh_if_changed()  # fresh and no signal: no sync, nothing to fail
+    clock.advance(2.5)  # the periodic sync is due
     with pytest.raises(Unavailable):
         await watcher.refresh_if_changed()

@@ -21,6 +21,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -89,7 +90,10 @@ ALLOWED = Decision(None)
 
 
 class RevocationList:
-    """Revoked sessions and keys, inactive users and suspended tenants, in memory."""
+    """Revoked sessions and keys, inactive users and suspended tenants, in memory.
+
+    ``clock`` (monotonic seconds) times the periodic sync; it is an injection point for tests.
+    """
 
     def __init__(
         self,
@@ -98,10 +102,12 @@ class RevocationList:
         *,
         sync_interval: float = 2.0,
         api_key_cache_size: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._events = events
         self._signal = signal
         self._sync_interval = sync_interval
+        self._clock = clock
         self._lock = asyncio.Lock()
         self._last_seq = 0
         self._last_sync = 0.0
@@ -132,7 +138,7 @@ class RevocationList:
         self.suspended_tenants = set(snap.suspended_tenant_ids)
         self._api_keys.clear()
         self._last_seq = snap.last_seq
-        self._last_sync = time.monotonic()
+        self._last_sync = self._clock()
         self._loaded = True
 
     async def sync(self, *, generation: int | None = None) -> None:
@@ -149,7 +155,7 @@ class RevocationList:
             self._done = max(self._done, target)
 
     def _stale(self) -> bool:
-        return time.monotonic() - self._last_sync > self._sync_interval
+        return self._clock() - self._last_sync > self._sync_interval
 
     async def _sync_locked(self) -> None:
         if not self._loaded:
@@ -166,7 +172,7 @@ class RevocationList:
             for event in events:
                 await self._apply(event.kind, event.subject)
                 self._last_seq = event.seq
-        self._last_sync = time.monotonic()
+        self._last_sync = self._clock()
 
     async def _apply(self, kind: str, subject: str) -> None:
         if kind == "session":
