@@ -62,6 +62,11 @@ def check_text(value: str, *, single_line: bool = False) -> str:
     return value
 
 
+def check_label(value: str) -> str:
+    """:func:`check_text` for a single-line label (a name, a title, an identifier)."""
+    return check_text(value, single_line=True)
+
+
 def strip_controls(value: str) -> str:
     """``value`` without control characters, NULs or surrogates (for names taken from
     clients' file systems, which are kept rather than refused)."""

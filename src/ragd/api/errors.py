@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from ragd.errors import (
     AuthenticationFailed,
@@ -40,6 +41,8 @@ _STATUS: list[tuple[type[RagdError], int]] = [
     (Unavailable, 503),
     (ConfigurationError, 500),
 ]
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -121,14 +124,15 @@ def allowed_methods(request: Request) -> str:
     """Every method some route serves at this path (RFC 9110 15.5.6).
 
     Starlette answers with the methods of the first route whose path matched, so a path
-    served by two routes (``GET`` and ``POST /collections``) would advertise only one.
+    served by two routes (``GET`` and ``POST /collections``) would advertise only one. Each
+    method is asked of the router's own matching, so nested routers answer too.
     """
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        regex = getattr(route, "path_regex", None)
-        if regex is not None and regex.match(request.url.path):
-            methods.update(getattr(route, "methods", None) or ())
-    return ", ".join(sorted(methods))
+    methods = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+            methods.append(method)
+    return ", ".join(methods)
 
 
 def _jsonable(value: Any) -> Any:

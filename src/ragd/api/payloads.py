@@ -2,55 +2,34 @@
 
 from __future__ import annotations
 
-import json
-import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
+from ragd import hygiene
 from ragd.errors import InvalidInput
 from ragd.jobs.queue import Job, JobStatus
 from ragd.stores.catalog import Collection, Document, DocumentStatus, StoredChunk
+from ragd.stores.metadata import MAX_METADATA_BYTES, check_metadata
 
-MAX_METADATA_KEYS = 64
-MAX_METADATA_KEY = 64
-MAX_METADATA_BYTES = 16 * 1024
-MAX_LIST_ITEMS = 100
-
-CollectionName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
-                                                  max_length=200)]
+#: A single line of text (names, titles, ids): no control characters.
+SingleLine = AfterValidator(hygiene.check_label)
+CollectionName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), SingleLine
+]
 Description = Annotated[str, StringConstraints(max_length=2000)]
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
-Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-
-
-def check_metadata(value: Any) -> dict[str, Any]:
-    """User metadata: a flat JSON object of strings, finite numbers, booleans, nulls and
-    lists of those; at most 64 keys and 16 KiB. Raises :class:`InvalidInput` otherwise."""
-    if not isinstance(value, dict):
-        raise InvalidInput("metadata must be a JSON object", code="invalid_metadata")
-    if len(value) > MAX_METADATA_KEYS:
-        raise InvalidInput(f"metadata has more than {MAX_METADATA_KEYS} keys",
-                           code="invalid_metadata")
-    for key, item in value.items():
-        if not isinstance(key, str) or not 1 <= len(key) <= MAX_METADATA_KEY:
-            raise InvalidInput(f"metadata keys must be 1 to {MAX_METADATA_KEY} characters",
-                               code="invalid_metadata")
-        items = item if isinstance(item, list) else [item]
-        if isinstance(item, list) and len(item) > MAX_LIST_ITEMS:
-            raise InvalidInput(f"metadata list {key!r} is longer than {MAX_LIST_ITEMS}",
-                               code="invalid_metadata")
-        for scalar in items:
-            if not _scalar(scalar):
-                raise InvalidInput(
-                    f"metadata value of {key!r} must be a string, number, boolean, null or a "
-                    "list of those", code="invalid_metadata",
-                )
-    if len(json.dumps(value, ensure_ascii=False).encode()) > MAX_METADATA_BYTES:
-        raise InvalidInput(f"metadata is larger than {MAX_METADATA_BYTES} bytes",
-                           code="invalid_metadata")
-    return value
+Title = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), SingleLine
+]
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64), SingleLine]
 
 
 def parse_metadata(raw: str | None) -> dict[str, Any] | None:
@@ -61,16 +40,11 @@ def parse_metadata(raw: str | None) -> dict[str, Any] | None:
         raise InvalidInput(f"metadata is larger than {MAX_METADATA_BYTES} bytes",
                            code="invalid_metadata")
     try:
-        value = json.loads(raw)
-    except ValueError:
-        raise InvalidInput("metadata must be a JSON object", code="invalid_metadata") from None
+        value = hygiene.loads(raw)
+    except hygiene.JsonRejected as exc:
+        raise InvalidInput(f"metadata must be a JSON object ({exc.reason})",
+                           code="invalid_metadata") from None
     return check_metadata(value)
-
-
-def _scalar(value: Any) -> bool:
-    if value is None or isinstance(value, str | bool | int):
-        return not isinstance(value, str) or len(value) <= 4096
-    return isinstance(value, float) and math.isfinite(value)
 
 
 class Input(BaseModel):

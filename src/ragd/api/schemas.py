@@ -5,15 +5,27 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 from ragd.auth import apikeys
+from ragd.hygiene import check_label, utc_datetime
 from ragd.stores.base import ApiKey, Role, Tenant, TenantStatus, User
 
-Email = Annotated[str, StringConstraints(min_length=3, max_length=320)]
+#: A single line of text (names, emails, ids): no control characters.
+SingleLine = AfterValidator(check_label)
+Email = Annotated[str, StringConstraints(min_length=3, max_length=320), SingleLine]
 Password = Annotated[str, StringConstraints(min_length=1, max_length=256)]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=100)]
-Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=100), SingleLine]
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64), SingleLine]
+#: An aware time with a UTC value a database column can hold (no OverflowError later).
+Timestamp = Annotated[AwareDatetime, AfterValidator(utc_datetime)]
 
 
 class Input(BaseModel):
@@ -92,7 +104,7 @@ class MeOut(UserOut):
 
 class ApiKeyCreateIn(Input):
     name: Name
-    expires_at: AwareDatetime | None = None
+    expires_at: Timestamp | None = None
 
 
 class ApiKeyOut(BaseModel):

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Select, and_, or_
 
 from ragd.errors import InvalidInput
+from ragd.hygiene import text_problem, utc_datetime
 
 
 def encode_cursor(created_at: datetime, item_id: str) -> str:
@@ -24,10 +25,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         created, item_id = (
             base64.urlsafe_b64decode(cursor.encode("ascii")).decode().split("|", 1)
         )
-        when = datetime.fromisoformat(created)
+        # A cursor is client input: its time must have a UTC value a column can hold.
+        when = utc_datetime(datetime.fromisoformat(created))
     except (ValueError, UnicodeError, binascii.Error):
         raise InvalidInput("invalid cursor", code="invalid_cursor") from None
-    if when.tzinfo is None or len(item_id) > 64:
+    if len(item_id) > 64 or text_problem(item_id, single_line=True):
         raise InvalidInput("invalid cursor", code="invalid_cursor")
     return when, item_id
 

@@ -45,6 +45,7 @@ from rich.progress import (
 from rich.table import Table
 
 from ragd.errors import Conflict, RagdError
+from ragd.stores.metadata import check_metadata
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -166,7 +167,6 @@ def discover(
 def parse_metadata(pairs: Sequence[str]) -> dict[str, str]:
     """``KEY=VALUE`` strings to a metadata object (values stay strings; the last repeated
     key wins), checked against the server's metadata rules. Raises :class:`IngestError`."""
-    from ragd.api.payloads import check_metadata
 
     metadata: dict[str, str] = {}
     for pair in pairs:

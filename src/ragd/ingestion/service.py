@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ragd.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
+from ragd.hygiene import strip_controls, text_problem
 from ragd.index.manager import IndexManager
 from ragd.ingestion.limits import check_zip
 from ragd.ingestion.parsers import FORMATS, ParseError, detect_format
@@ -28,9 +29,17 @@ from ragd.stores.catalog import (
     CollectionRemoval,
     Upload,
 )
+from ragd.stores.metadata import check_metadata
 
 MAX_TITLE = 500
 MAX_FILENAME = 255
+
+
+def _title(title: str | None) -> str | None:
+    clean = (title or "").strip()[:MAX_TITLE]
+    if problem := text_problem(clean, single_line=True):
+        raise InvalidInput(f"title {problem}", code="invalid_title")
+    return clean or None
 
 
 class IngestionService:
@@ -65,9 +74,13 @@ class IngestionService:
             raise PayloadTooLarge(
                 f"the file is larger than {self.settings.max_upload_mb:g} MB"
             )
+        if metadata is not None:
+            metadata = check_metadata(dict(metadata))
         if filename is not None:
-            filename = filename.replace("\\", "/").rsplit("/", 1)[-1].strip()[:MAX_FILENAME]
-            filename = filename or None
+            # A client's file name is kept, not refused: only its last path component, without
+            # control characters (log forging, NULs no database stores), within 255 characters.
+            filename = strip_controls(filename.replace("\\", "/").rsplit("/", 1)[-1])
+            filename = filename.strip()[:MAX_FILENAME] or None
         try:
             if data.startswith(b"PK"):
                 # Reading a ZIP directory costs memory per entry: bound it before anything
@@ -83,7 +96,7 @@ class IngestionService:
         digest = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
         return Upload(
             content=data, content_sha256=digest, content_type=FORMATS[fmt],
-            filename=filename, title=(title or "").strip()[:MAX_TITLE] or None,
+            filename=filename, title=_title(title),
             metadata=metadata,
         )
 

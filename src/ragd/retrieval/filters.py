@@ -26,6 +26,7 @@ from datetime import date, datetime
 from typing import Any
 
 from ragd.errors import InvalidInput
+from ragd.hygiene import utc_datetime
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 
@@ -56,7 +57,12 @@ def _as_date(value: Any) -> datetime | None:
             parsed = datetime.combine(date.fromisoformat(value), datetime.min.time())
         except ValueError:
             return None
-    return parsed.replace(tzinfo=None) if parsed.tzinfo is None else parsed
+    if parsed.tzinfo is None:
+        return parsed
+    try:  # compared in UTC; a time with no UTC value (9999-12-31T23:59-01:00) is no date
+        return utc_datetime(parsed)
+    except ValueError:
+        return None
 
 
 def _comparable(value: Any, bound: Any) -> tuple[Any, Any] | None:

@@ -230,7 +230,8 @@ class Catalog(Protocol):
         metadata: Mapping[str, Any],
     ) -> Collection:
         """:class:`~ragd.errors.Conflict` (``collection_exists``) when the name is taken
-        (case-insensitively) in the tenant."""
+        (case-insensitively) in the tenant; :class:`~ragd.errors.InvalidInput` when the
+        metadata breaks :func:`ragd.stores.metadata.check_metadata` (also on update)."""
         ...
 
     async def list_collections(

@@ -46,6 +46,7 @@ from ragd.stores.catalog import (
     VersionCommit,
     check_embedder,
 )
+from ragd.stores.metadata import check_metadata
 
 
 def _dumps(value: Any) -> str:
@@ -68,6 +69,7 @@ class SqlCatalog:
         self, tenant_id: str, name: str, *, description: str | None,
         metadata: Mapping[str, Any],
     ) -> Collection:
+        metadata = check_metadata(dict(metadata))
         now = utcnow()
         try:
             async with self._db.transaction() as s:
@@ -127,6 +129,8 @@ class SqlCatalog:
         self, tenant_id: str, collection_id: str, *, name: str | None = None,
         description: str | None = None, metadata: Mapping[str, Any] | None = None,
     ) -> Collection | None:
+        if metadata is not None:
+            metadata = check_metadata(dict(metadata))
         try:
             async with self._db.transaction() as s:
                 row = await _active_collection(s, tenant_id, collection_id)

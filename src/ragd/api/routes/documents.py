@@ -32,7 +32,8 @@ from ragd.api.payloads import (
 )
 from ragd.api.routing import ApiRoute, parse_json
 from ragd.errors import InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
-from ragd.ingestion.service import IngestionService
+from ragd.hygiene import text_problem
+from ragd.ingestion.service import MAX_FILENAME, IngestionService
 from ragd.stores.catalog import Accepted, DocumentStatus, Upload
 
 router = APIRouter(
@@ -101,6 +102,13 @@ async def _form_upload(
     except StarletteHTTPException as exc:
         if exc.status_code == 413:  # noqa: PLR2004 - payload too large
             raise  # the body limit cut the form off while it streamed in
+        if _caused_by(exc, "header size"):
+            # python-multipart caps each part header line at ~4 KiB.
+            raise InvalidInput(
+                "a multipart part header is longer than 4 KiB: is the file name too long? "
+                f"(names are kept up to {MAX_FILENAME} characters)",
+                code="multipart_header_too_large",
+            ) from None
         raise InvalidInput(f"malformed multipart body: {exc.detail}",
                            code="bad_multipart") from None
     except Exception as exc:  # noqa: BLE001 - malformed multipart must be a 4xx, not a 500
@@ -113,6 +121,10 @@ async def _form_upload(
         value = form.get(name)
         if value is not None and not isinstance(value, str):
             raise InvalidInput(f"form field {name!r} must be text", code="invalid_field")
+        if value is not None and (
+            problem := text_problem(value, single_line=name != "metadata")
+        ):
+            raise InvalidInput(f"form field {name!r} {problem}", code="invalid_field")
         fields[name] = value
     unknown = set(form.keys()) - {"file", "collection_id", "title", "metadata"}
     if unknown:
@@ -131,6 +143,16 @@ async def _form_upload(
         title=fields["title"], metadata=metadata,
     )
     return upload, collection_id
+
+
+def _caused_by(exc: BaseException, words: str) -> bool:
+    """Whether an exception in the chain behind ``exc`` says ``words``."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if words in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _text_limit(ingestion: IngestionService) -> int:
