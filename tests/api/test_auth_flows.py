@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import statistics
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import argon2
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -214,24 +213,44 @@ async def test_register_disabled_is_403(tmp_path: Path) -> None:
         assert_error(response, 403, "registration_disabled")
 
 
-async def test_register_duplicate_email_is_409(client: httpx.AsyncClient) -> None:
-    await register(client, email="dup@acme.io")
-    response = await client.post(
+async def test_register_refusals_do_not_say_which_field_was_taken(
+    client: httpx.AsyncClient,
+) -> None:
+    """Anyone may register: a taken email and a taken tenant name get one answer, so the
+    endpoint is no oracle for which addresses have accounts."""
+    await register(client, email="dup@acme.io", tenant="Globex")
+    taken_email = await client.post(
         REGISTER,
         json={"email": "DUP@acme.io", "password": STRONG_PASSWORD, "tenant_name": "another"},
     )
-    assert_error(response, 409, "email_taken")
-
-
-async def test_register_duplicate_tenant_name_case_insensitive_is_409(
-    client: httpx.AsyncClient,
-) -> None:
-    await register(client, tenant="Globex")
-    response = await client.post(
+    taken_name = await client.post(
         REGISTER,
         json={"email": unique_email(), "password": STRONG_PASSWORD, "tenant_name": "gLOBEX"},
     )
-    assert_error(response, 409, "tenant_exists")
+    assert_error(taken_email, 409, "registration_refused")
+    assert_error(taken_name, 409, "registration_refused")
+    assert taken_email.json() == taken_name.json()
+
+
+@pytest.mark.parametrize(
+    "look_alike",
+    ["\uff44\uff55\uff50@acme.io",  # fullwidth "dup"
+     "DUP@\uff41\uff43\uff4d\uff45.io"],  # fullwidth "acme"
+)
+async def test_nfkc_look_alike_email_is_the_same_account(
+    client: httpx.AsyncClient, look_alike: str
+) -> None:
+    """A fullwidth spelling shows like the real address: it must not become a second
+    account, and it names the same account at login."""
+    owner = await register(client, email="dup@acme.io")
+    response = await client.post(
+        REGISTER,
+        json={"email": look_alike, "password": STRONG_PASSWORD, "tenant_name": "look-alike"},
+    )
+    assert_error(response, 409, "registration_refused")
+    tokens = (await try_login(client, look_alike)).json()
+    me = await client.get(ME, headers=bearer(tokens["access_token"]))
+    assert me.json()["id"] == owner["user"]["id"]
 
 
 # -- login -----------------------------------------------------------------------------------
@@ -268,40 +287,28 @@ async def test_unknown_user_and_wrong_password_are_indistinguishable(
     assert wrong.headers.get("www-authenticate") == unknown.headers.get("www-authenticate")
 
 
-async def _median_login_seconds(
-    client: httpx.AsyncClient, emails: list[str]
-) -> tuple[float, float]:
-    """Median time of a failed login for ``emails[0]`` vs ``emails[1]``, interleaved."""
-    first: list[float] = []
-    second: list[float] = []
-    for _ in range(7):
-        for email, times in ((emails[0], first), (emails[1], second)):
-            started = time.perf_counter()
-            response = await try_login(client, email, WRONG_PASSWORD)
-            times.append(time.perf_counter() - started)
-            assert_error(response, 401, "invalid_credentials")
-    return statistics.median(first), statistics.median(second)
+async def test_unknown_user_and_wrong_password_do_the_same_hashing_work(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No user enumeration by timing: each path runs one argon2 verification against a hash
+    of the same cost parameters (the work that dominates a login). Speed itself is measured
+    in bench/auth_overhead.py, not asserted here."""
+    verified: list[argon2.Parameters] = []
+    real_verify = argon2.PasswordHasher.verify
 
+    def counting_verify(self: argon2.PasswordHasher, hash: str, password: str) -> bool:
+        verified.append(argon2.extract_parameters(hash))
+        return real_verify(self, hash, password)
 
-async def test_unknown_user_and_wrong_password_take_similar_time(tmp_path: Path) -> None:
-    """No user enumeration by timing: both paths pay for one argon2 verification.
-
-    A leak shows up as a ratio near 0.05 (no hash at all), in every round; a round is
-    repeated (at most 3 in all) only so that a load spike on a busy CI host cannot fail it.
-    """
-    async with running(create_app(high_limits(tmp_path / "data"))) as client:
-        user = await register(client)
-        ghost = "ghost@acme.io"
-        # Warm up both paths (the dummy hash is computed on first use).
-        await try_login(client, user["email"], WRONG_PASSWORD)
-        await try_login(client, ghost, WRONG_PASSWORD)
-        ratios = []
-        for _ in range(3):
-            unknown, wrong = await _median_login_seconds(client, [ghost, user["email"]])
-            ratios.append(unknown / wrong)
-            if 0.5 <= ratios[-1] <= 2.0:
-                break
-        assert 0.5 <= ratios[-1] <= 2.0, ratios
+    monkeypatch.setattr(argon2.PasswordHasher, "verify", counting_verify)
+    user = await register(client)
+    assert_error(await try_login(client, user["email"], WRONG_PASSWORD), 401)
+    wrong = list(verified)
+    verified.clear()
+    assert_error(await try_login(client, "ghost@acme.io", WRONG_PASSWORD), 401)
+    unknown = list(verified)
+    assert len(wrong) == len(unknown) == 1
+    assert wrong == unknown
 
 
 async def test_login_of_unknown_user_is_401(client: httpx.AsyncClient) -> None:
@@ -338,15 +345,20 @@ async def test_account_rate_limit_treats_email_spellings_as_one_account(tmp_path
         _assert_rate_limited(await try_login(client, "carol@acme.io"))
 
 
-async def test_account_rate_limit_applies_across_client_ips(tmp_path: Path) -> None:
+async def test_account_rate_limit_cannot_lock_the_owner_out_from_elsewhere(
+    tmp_path: Path,
+) -> None:
+    """The per-account budget is per account and client address: an attacker who spends it
+    is throttled, while the owner, from another address, still logs in."""
     settings = make_settings(tmp_path / "data", auth={"login_attempts_per_account": 3})
     async with app_and_client(settings) as (app, client):
         user = await register(client)
-        for i in range(3):
-            async with client_from(app, f"198.51.100.{i + 1}") as other:
-                assert_error(await try_login(other, user["email"], WRONG_PASSWORD), 401)
-        async with client_from(app, "198.51.100.99") as other:
-            _assert_rate_limited(await try_login(other, user["email"]))
+        async with client_from(app, "198.51.100.66") as attacker:
+            for _ in range(3):
+                assert_error(await try_login(attacker, user["email"], WRONG_PASSWORD), 401)
+            _assert_rate_limited(await try_login(attacker, user["email"]))
+        async with client_from(app, "198.51.100.7") as owner:
+            assert (await try_login(owner, user["email"])).status_code == 200
 
 
 async def test_ip_rate_limit_blocks_fourth_attempt_across_emails(tmp_path: Path) -> None:

@@ -70,7 +70,8 @@ class AccountService:
         is_active: bool | None,
     ) -> User:
         user = await self._store.update_user(
-            principal.tenant_id, user_id, role=role, is_active=is_active
+            principal.tenant_id, user_id, acting=principal.privilege, role=role,
+            is_active=is_active,
         )
         if user is None:
             raise NotFound("user not found")
@@ -78,7 +79,9 @@ class AccountService:
         return user
 
     async def delete_user(self, principal: Principal, user_id: str) -> None:
-        if not await self._store.delete_user(principal.tenant_id, user_id):
+        if not await self._store.delete_user(
+            principal.tenant_id, user_id, acting=principal.privilege
+        ):
             raise NotFound("user not found")
         await self._revocation.changed_here()
         logger.info("user deleted", extra={"tenant_id": principal.tenant_id, "user_id": user_id})

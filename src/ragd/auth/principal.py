@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ragd.stores.base import Role
+from ragd.stores.base import Privilege, Role
 
 AuthMethod = Literal["access_token", "api_key"]
 
@@ -25,3 +25,7 @@ class Principal:
     @property
     def is_tenant_admin(self) -> bool:
         return self.role == "admin"
+
+    @property
+    def privilege(self) -> Privilege:
+        return Privilege.of(self.role, self.is_superuser)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -18,11 +19,13 @@ from ragd.auth.tokens import TokenService, new_jti
 from ragd.db.tables import utcnow
 from ragd.errors import (
     AuthenticationFailed,
+    Conflict,
     InvalidInput,
     NotFound,
     PermissionDenied,
     RateLimited,
 )
+from ragd.hygiene import utc_datetime
 from ragd.settings import AuthSettings
 from ragd.stores.base import ApiKey, IdentityStore, RotateOutcome, Tenant, User
 
@@ -41,9 +44,16 @@ class TokenPair:
 
 
 def normalize_email(value: str) -> str:
-    """Validate syntax (no DNS lookups) and return the canonical, lower-case address."""
+    """Validate syntax (no DNS lookups) and return the canonical, lower-case address.
+
+    NFKC first: compatibility characters (fullwidth ``ａ``, ligatures, superscripts) fold
+    into the characters they look like, so a look-alike address is the same account rather
+    than a second one that shows identically.
+    """
     try:
-        result = validate_email(value.strip(), check_deliverability=False)
+        result = validate_email(
+            unicodedata.normalize("NFKC", value).strip(), check_deliverability=False
+        )
     except EmailNotValidError as exc:
         raise InvalidInput(f"invalid email address: {exc}", code="invalid_email") from None
     return result.normalized.lower()
@@ -58,7 +68,7 @@ def _login_key(value: str) -> str:
     try:
         return normalize_email(value)
     except InvalidInput:
-        return value.strip().lower()[:320]
+        return unicodedata.normalize("NFKC", value).strip().lower()[:320]
 
 
 class AuthService:
@@ -112,17 +122,30 @@ class AuthService:
             raise InvalidInput("tenant_name must not be blank", code="invalid_tenant_name")
         local_part = address.split("@", 1)[0]
         password_hash = await self.hash_new_password(password, address, local_part, name)
-        tenant, user = await self._store.create_tenant_with_admin(name, address, password_hash)
+        try:
+            tenant, user = await self._store.create_tenant_with_admin(
+                name, address, password_hash
+            )
+        except Conflict:
+            # One answer whichever was taken, after the same hashing work as a success:
+            # anyone may call this, so it must not say which addresses have accounts.
+            raise Conflict(
+                "registration refused: this email address or tenant name cannot be used",
+                code="registration_refused",
+            ) from None
         logger.info("tenant registered", extra={"tenant_id": tenant.id, "user_id": user.id})
         return tenant, user, await self._start_session(user)
 
     async def login(self, *, email: str, password: str, client_ip: str) -> TokenPair:
         self._limit(self._ip_limiter, f"login:{client_ip}")
-        account = _login_key(email)
-        self._limit(self._account_limiter, account)
+        # Per account *and* address: an attacker who exhausts an account's attempts from
+        # their address cannot lock its owner out, who logs in from another one.
+        address = _login_key(email)
+        attempts = f"{address}|{client_ip}"
+        self._limit(self._account_limiter, attempts)
         if len(password) > MAX_PASSWORD_CHARS:
             raise _bad_login("bad_password")
-        user = await self._store.get_user_by_email(account)
+        user = await self._store.get_user_by_email(address)
         if user is None:
             await self._passwords.verify_dummy(password)
             raise _bad_login("unknown_user")
@@ -135,7 +158,7 @@ class AuthService:
         )
         if not user.is_active or not decision.allowed:
             raise PermissionDenied("this account is disabled", code="account_disabled")
-        self._account_limiter.reset(account)
+        self._account_limiter.reset(attempts)
         if needs_rehash:
             await self._store.set_password_hash(
                 user.tenant_id, user.id, await self._passwords.hash(password)
@@ -300,6 +323,10 @@ class AuthService:
         if expires_at is not None:
             if expires_at.tzinfo is None:
                 expires_at = expires_at.replace(tzinfo=UTC)
+            try:
+                expires_at = utc_datetime(expires_at)
+            except ValueError as exc:
+                raise InvalidInput(f"expires_at {exc}", code="invalid_expiry") from None
             if expires_at <= utcnow():
                 raise InvalidInput("expires_at must be in the future", code="invalid_expiry")
         existing = await self._store.list_api_keys(principal.tenant_id, principal.user_id)

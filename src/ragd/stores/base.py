@@ -19,12 +19,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from typing import Literal, Protocol
 
 Role = Literal["admin", "member"]
 TenantStatus = Literal["active", "suspended"]
 EventKind = Literal["session", "user", "tenant", "api_key"]
+
+
+class Privilege(IntEnum):
+    """The privilege hierarchy: nobody changes, deactivates or deletes a user above them."""
+
+    MEMBER = 0
+    TENANT_ADMIN = 1
+    PLATFORM_ADMIN = 2
+
+    @classmethod
+    def of(cls, role: Role, is_superuser: bool) -> Privilege:
+        if is_superuser:
+            return cls.PLATFORM_ADMIN
+        return cls.TENANT_ADMIN if role == "admin" else cls.MEMBER
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,16 +177,22 @@ class UserRepository(Protocol):
         tenant_id: str,
         user_id: str,
         *,
+        acting: Privilege,
         role: Role | None = None,
         is_active: bool | None = None,
     ) -> User | None:
-        """Change role/activity. Deactivation or a role change revokes the user's sessions
-        (and, on deactivation, API keys) in the same transaction. Raises ``Conflict`` if the
-        change would leave the tenant without an active admin."""
+        """Change role/activity on behalf of a caller of privilege ``acting``.
+
+        Deactivation or a role change revokes the user's sessions (and, on deactivation, API
+        keys) in the same transaction. The checks run in that transaction too, so two
+        concurrent changes cannot both pass them: ``PermissionDenied`` (``outranked``) when the
+        user ranks above ``acting``; ``Conflict`` when the change would leave the tenant
+        without an active admin (``last_admin``) or the platform without an active platform
+        administrator (``last_platform_admin``)."""
         ...
 
-    async def delete_user(self, tenant_id: str, user_id: str) -> bool:
-        """Delete a user with its sessions and keys (``Conflict`` for the last admin)."""
+    async def delete_user(self, tenant_id: str, user_id: str, *, acting: Privilege) -> bool:
+        """Delete a user with its sessions and keys; the same checks as ``update_user``."""
         ...
 
     async def set_password_hash(self, tenant_id: str, user_id: str, password_hash: str) -> None:

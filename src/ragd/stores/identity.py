@@ -18,12 +18,13 @@ from ragd.db.tables import (
     UserRow,
     utcnow,
 )
-from ragd.errors import Conflict
+from ragd.errors import Conflict, PermissionDenied
 from ragd.stores.base import (
     ApiKey,
     ApiKeyOwner,
     AuthEvent,
     EventKind,
+    Privilege,
     RevocationSnapshot,
     Role,
     RotateOutcome,
@@ -70,6 +71,14 @@ def _api_key(row: ApiKeyRow) -> ApiKey:
         expires_at=row.expires_at,
         revoked_at=row.revoked_at,
     )
+
+
+def _ensure_outranks(acting: Privilege, row: UserRow) -> None:
+    target = Privilege.of("admin" if row.role == "admin" else "member", row.is_superuser)
+    if target > acting:
+        raise PermissionDenied(
+            "this user has a higher privilege than you", code="outranked"
+        )
 
 
 def _event(session: AsyncSession, kind: EventKind, subject: str) -> None:
@@ -223,6 +232,7 @@ class SqlIdentityStore:
         tenant_id: str,
         user_id: str,
         *,
+        acting: Privilege,
         role: Role | None = None,
         is_active: bool | None = None,
     ) -> User | None:
@@ -232,11 +242,14 @@ class SqlIdentityStore:
             )
             if row is None:
                 return None
+            _ensure_outranks(acting, row)
             role_changes = role is not None and role != row.role
             deactivates = is_active is False and row.is_active
             reactivates = is_active is True and not row.is_active
             if row.role == "admin" and row.is_active and (role_changes or deactivates):
                 await self._ensure_other_admin(s, tenant_id, user_id)
+            if row.is_superuser and deactivates:
+                await self._ensure_other_platform_admin(s, user_id)
             if role_changes:
                 assert role is not None  # noqa: S101 - narrowed above
                 row.role = role
@@ -253,15 +266,18 @@ class SqlIdentityStore:
             await s.flush()
             return _user(row)
 
-    async def delete_user(self, tenant_id: str, user_id: str) -> bool:
+    async def delete_user(self, tenant_id: str, user_id: str, *, acting: Privilege) -> bool:
         async with self._db.transaction() as s:
             row = await s.scalar(
                 select(UserRow).where(UserRow.id == user_id, UserRow.tenant_id == tenant_id)
             )
             if row is None:
                 return False
+            _ensure_outranks(acting, row)
             if row.role == "admin" and row.is_active:
                 await self._ensure_other_admin(s, tenant_id, user_id)
+            if row.is_superuser and row.is_active:
+                await self._ensure_other_platform_admin(s, user_id)
             await self._revoke_sessions(s, tenant_id, user_id, "user_deleted")
             await self._revoke_keys(s, tenant_id, user_id)
             await s.delete(row)
@@ -301,6 +317,24 @@ class SqlIdentityStore:
         )
         if not others:
             raise Conflict("a tenant must keep at least one active admin", code="last_admin")
+
+    async def _ensure_other_platform_admin(self, s: AsyncSession, user_id: str) -> None:
+        others = await s.scalar(
+            select(func.count())
+            .select_from(UserRow)
+            .join(TenantRow, TenantRow.id == UserRow.tenant_id)
+            .where(
+                UserRow.is_superuser.is_(True),
+                UserRow.is_active.is_(True),
+                UserRow.id != user_id,
+                TenantRow.status == "active",
+            )
+        )
+        if not others:
+            raise Conflict(
+                "the last active platform administrator cannot be deactivated or deleted",
+                code="last_platform_admin",
+            )
 
     # -- sessions and refresh tokens -----------------------------------------------------
 
