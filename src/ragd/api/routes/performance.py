@@ -29,7 +29,7 @@ from ragd.api.errors import ERROR_RESPONSES
 from ragd.api.routing import ApiRoute
 from ragd.auth.principal import Principal
 from ragd.container import Services
-from ragd.errors import InvalidInput
+from ragd.errors import AuthenticationFailed, InvalidInput, Unavailable
 from ragd.models.registry import UnloadResult
 from ragd.ops.memory import read_process_memory
 from ragd.ops.metrics import CONTENT_TYPE
@@ -56,22 +56,46 @@ async def performance_reader(
 Reader = Annotated[Principal | None, Depends(performance_reader)]
 
 
+async def sees_details(
+    services: ServicesDep, bearer: BearerCredential, api_key: ApiKeyCredential
+) -> bool:
+    """Whether this caller may see figures: a platform admin, or everyone when
+    ``public_performance`` is on. Missing or bad credentials just mean "no"."""
+    if services.settings.public_performance:
+        return True
+    if not (bearer or api_key):
+        return False
+    try:
+        principal = await get_principal(services, bearer, api_key)
+    except (AuthenticationFailed, Unavailable):
+        return False
+    return principal.is_superuser
+
+
+Details = Annotated[bool, Depends(sees_details)]
+
+
 # -- schemas ------------------------------------------------------------------------------
 
 
 class Check(BaseModel):
     name: str
     status: Status
-    detail: str
+    detail: str | None = Field(
+        default=None, description="Figures behind the status (platform admins only)."
+    )
 
 
 class HealthOut(BaseModel):
+    """Anyone sees the overall status and each check's status; the figures (memory, limits,
+    version, uptime, providers) need a platform admin or ``RAGD_PUBLIC_PERFORMANCE``."""
+
     status: Status
-    version: str
-    uptime_seconds: float
     checks: list[Check]
-    llm_providers: list[dict[str, Any]] = Field(
-        default_factory=list, description="The LLM provider chain: name, type, status."
+    version: str | None = None
+    uptime_seconds: float | None = None
+    llm_providers: list[dict[str, Any]] | None = Field(
+        default=None, description="The LLM provider chain: name, type, status."
     )
 
 
@@ -179,9 +203,11 @@ def _unload_out(result: UnloadResult) -> UnloadOut:
 # -- routes ---------------------------------------------------------------------------------
 
 
-@router.get("/health")
-async def health(services: Annotated[Services, Depends(get_services)]) -> HealthOut:
-    """Overall status with its checks. Public, cheap, no secrets."""
+@router.get("/health", response_model_exclude_none=True)
+async def health(services: Annotated[Services, Depends(get_services)],
+                 details: Details) -> HealthOut:
+    """Overall status with its checks. Public and cheap; the figures behind them only for
+    platform admins (an anonymous caller learns nothing an attacker could size up)."""
     checks: list[Check] = []
     try:
         await services.db.ping()
@@ -205,6 +231,9 @@ async def health(services: Annotated[Services, Depends(get_services)]) -> Health
     overall: Status = (
         "critical" if "critical" in statuses else "degraded" if "degraded" in statuses else "ok"
     )
+    if not details:
+        return HealthOut(status=overall,
+                         checks=[Check(name=c.name, status=c.status) for c in checks])
     providers = [{"name": p.name, "type": p.type, "status": p.status}
                  for p in _llm_providers(services)]
     return HealthOut(status=overall, version=__version__, uptime_seconds=_uptime(services),
