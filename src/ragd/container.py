@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 from ragd.auth.accounts import AccountService
 from ragd.auth.passwords import PasswordHasher
@@ -92,13 +94,22 @@ class Services:
     workers: WorkerPool | None = None
 
 
+def owner_only_dir(path: Path) -> None:
+    """The data dir holds secrets, the database and every tenant's indexes: mode 0700."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        os.chmod(path, 0o700)
+        logger.warning("data directory was open to others; now 0700",
+                       extra={"path": str(path), "mode": oct(mode)})
+
+
 @asynccontextmanager
 async def open_services(
     settings: Settings, *, startup: StartupMetrics | None = None
 ) -> AsyncIterator[Services]:
     """Open the database (migrating it), build the services, and close them on exit."""
     startup = startup or StartupMetrics()
-    ensure_data_dir(settings)
+    owner_only_dir(ensure_data_dir(settings))
     settings = with_runtime_secret(settings)
     startup.phase("settings")
     db = Database(

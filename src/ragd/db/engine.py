@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -35,8 +36,9 @@ class Database:
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {"echo": echo}
-        if self.is_sqlite and parsed.database:
+        if self.is_sqlite and parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            owner_only(Path(parsed.database))
             # Readers never block each other in WAL mode; keep enough connections pooled for
             # typical concurrency so they are not reopened (and re-PRAGMAed) per request.
             kwargs.update(pool_size=16, max_overflow=16)
@@ -67,6 +69,24 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def owner_only(path: Path) -> None:
+    """Create the SQLite file mode 0600, and tighten an existing one (with its -wal/-shm).
+
+    It holds password hashes and every tenant's documents. SQLite creates the -wal and -shm
+    files with the database file's own mode, so the main file's mode is what counts.
+    """
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = file.stat().st_mode & 0o777
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            os.chmod(file, 0o600)
+            logger.warning("database file was readable by others; now 0600",
+                           extra={"path": str(file), "mode": oct(mode)})
 
 
 def _install_sqlite_hooks(engine: AsyncEngine, busy_timeout_ms: int) -> None:
