@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
 
 from ragd.app import create_app
 from ragd.settings import Settings
@@ -26,12 +27,19 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(settings: Settings) -> Iterator[str]:
-    """Run ``create_app(settings)`` with uvicorn; yield its base URL; stop it on exit."""
+def serving(
+    settings: Settings, *, prepare: Callable[[FastAPI], None] | None = None
+) -> Iterator[str]:
+    """Run ``create_app(settings)`` with uvicorn; yield its base URL; stop it on exit.
+
+    ``prepare`` may add routes to the app first (a route that fails on purpose, say).
+    """
     port = free_port()
+    app = create_app(settings)
+    if prepare is not None:
+        prepare(app)
     config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_config=None, access_log=False,
-        lifespan="on",
+        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on",
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="ragd-test-server", daemon=True)
