@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from ragd import __version__
 from ragd.api.errors import install_error_handlers
 from ragd.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from ragd.api.openapi import install_openapi
 from ragd.api.routes import (
     admin,
     auth,
@@ -79,6 +80,7 @@ def create_app(
         openapi_url="/openapi.json",
     )
     install_error_handlers(app)
+    install_openapi(app)
     upload_limit = settings.ingestion.max_upload_bytes + UPLOAD_OVERHEAD_BYTES
     app.add_middleware(
         BodyLimitMiddleware,

@@ -27,8 +27,12 @@ MAX_JSON_DEPTH = 32
 MIN_YEAR = 1900
 MAX_YEAR = 9998
 
-_NUL_OR_SURROGATE = re.compile("[\x00\ud800-\udfff]")
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+#: The same rules as JSON Schema patterns (regex escapes, so the schema stays ASCII JSON).
+TEXT_PATTERN = "^[^\\x00\\ud800-\\udfff]*$"
+LABEL_PATTERN = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029\\ud800-\\udfff]*$"
+# "^[^...]*$" -> "[...]": the characters the pattern excludes.
+_NUL_OR_SURROGATE = re.compile(f"[{TEXT_PATTERN[3:-3]}]")
+_CONTROL = re.compile(f"[{LABEL_PATTERN[3:-3]}]")
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from ragd.auth.accounts import AccountService
 from ragd.auth.principal import Principal
@@ -23,8 +23,17 @@ from ragd.stores.catalog import Catalog
 
 MAX_CREDENTIAL_CHARS = 4096
 
-_bearer = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
+# Declared as HTTP bearer (what the API reads: an access token or an API key after
+# "Bearer"), so clients and schema-driven tools know which header carries the credential.
+# Form-based OAuth2 clients get tokens from POST /api/v1/auth/token.
+_bearer = HTTPBearer(auto_error=False, description="An access token or an API key.")
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+
+async def bearer_token(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str | None:
+    return credentials.credentials if credentials is not None else None
 
 
 async def get_services(request: Request) -> Services:
@@ -62,7 +71,7 @@ AuthServiceDep = Annotated[AuthService, Depends(get_auth_service)]
 AccountServiceDep = Annotated[AccountService, Depends(get_account_service)]
 
 
-BearerCredential = Annotated[str | None, Depends(_bearer)]
+BearerCredential = Annotated[str | None, Depends(bearer_token)]
 ApiKeyCredential = Annotated[str | None, Depends(_api_key_header)]
 
 

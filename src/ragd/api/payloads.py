@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -15,21 +14,19 @@ from pydantic import (
 )
 
 from ragd import hygiene
+from ragd.api.fields import Identifier, SingleLine
 from ragd.errors import InvalidInput
 from ragd.jobs.queue import Job, JobStatus
 from ragd.stores.catalog import Collection, Document, DocumentStatus, StoredChunk
 from ragd.stores.metadata import MAX_METADATA_BYTES, check_metadata
 
-#: A single line of text (names, titles, ids): no control characters.
-SingleLine = AfterValidator(hygiene.check_label)
 CollectionName = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), SingleLine
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), *SingleLine
 ]
 Description = Annotated[str, StringConstraints(max_length=2000)]
 Title = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), SingleLine
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), *SingleLine
 ]
-Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64), SingleLine]
 
 
 def parse_metadata(raw: str | None) -> dict[str, Any] | None:

@@ -6,26 +6,19 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import (
-    AfterValidator,
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
 )
 
+from ragd.api.fields import SingleLine, Timestamp
 from ragd.auth import apikeys
-from ragd.hygiene import check_label, utc_datetime
 from ragd.stores.base import ApiKey, Role, Tenant, TenantStatus, User
 
-#: A single line of text (names, emails, ids): no control characters.
-SingleLine = AfterValidator(check_label)
-Email = Annotated[str, StringConstraints(min_length=3, max_length=320), SingleLine]
+Email = Annotated[str, StringConstraints(min_length=3, max_length=320), *SingleLine]
 Password = Annotated[str, StringConstraints(min_length=1, max_length=256)]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=100), SingleLine]
-Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64), SingleLine]
-#: An aware time with a UTC value a database column can hold (no OverflowError later).
-Timestamp = Annotated[AwareDatetime, AfterValidator(utc_datetime)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=100), *SingleLine]
 
 
 class Input(BaseModel):

@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter(
     prefix="/performance", tags=["performance"], responses=ERROR_RESPONSES, route_class=ApiRoute
 )
-metrics_router = APIRouter(tags=["performance"], route_class=ApiRoute)
+metrics_router = APIRouter(tags=["performance"], responses=ERROR_RESPONSES, route_class=ApiRoute)
 
 Status = Literal["ok", "degraded", "critical"]
 
