@@ -35,6 +35,7 @@ async def eventually(
     predicate: Callable[[], T | Awaitable[T]],
     *,
     timeout: float = HANG_TIMEOUT,  # noqa: ASYNC109 - a polling deadline, not a cancel scope
+    interval: float = POLL_SECONDS,
     what: str | None = None,
 ) -> T:
     """Poll ``predicate`` (sync or async) until it returns something truthy; return that.
@@ -51,11 +52,15 @@ async def eventually(
             return value  # type: ignore[return-value]
         if time.monotonic() > deadline:
             raise AssertionError(f"{_describe(predicate, what)}: not true after {timeout:g} s")
-        await asyncio.sleep(POLL_SECONDS)
+        await asyncio.sleep(interval)
 
 
 def eventually_sync(
-    predicate: Callable[[], T], *, timeout: float = HANG_TIMEOUT, what: str | None = None
+    predicate: Callable[[], T],
+    *,
+    timeout: float = HANG_TIMEOUT,
+    interval: float = POLL_SECONDS,
+    what: str | None = None,
 ) -> T:
     """:func:`eventually` for code that is not on an event loop (threads, process tests)."""
     deadline = time.monotonic() + timeout
@@ -65,7 +70,7 @@ def eventually_sync(
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"{_describe(predicate, what)}: not true after {timeout:g} s")
-        time.sleep(POLL_SECONDS)
+        time.sleep(interval)
 
 
 def wait_event(event: threading.Event, what: str, *, timeout: float = HANG_TIMEOUT) -> None:
