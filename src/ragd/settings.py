@@ -87,6 +87,8 @@ OTHER_VARIABLES: Mapping[str, str] = {
     "RAGD_CRASH_SEED": "tests: seed of the crash-consistency test",
     "RAGD_CRASH_KEYWORDS": "tests: keywords in the crash-consistency test",
     "RAGD_EVAL_DIR": "tests: the evaluation documents",
+    "RAGD_FUZZ_EXAMPLES": "tests: cases per operation of the schema fuzzing",
+    "RAGD_FUZZ_SEED": "tests: seed of the schema fuzzing",
     "RAGD_BENCH_EVAL": "bench: the evaluation data sets",
     "RAGD_BENCH_MODEL_CACHE": "bench: prepared models",
     "RAGD_BENCH_CORPUS": "bench: the models benchmark corpus",
