@@ -16,16 +16,15 @@ __all__ = ["DATA_SETS", "EVAL", "REPO_ROOT", "require"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EVAL_ENV = "RAGD_EVAL_DIR"
-EVAL = Path(os.environ.get(EVAL_ENV) or REPO_ROOT.parent / "shared" / "eval")
+_OVERRIDE = os.environ.get(EVAL_ENV)
+EVAL = Path(_OVERRIDE or REPO_ROOT.parent / "shared" / "eval")
 DATA_SETS = ("python-faq", "debian-faq")
 
 
 def require(path: Path) -> Path:
     """``path`` (inside :data:`EVAL`), or fail the test that needs it."""
     if not path.exists():
-        pytest.fail(
-            f"shared eval data missing: {path} does not exist (expected ../shared/eval beside "
-            f"the repository, {REPO_ROOT}; set {EVAL_ENV} to use another copy)",
-            pytrace=False,
-        )
+        where = (f"{EVAL_ENV}={_OVERRIDE}" if _OVERRIDE
+                 else f"../shared/eval beside the repository {REPO_ROOT}; {EVAL_ENV} overrides")
+        pytest.fail(f"shared eval data missing: {path} does not exist ({where})", pytrace=False)
     return path

@@ -19,9 +19,10 @@ from ragd.cli import app as cli
 from ragd.container import open_services
 from ragd.ingestion.client import IngestError, discover, parse_metadata
 from tests.conftest import _MODEL_CACHE, STRONG_PASSWORD, TEST_SECRET, make_settings
+from tests.shared_data import EVAL
 from tests.test_server import free_port, wait_ready
 
-FAQ = Path(__file__).resolve().parents[2] / "shared" / "eval" / "debian-faq" / "source" / "faq"
+FAQ = EVAL / "debian-faq" / "source" / "faq"
 runner = CliRunner()
 
 
@@ -47,6 +48,7 @@ def _no_traceback(output: str) -> None:
 # -- local ---------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("eval_data")
 def test_local_ingests_reports_duplicates_and_failures(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     docs = tmp_path / "docs"
@@ -100,6 +102,7 @@ def test_local_ingests_reports_duplicates_and_failures(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("eval_data")
 def test_http_ingests_a_directory_with_an_api_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

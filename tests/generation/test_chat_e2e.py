@@ -17,14 +17,15 @@ from typing import Any
 
 import pytest
 
-from tests.ingestion.conftest import EVAL, app_client, new_tenant, upload_file, wait_job
+from tests.ingestion.conftest import app_client, new_tenant, upload_file, wait_job
+from tests.shared_data import EVAL
 
 PYTHON = EVAL / "python-faq"
 QUESTIONS = 20
 _WORD = re.compile(r"\w+")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("eval_data")]
 
 
 def _words(text: str) -> set[str]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,8 +14,8 @@ import pytest
 from ragd.app import create_app
 from ragd.settings import Settings
 from tests.conftest import bearer, make_settings, register
+from tests.waiting import eventually
 
-EVAL = Path(__file__).resolve().parents[3] / "shared" / "eval"
 FINISHED = ("succeeded", "failed", "cancelled")
 
 
@@ -105,19 +103,17 @@ async def upload_text(
 
 async def wait_job(
     client: httpx.AsyncClient, tenant: Tenant, job_id: str,
-    timeout: float = 120.0,  # noqa: ASYNC109 - a polling deadline, not a cancel scope
+    timeout: float = 120.0,  # noqa: ASYNC109 - a hang guard, not a cancel scope
 ) -> dict[str, Any]:
     """Poll the job until it is finished; return its final JSON."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    async def finished() -> dict[str, Any] | None:
         response = await client.get(f"/api/v1/jobs/{job_id}", headers=tenant.headers)
         assert response.status_code == 200, response.text
         job: dict[str, Any] = response.json()
-        if job["status"] in FINISHED:
-            return job
-        if time.monotonic() > deadline:
-            raise AssertionError(f"job {job_id} not finished after {timeout}s: {job}")
-        await asyncio.sleep(0.05)
+        return job if job["status"] in FINISHED else None
+
+    return await eventually(finished, timeout=timeout, what=f"job {job_id} finished")
 
 
 async def all_chunks(

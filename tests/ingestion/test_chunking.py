@@ -8,7 +8,6 @@ import json
 import re
 from collections.abc import Callable
 from functools import cache
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
@@ -16,10 +15,11 @@ from hypothesis import strategies as st
 
 from ragd.ingestion.chunking import Chunk, chunk_document, chunk_id
 from ragd.ingestion.parsers.base import ParsedDocument, Section
+from tests.shared_data import EVAL, require
 
 Tokenizer = Callable[[str], list[tuple[int, int]]]
 
-FAQ_CORPUS = Path("/work/shared/eval/python-faq/corpus.jsonl")
+FAQ_CORPUS = EVAL / "python-faq" / "corpus.jsonl"
 
 
 def _regex_tokenizer(pattern: str) -> Tokenizer:
@@ -282,9 +282,9 @@ def _minilm() -> Tokenizer:
     return tokenize
 
 
-@pytest.mark.skipif(not FAQ_CORPUS.exists(), reason="the shared eval corpus is not present")
 def test_python_faq_with_the_minilm_tokenizer() -> None:
-    rows = [json.loads(line) for line in FAQ_CORPUS.read_text(encoding="utf-8").splitlines()]
+    corpus = require(FAQ_CORPUS).read_text(encoding="utf-8")
+    rows = [json.loads(line) for line in corpus.splitlines()]
     sections = tuple(Section(row["text"], (row["title"],)) for row in rows if row.get("text"))
     doc = ParsedDocument("text", sections)
     tokenize = _minilm()

@@ -19,14 +19,15 @@ import pytest
 
 from ragd.ingestion.parsers import ParsedDocument, ParseError, detect_format, parse
 from tests.ingestion.generated import pdf_of
+from tests.shared_data import EVAL
 
-EVAL = Path(os.environ.get("RAGD_EVAL_DIR", Path(__file__).resolve().parents[3] / "shared/eval"))
 DEBIAN = EVAL / "debian-faq"
 PYTHON = EVAL / "python-faq"
 MIN_COVERAGE = 0.90
 
 logger = logging.getLogger(__name__)
-needs_eval = pytest.mark.skipif(not DEBIAN.is_dir(), reason="../shared/eval not present")
+#: The test reads the shared eval data; without it the test fails (never skips).
+needs_eval = pytest.mark.usefixtures("eval_data")
 
 _WORD = re.compile(r"\w+")
 

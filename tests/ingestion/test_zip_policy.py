@@ -13,18 +13,18 @@ import dataclasses
 import io
 import json
 import zipfile
-from pathlib import Path
 
 import pytest
 
 from ragd.ingestion.limits import ParseLimits, check_zip
 from ragd.ingestion.parsers.base import ParseError
 from ragd.ingestion.sandbox import parse_in_sandbox
+from tests.shared_data import EVAL
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared/eval/debian-faq/corpus.jsonl"
+CORPUS = EVAL / "debian-faq" / "corpus.jsonl"
 MIB = 1024 * 1024
 
-pytestmark = pytest.mark.skipif(not CORPUS.is_file(), reason="../shared/eval not present")
+pytestmark = pytest.mark.usefixtures("eval_data")  # fails, never skips, without the data
 
 
 def _faq_texts() -> list[str]:

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from ragd.retrieval.beir import Dataset, DatasetError, Passage, load_dataset
+from tests.shared_data import EVAL, require
 
-EVAL_DIR = Path("/work/shared/eval")
 HEADER = "query-id\tcorpus-id\tscore\n"
 
 
@@ -19,10 +19,7 @@ HEADER = "query-id\tcorpus-id\tscore\n"
     [("python-faq", 3977, 170, 171), ("debian-faq", 3049, 119, 119)],
 )
 def test_real_datasets_load(name: str, documents: int, queries: int, judgements: int) -> None:
-    path = EVAL_DIR / name
-    if not path.is_dir():
-        pytest.skip(f"{path} is not available")
-    dataset = load_dataset(path)
+    dataset = load_dataset(require(EVAL / name))
     assert dataset.name == name
     assert len(dataset.corpus) == documents
     assert len(dataset.queries) == queries
@@ -35,10 +32,7 @@ def test_real_datasets_load(name: str, documents: int, queries: int, judgements:
 
 
 def test_python_faq_contents() -> None:
-    path = EVAL_DIR / "python-faq"
-    if not path.is_dir():
-        pytest.skip(f"{path} is not available")
-    dataset = load_dataset(path)
+    dataset = load_dataset(require(EVAL / "python-faq"))
     assert dataset.queries["pyfaq-general-001"] == "What is Python?"
     # "What is Python?" is asked in two FAQs, so it has two relevant passages.
     assert len(dataset.qrels["pyfaq-general-001"]) == 2

@@ -12,13 +12,14 @@ from typer.testing import CliRunner
 from ragd.cli import app
 from ragd.retrieval.evaluate import answer_hit
 from tests.conftest import TEST_SECRET
-from tests.ingestion.conftest import EVAL
+from tests.shared_data import EVAL, require
 
 PYTHON_FAQ = EVAL / "python-faq"
 
 
 def _slice(target: Path, documents: int = 24) -> Path:
     """A BEIR folder with the first ``documents`` corpus entries and their queries."""
+    require(PYTHON_FAQ)
     corpus = (PYTHON_FAQ / "corpus.jsonl").read_text(encoding="utf-8").splitlines()[:documents]
     ids = {json.loads(line)["_id"] for line in corpus}
     qrels = [line.split("\t") for line in
