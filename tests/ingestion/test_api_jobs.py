@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from tests.ingestion.conftest import (
     upload_text,
     wait_job,
 )
+from tests.waiting import eventually
 
 JOB_FIELDS = {
     "id", "kind", "status", "stage", "progress", "attempts", "max_attempts", "error",
@@ -37,13 +37,13 @@ async def _get(client: httpx.AsyncClient, tenant: Tenant, path: str) -> Any:
 async def _document_settled(
     client: httpx.AsyncClient, tenant: Tenant, document_id: str
 ) -> Any:
-    """The document once it has left queued/processing (or after 10 s)."""
-    deadline = time.monotonic() + 10.0
-    while True:
+    """The document once it has left queued/processing."""
+
+    async def settled() -> Any:
         document = await _get(client, tenant, f"/api/v1/documents/{document_id}")
-        if document["status"] not in ("queued", "processing") or time.monotonic() > deadline:
-            return document
-        await asyncio.sleep(0.02)
+        return document if document["status"] not in ("queued", "processing") else None
+
+    return await eventually(settled, what=f"document {document_id} settled")
 
 
 async def test_job_fields_and_listing(ingest_client: httpx.AsyncClient) -> None:
@@ -224,16 +224,21 @@ async def test_document_is_failed_once_its_job_reports_failed(
     client = ingest_client
     catalog = client.app.state.services.catalog  # type: ignore[attr-defined]
     original = catalog.finish_version
+    checked = asyncio.Event()
 
-    async def slow_finish_version(*args: Any, **kwargs: Any) -> None:
-        # Widen the (real, otherwise a few ms) window between the two writes.
-        await asyncio.sleep(0.5)
+    async def held_finish_version(*args: Any, **kwargs: Any) -> None:
+        # A document write outside the job's own transaction lands only after the test has
+        # read the document: it can never be what makes the check below pass.
+        await checked.wait()
         await original(*args, **kwargs)
 
-    monkeypatch.setattr(catalog, "finish_version", slow_finish_version)
+    monkeypatch.setattr(catalog, "finish_version", held_finish_version)
     tenant = await new_tenant(client)
     r = await upload_file(client, tenant, "a.pdf", b"%PDF-1.7\n garbage", "application/pdf")
-    job = await wait_job(client, tenant, r.json()["job_id"])
-    assert job["status"] == "failed"
-    document = await _get(client, tenant, f"/api/v1/documents/{r.json()['document_id']}")
-    assert document["status"] == "failed", document
+    try:
+        job = await wait_job(client, tenant, r.json()["job_id"])
+        assert job["status"] == "failed"
+        document = await _get(client, tenant, f"/api/v1/documents/{r.json()['document_id']}")
+        assert document["status"] == "failed", document
+    finally:
+        checked.set()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import struct
-import time
 import zlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -271,20 +270,16 @@ async def test_hostile_batch_fails_cleanly_and_the_server_survives(
     # Warm up (first embedding, first sandbox start) so the RSS baseline is not the cold app.
     await assert_server_still_works(client, tenant, "warm-up")
     before = rss()
-    started = time.monotonic()
-    timings: dict[str, float] = {}
     upload_limit = 50 * MIB + UPLOAD_OVERHEAD_BYTES
 
     failures: dict[str, str] = {}
 
     async def case(name: str, run: Callable[[], Any]) -> None:
         # Every case runs even if one fails, so one run reports them all.
-        t0 = time.monotonic()
         try:
             await run()
         except AssertionError as exc:
             failures[name] = str(exc)[:800]
-        timings[name] = round(time.monotonic() - t0, 2)
 
     async def docx_bomb() -> None:
         data = docx_zip_bomb()
@@ -379,8 +374,7 @@ async def test_hostile_batch_fails_cleanly_and_the_server_survives(
     assert not failures, failures
     print(  # noqa: T201 - the RSS numbers are part of this test's output
         f"\n[hostile] RSS before {before / MIB:.1f} MB, after {after / MIB:.1f} MB, "
-        f"growth {(after - before) / MIB:+.1f} MB; batch {time.monotonic() - started:.1f}s; "
-        f"per case {json.dumps(timings)}"
+        f"growth {(after - before) / MIB:+.1f} MB"
     )
     assert after - before < RSS_BUDGET, (before, after)
 
