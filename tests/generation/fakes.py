@@ -11,6 +11,10 @@ Notes on the steps:
 
 * ``delay`` is honoured by every kind: ``ok``/``slow`` wait it before the response
   (non-stream) or before each delta (stream); ``status``/``malformed`` before the response.
+  ``gap`` replaces the server's ``stream_interval`` (the pause before each delta after the
+  first) for one step: ``gap=3600`` is an upstream that stalls after its first delta.
+* ``hold``: the server answers only once the test sets this event (or the client leaves),
+  so a test can act while a request is known to be in flight.
 * ``malformed`` on a streaming request sends an event stream: ``body`` as given, or by default
   one event whose data is not JSON. A custom ``body`` can script protocol events, e.g. an
   Anthropic ``error`` event in the middle of a stream.
@@ -41,6 +45,7 @@ __all__ = ["FAKE_MODEL", "FakeLLMServer", "Recorded", "Step", "split_deltas"]
 
 FAKE_MODEL = "fake-model"
 _MAX_HEADER_LINES = 100
+_HOLD_POLL = 0.01  # how often a held answer looks at its gate
 _MAX_BODY = 16 * 1024 * 1024
 
 StepKind = Literal["ok", "status", "slow", "reset", "malformed", "hang"]
@@ -57,6 +62,8 @@ class Step:
     delay: float = 0.0
     reset_after: int = 0
     body: bytes | None = None
+    gap: float | None = None
+    hold: threading.Event | None = None
 
 
 @dataclass
@@ -102,6 +109,16 @@ class _Exchange:
 
     def gone(self) -> bool:
         return self.eof is not None and self.eof.done()
+
+    async def hold(self, gate: threading.Event) -> None:
+        """Wait until the test sets ``gate``, unless the client goes away first."""
+        while not gate.is_set():
+            if self.eof is None:
+                await asyncio.sleep(_HOLD_POLL)
+                continue
+            await asyncio.wait({self.eof}, timeout=_HOLD_POLL)
+            if self.eof.done():
+                raise _ClientGone
 
     async def pause(self, seconds: float) -> None:
         """Sleep, unless the client goes away first (then :class:`_ClientGone`)."""
@@ -327,6 +344,8 @@ class FakeLLMServer:
             return
         step = self._next_step()
         request = body if isinstance(body, dict) else {}
+        if step.hold is not None:
+            await ex.hold(step.hold)
         if step.kind == "hang":
             await ex.pause(24 * 3600)  # until the client leaves or the server stops
             return
@@ -457,7 +476,8 @@ class FakeLLMServer:
             if step.kind == "reset" and i >= step.reset_after:
                 ex.writer.transport.abort()
                 return
-            await ex.pause(step.delay + (self.stream_interval if i else 0.0))
+            gap = self.stream_interval if step.gap is None else step.gap
+            await ex.pause(step.delay + (gap if i else 0.0))
             if i and self.before_delta is not None:
                 await asyncio.to_thread(self.before_delta, i)
             await ex.send(_chunk(delta_event(delta)))

@@ -134,7 +134,10 @@ def extractive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 
 
 #: The fake's default: a slow stream (200 words, 50 ms apart) for the disconnect tests.
-SLOW = Step(text=" ".join(["word"] * 200), delay=0.05)
+#: After its first word the upstream stalls until the client leaves: only ragd closing its
+#: upstream request can end it (the provider's own timeout and the router's deadline are
+#: set far past the 60 s the tests wait).
+SLOW = Step(text=" ".join(["word"] * 200), gap=3600.0)
 
 
 @pytest.fixture(scope="module")
@@ -144,8 +147,9 @@ def llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     with FakeLLMServer("openai", default=SLOW) as fake:
         provider = {"name": "fake", "type": "openai", "model": "fake-model",
                     "base_url": fake.base_url, "api_key": "sk-test-secret-key",
-                    "timeout_seconds": 30}
-        settings = ingest_settings(data / "data", llm={"providers": [provider]})
+                    "timeout_seconds": 600}
+        settings = ingest_settings(data / "data",
+                                   llm={"providers": [provider], "deadline_seconds": 3600})
         with serving(settings) as base_url:
             a, b = _setup(base_url, zoo=False)
             yield Env(base_url, a, b, fake)

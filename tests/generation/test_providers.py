@@ -104,7 +104,7 @@ async def collect(stream: AsyncIterator[StreamChunk], into: list[StreamChunk]) -
         into.append(chunk)
 
 
-async def run(provider: AnyProvider, mode: str, budget: float = 5.0) -> list[str]:
+async def run(provider: AnyProvider, mode: str, budget: float = HANG_TIMEOUT) -> list[str]:
     """The answer's texts (one for complete, the non-empty deltas for stream)."""
     if mode == "complete":
         return [(await provider.complete(REQUEST, attempt_timeout=budget)).text]
@@ -130,7 +130,7 @@ async def test_complete_returns_the_text_usage_and_finish_reason(
     assert (provider.name, provider.kind, provider.model) == (
         f"fake-{protocol}", protocol, "fake-model",
     )
-    completion = await provider.complete(REQUEST, attempt_timeout=5.0)
+    completion = await provider.complete(REQUEST, attempt_timeout=HANG_TIMEOUT)
     assert completion.text == TEXT
     assert completion.model == "fake-model"
     assert completion.usage is not None
@@ -143,7 +143,7 @@ async def test_complete_returns_the_text_usage_and_finish_reason(
 async def test_stream_yields_the_deltas_then_usage(make: Make, protocol: Protocol) -> None:
     _, provider = make(protocol)
     chunks: list[StreamChunk] = []
-    await collect(provider.stream(REQUEST, attempt_timeout=5.0), chunks)
+    await collect(provider.stream(REQUEST, attempt_timeout=HANG_TIMEOUT), chunks)
     texts = [c.text for c in chunks if c.text]
     assert "".join(texts) == TEXT
     assert texts == split_deltas(TEXT) and len(texts) > 1
@@ -155,7 +155,7 @@ async def test_stream_yields_the_deltas_then_usage(make: Make, protocol: Protoco
 
 async def test_openai_request_body_and_headers(make: Make) -> None:
     server, provider = make("openai")
-    await provider.complete(REQUEST, attempt_timeout=5.0)
+    await provider.complete(REQUEST, attempt_timeout=HANG_TIMEOUT)
     await run(provider, "stream")
     plain, streamed = server.requests
     assert (plain.method, plain.path) == ("POST", "/v1/chat/completions")
@@ -175,7 +175,7 @@ async def test_openai_request_body_and_headers(make: Make) -> None:
 
 async def test_anthropic_request_body_and_headers(make: Make) -> None:
     server, provider = make("anthropic")
-    await provider.complete(REQUEST, attempt_timeout=5.0)
+    await provider.complete(REQUEST, attempt_timeout=HANG_TIMEOUT)
     await run(provider, "stream")
     plain, streamed = server.requests
     assert (plain.method, plain.path) == ("POST", "/v1/messages")
@@ -201,14 +201,14 @@ async def test_the_request_overrides_max_tokens_and_temperature(
 ) -> None:
     server, provider = make(protocol)
     request = ChatRequest(messages=REQUEST.messages, question="q", max_tokens=5, temperature=0.9)
-    await provider.complete(request, attempt_timeout=5.0)
+    await provider.complete(request, attempt_timeout=HANG_TIMEOUT)
     body = server.requests[0].json
     assert (body["max_tokens"], body["temperature"]) == (5, 0.9)
 
 
 async def test_no_api_key_sends_no_credentials(make: Make) -> None:
     server, provider = make("openai", api_key=None, extra_headers={})
-    await provider.complete(REQUEST, attempt_timeout=5.0)
+    await provider.complete(REQUEST, attempt_timeout=HANG_TIMEOUT)
     assert "authorization" not in server.requests[0].headers
 
 
@@ -364,7 +364,7 @@ async def test_reset_mid_stream_raises_after_the_deltas_sent(
     _, provider = make(protocol, Step("reset", reset_after=2))
     received: list[StreamChunk] = []
     with pytest.raises(ProviderError) as info:
-        await collect(provider.stream(REQUEST, attempt_timeout=5.0), received)
+        await collect(provider.stream(REQUEST, attempt_timeout=HANG_TIMEOUT), received)
     assert info.value.kind == "connection"
     assert [c.text for c in received] == split_deltas(TEXT)[:2]
 
@@ -373,7 +373,7 @@ async def test_reset_mid_stream_raises_after_the_deltas_sent(
 async def test_reset_mid_body_is_a_connection_error(make: Make, protocol: Protocol) -> None:
     _, provider = make(protocol, Step("reset", reset_after=1))
     with pytest.raises(ProviderError) as info:
-        await provider.complete(REQUEST, attempt_timeout=5.0)
+        await provider.complete(REQUEST, attempt_timeout=HANG_TIMEOUT)
     assert info.value.kind == "connection"
 
 
@@ -390,7 +390,7 @@ async def test_malformed_json_is_malformed(make: Make, protocol: Protocol, mode:
 async def test_json_of_the_wrong_shape_is_malformed(make: Make, protocol: Protocol) -> None:
     _, provider = make(protocol, Step("malformed", body=b'{"choices": 3, "content": 3}'))
     with pytest.raises(ProviderError) as info:
-        await provider.complete(REQUEST, attempt_timeout=5.0)
+        await provider.complete(REQUEST, attempt_timeout=HANG_TIMEOUT)
     assert info.value.kind == "malformed"
 
 
@@ -399,7 +399,7 @@ async def test_openai_stream_that_ends_without_done_is_a_connection_error(make: 
     _, provider = make("openai", Step("malformed", body=body))
     received: list[StreamChunk] = []
     with pytest.raises(ProviderError) as info:
-        await collect(provider.stream(REQUEST, attempt_timeout=5.0), received)
+        await collect(provider.stream(REQUEST, attempt_timeout=HANG_TIMEOUT), received)
     assert info.value.kind == "connection" and [c.text for c in received] == ["Hi"]
 
 
@@ -416,7 +416,7 @@ async def test_anthropic_error_event_mid_stream_is_overloaded(make: Make) -> Non
     _, provider = make("anthropic", Step("malformed", body=body))
     received: list[StreamChunk] = []
     with pytest.raises(ProviderError) as info:
-        await collect(provider.stream(REQUEST, attempt_timeout=5.0), received)
+        await collect(provider.stream(REQUEST, attempt_timeout=HANG_TIMEOUT), received)
     assert info.value.kind == "overloaded" and "Overloaded" in info.value.message
     assert [c.text for c in received] == ["Partial"]
 
@@ -446,7 +446,7 @@ async def test_a_closed_provider_refuses_calls(make: Make) -> None:
 async def test_closing_a_stream_early_closes_the_upstream(make: Make, protocol: Protocol) -> None:
     text = " ".join(f"word{i}" for i in range(100))
     server, provider = make(protocol, Step(text=text), stream_interval=0.02)
-    stream = provider.stream(REQUEST, attempt_timeout=5.0)
+    stream = provider.stream(REQUEST, attempt_timeout=HANG_TIMEOUT)
     first = await anext(stream)
     assert first.text == "word0"
     await stream.aclose()
@@ -492,7 +492,7 @@ async def test_retry_after_ms_from_the_server(make: Make) -> None:
     step = Step("status", status=429, headers={"retry-after-ms": "1500"})
     _, provider = make("openai", step)
     with pytest.raises(ProviderError) as info:
-        await provider.complete(REQUEST, attempt_timeout=5.0)
+        await provider.complete(REQUEST, attempt_timeout=HANG_TIMEOUT)
     assert info.value.retry_after == 1.5
 
 
@@ -508,5 +508,5 @@ async def test_openai_error_object_in_a_200_body_is_an_upstream_error(make: Make
     body = b'{"error": {"message": "upstream model crashed", "type": "server_error"}}'
     _, provider = make("openai", Step("malformed", body=body))
     with pytest.raises(ProviderError) as info:
-        await provider.complete(REQUEST, attempt_timeout=5.0)
+        await provider.complete(REQUEST, attempt_timeout=HANG_TIMEOUT)
     assert info.value.kind == "overloaded" and "upstream model crashed" in info.value.message

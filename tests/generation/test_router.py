@@ -8,6 +8,7 @@ wherever the behaviour under test is a wait, so the suite stays fast.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -77,7 +78,7 @@ def llm_settings(**overrides: Any) -> LLMSettings:
 
 
 def route(
-    server: FakeLLMServer, name: str, *, timeout: float = 5.0, max_attempts: int = 3
+    server: FakeLLMServer, name: str, *, timeout: float = HANG_TIMEOUT, max_attempts: int = 3
 ) -> Route:
     provider = OpenAIProvider(
         ProviderSettings(
@@ -427,7 +428,8 @@ async def test_a_failed_probe_reopens_the_breaker(servers: ExitStack) -> None:
 
 
 async def test_concurrent_callers_do_not_share_the_half_open_probe(servers: ExitStack) -> None:
-    primary = start(servers, Step("status", status=500), Step("ok", delay=0.3))
+    probe_answer = threading.Event()
+    primary = start(servers, Step("status", status=500), Step("ok", hold=probe_answer))
     fallback = start(servers)
     clock = FakeClock()
     router = Router(
@@ -437,7 +439,11 @@ async def test_concurrent_callers_do_not_share_the_half_open_probe(servers: Exit
     )
     await router.complete(REQUEST)
     clock.advance(30.0)
-    results = await asyncio.gather(*(router.complete(REQUEST) for _ in range(3)))
+    calls = [asyncio.create_task(router.complete(REQUEST)) for _ in range(3)]
+    # While the probe is held upstream, the other two are answered by the fallback.
+    await eventually(lambda: sum(call.done() for call in calls) == 2, what="two callers done")
+    probe_answer.set()
+    results = await asyncio.gather(*calls)
     assert sorted(r.provider for r in results) == ["fallback", "fallback", "primary"]
     assert len(primary.requests) == 2
     assert sum(r.skipped == (Skip("primary", "breaker_open"),) for r in results) == 2
@@ -511,25 +517,28 @@ async def test_no_backoff_wait_crosses_the_deadline(servers: ExitStack) -> None:
 
 
 async def test_after_the_deadline_only_the_last_route_is_tried_once(servers: ExitStack) -> None:
-    primary = start(servers, default=Step("status", status=503, delay=0.3))
+    answer = threading.Event()
+    primary = start(servers, default=Step("status", status=503, hold=answer))
     other = start(servers)
     last = start(servers, Step("status", status=503), Step("ok"))
     clock = FakeClock()
     sleeps = Sleeps(clock)
     router = Router(
         [route(primary, "primary", max_attempts=1), route(other, "other"), route(last, "last")],
-        llm_settings(deadline_seconds=1.0),
+        llm_settings(deadline_seconds=30.0),
         clock=clock,
         sleep=sleeps,
     )
 
     real_complete = router.complete
 
-    # Time passes during the first attempt (a fake clock does not move by itself).
+    # Time passes during the first attempt (a fake clock does not move by itself): the
+    # upstream answers only once the clock has moved past the deadline.
     async def complete_late() -> Any:
         task = asyncio.create_task(real_complete(REQUEST))
         await eventually(lambda: primary.requests)
-        clock.advance(5.0)
+        clock.advance(35.0)
+        answer.set()
         return await task
 
     with pytest.raises(AllProvidersFailed) as info:
