@@ -29,8 +29,9 @@ class Tenant:
 
 
 def ingest_settings(data_dir: Path, **overrides: Any) -> Settings:
-    """Settings for ingestion tests: fast polling, short leases."""
-    ingestion = {"poll_interval_seconds": 0.05, "lease_seconds": 5.0}
+    """Settings for ingestion tests: fast polling. The lease is long (heartbeats every 20 s):
+    a loaded machine must not let a second worker reclaim a job that is still running."""
+    ingestion = {"poll_interval_seconds": 0.05, "lease_seconds": 60.0}
     ingestion.update(overrides.pop("ingestion", {}))
     return make_settings(data_dir, ingestion=ingestion, **overrides)
 
