@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 
+from tests.waiting import HANG_TIMEOUT
+
 __all__ = ["FAKE_MODEL", "FakeLLMServer", "Recorded", "Step", "split_deltas"]
 
 FAKE_MODEL = "fake-model"
@@ -222,7 +224,7 @@ class FakeLLMServer:
             target=self._run, name=f"fake-{self.protocol}-llm", daemon=True
         )
         self._thread.start()
-        if not self._ready.wait(timeout=10) or not self.base_url:
+        if not self._ready.wait(timeout=HANG_TIMEOUT) or not self.base_url:
             raise RuntimeError(f"the fake {self.protocol} server did not start: {self._error!r}")
         return self
 
