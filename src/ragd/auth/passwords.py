@@ -13,9 +13,10 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from ragd.errors import InvalidInput
 
 MAX_PASSWORD_CHARS = 256
-#: zxcvbn's matching is super-linear in length; beyond this many characters the score
-#: of the prefix is already decisive.
-_ZXCVBN_PREFIX = 100
+#: zxcvbn's matching is super-linear in length and it refuses longer input (ValueError past
+#: 72 characters since zxcvbn 4.5); beyond this many characters the score of the prefix is
+#: already decisive.
+_ZXCVBN_PREFIX = 72
 
 
 class PasswordHasher:
