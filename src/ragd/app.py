@@ -69,7 +69,7 @@ def create_app(
             yield
         logger.info("ragd stopped")
 
-    docs = not settings.is_production
+    docs = settings.serves_api_docs
     app = FastAPI(
         title="ragd",
         version=__version__,
@@ -77,10 +77,10 @@ def create_app(
         lifespan=lifespan,
         docs_url="/docs" if docs else None,
         redoc_url=None,
-        openapi_url="/openapi.json",
+        openapi_url="/openapi.json" if docs else None,
     )
     install_error_handlers(app)
-    install_openapi(app)
+    install_openapi(app, settings)
     upload_limit = settings.ingestion.max_upload_bytes + UPLOAD_OVERHEAD_BYTES
     app.add_middleware(
         BodyLimitMiddleware,

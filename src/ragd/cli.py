@@ -131,9 +131,9 @@ def serve(
             f"  curl -s -X POST {base}/api/v1/auth/login -H 'content-type: application/json' \\",
             "       -d '{\"email\": \"<email>\", \"password\": \"<password>\"}'",
         ]
-        if settings.allow_registration:
+        if settings.registration_open:
             lines.append(f"  or create your own tenant: POST {base}/api/v1/auth/register")
-        if not settings.is_production:
+        if settings.serves_api_docs:
             lines.append(f"API docs: {base}/docs")
         print("\n".join(lines), file=sys.stderr, flush=True)
 

@@ -138,7 +138,7 @@ async def open_services(
         )
         auth = AuthService(
             store, tokens, passwords, revocation, settings.auth,
-            allow_registration=settings.allow_registration,
+            allow_registration=settings.registration_open,
         )
         accounts = AccountService(store, auth, revocation)
         metrics = Metrics()

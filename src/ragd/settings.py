@@ -386,7 +386,15 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["auto", "json", "text"] = "auto"
     jwt_secret: SecretStr | None = None
-    allow_registration: bool = True
+    allow_registration: bool | None = Field(
+        default=None,
+        description="Let anyone create a tenant with POST /auth/register (default: dev only).",
+    )
+    api_docs: bool | None = Field(
+        default=None,
+        description="Serve /docs and /openapi.json (default: dev only; the schema maps every "
+        "route and rule for whoever asks).",
+    )
     bootstrap_admin: bool | None = Field(
         default=None,
         description="Create a first platform admin on an empty database (default: dev only).",
@@ -439,6 +447,15 @@ class Settings(BaseSettings):
     def model_cache_dir(self) -> Path:
         """The directory under which prepared models are kept (``<dir>/models/...``)."""
         return self.models.cache_dir or self.data_dir
+
+    @property
+    def registration_open(self) -> bool:
+        return not self.is_production if self.allow_registration is None else \
+            self.allow_registration
+
+    @property
+    def serves_api_docs(self) -> bool:
+        return not self.is_production if self.api_docs is None else self.api_docs
 
     @property
     def should_bootstrap_admin(self) -> bool:
