@@ -27,12 +27,24 @@ MAX_JSON_DEPTH = 32
 MIN_YEAR = 1900
 MAX_YEAR = 9998
 
-#: The same rules as JSON Schema patterns (regex escapes, so the schema stays ASCII JSON).
-TEXT_PATTERN = "^[^\\x00\\ud800-\\udfff]*$"
-LABEL_PATTERN = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029\\ud800-\\udfff]*$"
-# "^[^...]*$" -> "[...]": the characters the pattern excludes.
-_NUL_OR_SURROGATE = re.compile(f"[{TEXT_PATTERN[3:-3]}]")
-_CONTROL = re.compile(f"[{LABEL_PATTERN[3:-3]}]")
+# The rules as JSON Schema patterns (regex escapes, so the schema stays ASCII JSON). Unpaired
+# surrogates are refused too, but UTF-8 cannot carry them, so patterns need not name them.
+_LABEL_BAD = "\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029"
+#: What ``str.strip()`` removes, spelled out: regex engines disagree on ``\\s`` (Python's
+#: includes U+001C..U+001F and U+0085, ECMA's and Rust's do not).
+_SPACE = "\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+_LABEL_SPACE = "\\x20\\xa0\\u1680\\u2000-\\u200a\\u202f\\u205f\\u3000"  # _SPACE minus controls
+#: Text: no NUL.
+TEXT_PATTERN = "^[^\\x00]*$"
+#: A single line: no control characters.
+LABEL_PATTERN = f"^[^{_LABEL_BAD}]*$"
+#: A single line that is not blank once stripped (names, titles).
+NAME_PATTERN = f"^[{_LABEL_SPACE}]*[^{_SPACE}{_LABEL_BAD}][^{_LABEL_BAD}]*$"
+#: Text that is not blank once stripped (a query, a question, a document's text).
+NONBLANK_PATTERN = f"^[{_SPACE}]*[^{_SPACE}\\x00][^\\x00]*$"
+# "^[^...]*$" -> "[...]": the characters the pattern excludes, and the surrogates.
+_NUL_OR_SURROGATE = re.compile(f"[{TEXT_PATTERN[3:-3]}\\ud800-\\udfff]")
+_CONTROL = re.compile(f"[{LABEL_PATTERN[3:-3]}\\ud800-\\udfff]")
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 

@@ -180,6 +180,19 @@ async def test_register_rejects_weak_password(
     assert ok.status_code == 201, ok.text
 
 
+@pytest.mark.parametrize("length", [72, 73, 256])
+async def test_long_passwords_are_accepted(client: httpx.AsyncClient, length: int) -> None:
+    """zxcvbn refuses input over 72 characters; the policy scores a prefix, so a long
+    passphrase is a 201, never a 500."""
+    password = ("correct-horse-battery-staple-" * 10)[:length]
+    email = unique_email("long")
+    response = await client.post(
+        REGISTER, json={"email": email, "password": password, "tenant_name": f"long-{length}"}
+    )
+    assert response.status_code == 201, response.text
+    assert (await try_login(client, email, password)).status_code == 200
+
+
 async def test_password_built_from_email_is_fine_for_someone_else(
     client: httpx.AsyncClient,
 ) -> None:

@@ -270,7 +270,9 @@ async def test_hostile_input_to_conversations_and_openai_routes_gets_4xx(tmp_pat
         h = tenant.headers
         # Conversations: oversized / odd ids and cursors, bad limits.
         assert_error(await client.get(f"/api/v1/conversations/{'x' * 65}", headers=h), 422)
-        assert_error(await client.get("/api/v1/conversations/%00%27--", headers=h), 404)
+        # A NUL can name no conversation: refused before any lookup.
+        assert_error(await client.get("/api/v1/conversations/%00%27--", headers=h), 422)
+        assert_error(await client.get("/api/v1/conversations/%27--", headers=h), 404)
         assert_error(await client.get("/api/v1/conversations?limit=0", headers=h), 422)
         assert_error(await client.get("/api/v1/conversations?limit=100000", headers=h), 422)
         r = await client.get("/api/v1/conversations?cursor=not-a-cursor", headers=h)

@@ -18,6 +18,9 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from ragd import hygiene
+from ragd.api.payloads import TextDocumentIn, TextReplaceIn
+from ragd.generation.providers.factory import chain_names
+from ragd.settings import Settings
 
 #: ``required: false`` parameters and bodies still meet these on every route.
 COMMON_ERRORS = {
@@ -29,23 +32,43 @@ COMMON_ERRORS = {
 _BODY = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
 
 
-def build_openapi(app: FastAPI) -> dict[str, Any]:
-    """The schema of ``app``, computed once and cached on it."""
+#: Any JSON value ragd accepts where a body is free-form (OpenAI clients' extra fields).
+JSON_VALUE: dict[str, Any] = {"anyOf": [
+    {"type": "string", "pattern": hygiene.TEXT_PATTERN}, {"type": "number"},
+    {"type": "boolean"}, {"type": "null"},
+    {"type": "array", "items": {"$ref": "#/components/schemas/JsonValue"}},
+    {"type": "object", "propertyNames": {"pattern": hygiene.TEXT_PATTERN},
+     "additionalProperties": {"$ref": "#/components/schemas/JsonValue"}},
+]}
+
+
+def build_openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
+    """The schema of ``app`` as ``settings`` configure it, computed once and cached."""
     if app.openapi_schema is not None:
         return app.openapi_schema
     schema = get_openapi(
         title=app.title, version=app.version, summary=app.summary, routes=app.routes,
         description=app.description,
     )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in (TextDocumentIn, TextReplaceIn):  # bodies read by the route itself
+        components[model.__name__] = model.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+    _deployment(components, settings)
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():
+            if "security" in operation:  # openapi_extra appends to the dependencies' list
+                unique = {repr(sorted(item.items())): item for item in operation["security"]}
+                operation["security"] = list(unique.values())
             for parameter in operation.get("parameters", []):
                 _constrain(parameter.get("schema", {}), hygiene.LABEL_PATTERN)
             responses = operation.setdefault("responses", {})
             for status, description in COMMON_ERRORS.items():
                 responses.setdefault(status, {"description": description, "content": _BODY})
-    for component in schema.get("components", {}).get("schemas", {}).values():
+    for component in components.values():
         _constrain(component, hygiene.TEXT_PATTERN)
+    components["JsonValue"] = JSON_VALUE
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():
             for content in operation.get("requestBody", {}).get("content", {}).values():
@@ -64,10 +87,33 @@ def _constrain(node: Any, pattern: str) -> None:
         return
     if node.get("type") == "string" and not ({"enum", "const", "format", "pattern"} & set(node)):
         node["pattern"] = pattern
+    if node.get("type") == "object" and node.get("additionalProperties", True) is not False:
+        node.setdefault("propertyNames", {"pattern": hygiene.TEXT_PATTERN})
+        if node.get("additionalProperties", True) is True:
+            node["additionalProperties"] = {"$ref": "#/components/schemas/JsonValue"}
     for key, value in node.items():
         if key not in ("example", "examples", "default"):
             _constrain(value, pattern)
 
 
-def install_openapi(app: FastAPI) -> None:
-    app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
+def _deployment(components: dict[str, Any], settings: Settings) -> None:
+    """Limits and names this deployment's settings decide, so the schema is exact here."""
+
+    def field(model: str, name: str) -> dict[str, Any]:
+        found: dict[str, Any] = components[model]["properties"][name]
+        return found
+
+    field("KeywordsIn", "text")["maxLength"] = settings.models.keywords_max_chars
+    field("TextDocumentIn", "text")["maxLength"] = settings.ingestion.max_text_chars
+    field("ChatIn", "question")["maxLength"] = settings.llm.max_question_chars
+    providers = field("ChatIn", "providers")["anyOf"][0]
+    providers["items"] = {"type": "string", "enum": chain_names(settings.llm)}
+    if settings.models.reranker == "none":
+        field("SearchIn", "rerank").update(
+            anyOf=[{"type": "boolean", "const": False}, {"type": "null"}],
+            description="No reranker is configured here: true is refused (422).",
+        )
+
+
+def install_openapi(app: FastAPI, settings: Settings) -> None:
+    app.openapi = lambda: build_openapi(app, settings)  # type: ignore[method-assign]

@@ -14,18 +14,25 @@ from pydantic import (
 )
 
 from ragd import hygiene
-from ragd.api.fields import Identifier, SingleLine
+from ragd.api.fields import (
+    Identifier,
+    Input,
+    Metadata,
+    NameLine,
+    NonBlank,
+    at_least_one_change,
+)
 from ragd.errors import InvalidInput
 from ragd.jobs.queue import Job, JobStatus
 from ragd.stores.catalog import Collection, Document, DocumentStatus, StoredChunk
 from ragd.stores.metadata import MAX_METADATA_BYTES, check_metadata
 
 CollectionName = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), *SingleLine
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), *NameLine
 ]
 Description = Annotated[str, StringConstraints(max_length=2000)]
 Title = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), *SingleLine
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), *NameLine
 ]
 
 
@@ -44,38 +51,38 @@ def parse_metadata(raw: str | None) -> dict[str, Any] | None:
     return check_metadata(value)
 
 
-class Input(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ContentInput(Input):
     @field_validator("metadata", mode="before", check_fields=False)
     @classmethod
     def _metadata(cls, value: Any) -> Any:
         return None if value is None else check_metadata(value)
 
 
-class CollectionIn(Input):
+class CollectionIn(ContentInput):
     name: CollectionName
     description: Description | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
 
 
-class CollectionPatchIn(Input):
+class CollectionPatchIn(ContentInput):
+    model_config = ConfigDict(json_schema_extra=at_least_one_change)
+
     name: CollectionName | None = None
     description: Description | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
 
 
-class TextDocumentIn(Input):
+class TextDocumentIn(ContentInput):
     collection_id: Identifier
     title: Title
-    text: str = Field(min_length=1)
-    metadata: dict[str, Any] | None = None
+    text: Annotated[str, NonBlank] = Field(min_length=1)
+    metadata: Metadata | None = None
 
 
-class TextReplaceIn(Input):
+class TextReplaceIn(ContentInput):
     title: Title | None = None
-    text: str = Field(min_length=1)
-    metadata: dict[str, Any] | None = None
+    text: Annotated[str, NonBlank] = Field(min_length=1)
+    metadata: Metadata | None = None
 
 
 class CollectionOut(BaseModel):

@@ -5,24 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from ragd.api.fields import SingleLine, Timestamp
+from ragd import hygiene
+from ragd.api.fields import Input, NameLine, Timestamp, at_least_one_change
 from ragd.auth import apikeys
 from ragd.stores.base import ApiKey, Role, Tenant, TenantStatus, User
 
-Email = Annotated[str, StringConstraints(min_length=3, max_length=320), *SingleLine]
+Email = Annotated[
+    str, StringConstraints(min_length=3, max_length=320), AfterValidator(hygiene.check_label),
+    Field(json_schema_extra={"format": "email"}),
+]
 Password = Annotated[str, StringConstraints(min_length=1, max_length=256)]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=100), *SingleLine]
-
-
-class Input(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_max_length=4096)
+Name = Annotated[str, StringConstraints(min_length=1, max_length=100), *NameLine]
 
 
 class RegisterIn(Input):
@@ -131,6 +126,8 @@ class UserCreateIn(Input):
 
 
 class UserPatchIn(Input):
+    model_config = ConfigDict(json_schema_extra=at_least_one_change)
+
     role: Role | None = None
     is_active: bool | None = None
 
@@ -140,6 +137,8 @@ class TenantCreateIn(Input):
 
 
 class TenantPatchIn(Input):
+    model_config = ConfigDict(json_schema_extra=at_least_one_change)
+
     name: Name | None = None
     status: TenantStatus | None = None
 

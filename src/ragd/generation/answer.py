@@ -253,7 +253,8 @@ class AnswerService:
         question = chat.question.strip()
         if not question:
             raise InvalidInput("the question is empty", code="empty_question")
-        if len(question) > self._settings.max_question_chars:
+        # The limit is on what was sent (as the API schema states it), padding included.
+        if len(chat.question) > self._settings.max_question_chars:
             raise InvalidInput(
                 f"the question is longer than {self._settings.max_question_chars} characters",
                 code="question_too_long",

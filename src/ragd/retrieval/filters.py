@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from ragd.errors import InvalidInput
-from ragd.hygiene import utc_datetime
+from ragd.stores.metadata import MAX_STRING_CHARS
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 
@@ -44,7 +44,9 @@ def _bad(message: str) -> InvalidInput:
 def _scalar(value: Any) -> bool:
     if isinstance(value, float):
         return math.isfinite(value)
-    return value is None or isinstance(value, str | int | bool)
+    if isinstance(value, str):  # longer than any metadata value could be
+        return len(value) <= MAX_STRING_CHARS
+    return value is None or isinstance(value, int | bool)
 
 
 def _as_date(value: Any) -> datetime | None:
@@ -60,8 +62,8 @@ def _as_date(value: Any) -> datetime | None:
     if parsed.tzinfo is None:
         return parsed
     try:  # compared in UTC; a time with no UTC value (9999-12-31T23:59-01:00) is no date
-        return utc_datetime(parsed)
-    except ValueError:
+        return parsed.astimezone(UTC)
+    except OverflowError:
         return None
 
 

@@ -18,7 +18,7 @@ MAX_METADATA_KEY = 64
 MAX_METADATA_BYTES = 16 * 1024
 MAX_LIST_ITEMS = 100
 MAX_STRING_CHARS = 4096
-#: Integers beyond what JSON consumers (JavaScript, PostgreSQL jsonb -> bigint) read exactly.
+#: Numbers beyond what JSON consumers (JavaScript, PostgreSQL jsonb -> bigint) read exactly.
 MAX_SAFE_INTEGER = 2**53 - 1
 
 
@@ -57,10 +57,8 @@ def _scalar_problem(value: Any) -> str | None:
         if len(value) > MAX_STRING_CHARS:
             return f"is longer than {MAX_STRING_CHARS} characters"
         return text_problem(value)
-    if isinstance(value, int):
+    if isinstance(value, int | float) and math.isfinite(value):
         if abs(value) > MAX_SAFE_INTEGER:
-            return f"is an integer beyond +-{MAX_SAFE_INTEGER} (send it as a string)"
-        return None
-    if isinstance(value, float) and math.isfinite(value):
+            return f"is a number beyond +-{MAX_SAFE_INTEGER} (send it as a string)"
         return None
     return "must be a string, number, boolean, null or a list of those"

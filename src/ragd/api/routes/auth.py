@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Response, status
-from fastapi.security import OAuth2PasswordRequestForm
+from fastapi import APIRouter, Form, Path, Response, status
 
 from ragd.api.deps import (
     AccountServiceDep,
@@ -30,7 +29,6 @@ from ragd.api.schemas import (
     UserOut,
 )
 from ragd.auth.service import TokenPair
-from ragd.errors import InvalidInput
 
 router = APIRouter(prefix="/auth", tags=["auth"], responses=ERROR_RESPONSES, route_class=ApiRoute)
 
@@ -58,14 +56,17 @@ async def login(body: LoginIn, auth: AuthServiceDep, ip: ClientIP) -> TokenOut:
     return _tokens(await auth.login(email=body.email, password=body.password, client_ip=ip))
 
 
-@router.post("/token", include_in_schema=True)
+@router.post("/token")
 async def token(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()], auth: AuthServiceDep, ip: ClientIP
+    username: Annotated[str, Form(min_length=1, max_length=320)],
+    password: Annotated[str, Form(min_length=1, max_length=256)],
+    auth: AuthServiceDep,
+    ip: ClientIP,
+    grant_type: Annotated[Literal["password"], Form()] = "password",
 ) -> TokenOut:
-    """OAuth2 password flow (form fields ``username``, ``password``) for Swagger's Authorize."""
-    if len(form.username) > 320 or len(form.password) > 256:
-        raise InvalidInput("username or password too long", code="validation_error")
-    return _tokens(await auth.login(email=form.username, password=form.password, client_ip=ip))
+    """OAuth2 password flow (RFC 6749 4.3): form fields ``username`` (the email) and
+    ``password``, for OAuth2 clients; the same as ``/login``."""
+    return _tokens(await auth.login(email=username, password=password, client_ip=ip))
 
 
 @router.post("/refresh")

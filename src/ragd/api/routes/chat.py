@@ -8,10 +8,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
 
 from ragd.api.deps import CurrentPrincipal, ServicesDep
 from ragd.api.errors import ERROR_RESPONSES
+from ragd.api.fields import Filters, Identifier, Input, NonBlank, SingleLine, WholeNumber
 from ragd.api.routing import ApiRoute
 from ragd.errors import NotFound
 from ragd.generation.answer import (
@@ -26,8 +27,7 @@ from ragd.stores.conversations import Conversation, Conversations
 
 router = APIRouter(tags=["chat"], responses=ERROR_RESPONSES, route_class=ApiRoute)
 
-Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-ProviderName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+ProviderName = Annotated[str, StringConstraints(min_length=1, max_length=64), *SingleLine]
 #: Server-sent events must reach the client as they are produced.
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -44,14 +44,12 @@ AnswersDep = Annotated[AnswerService, Depends(get_answers)]
 ConversationsDep = Annotated[Conversations, Depends(get_conversations)]
 
 
-class ChatIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    question: str = Field(min_length=1, max_length=100_000)
+class ChatIn(Input):
+    question: Annotated[str, NonBlank] = Field(min_length=1, max_length=100_000)
     collection_ids: list[Identifier] | None = Field(default=None, max_length=100)
-    filters: dict[str, Any] | None = None
+    filters: Filters | None = None
     conversation_id: Identifier | None = None
-    top_k: int | None = Field(default=None, ge=1, le=50)
+    top_k: Annotated[int, Field(ge=1, le=50), WholeNumber] | None = None
     stream: bool = False
     providers: list[ProviderName] | None = Field(default=None, min_length=1, max_length=20)
 
@@ -192,7 +190,16 @@ async def _sse_stream(events: AsyncGenerator[ChatEvent, None]) -> AsyncIterator[
         await events.aclose()
 
 
-@router.post("/chat", response_model=ChatOut)
+#: The 200 of a streamed answer (``stream: true``).
+SSE_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {
+    "schema": {
+        "type": "object", "description": "One server-sent event; data is JSON (or [DONE]).",
+        "required": ["data"],
+        "properties": {"event": {"type": "string"}, "data": {"type": "string"}},
+    }}}}}
+
+
+@router.post("/chat", response_model=ChatOut, responses=SSE_RESPONSE)
 async def chat(
     body: ChatIn, principal: CurrentPrincipal, answers: AnswersDep
 ) -> ChatOut | StreamingResponse:

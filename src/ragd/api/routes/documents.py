@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ragd import hygiene
 from ragd.api.deps import CatalogDep, CurrentPrincipal, IngestionDep
 from ragd.api.errors import ERROR_RESPONSES
 from ragd.api.payloads import (
@@ -33,7 +34,7 @@ from ragd.api.payloads import (
 from ragd.api.routing import ApiRoute, parse_json
 from ragd.errors import InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
 from ragd.hygiene import text_problem
-from ragd.ingestion.service import MAX_FILENAME, IngestionService
+from ragd.ingestion.service import MAX_FILENAME, MAX_TITLE, IngestionService
 from ragd.stores.catalog import Accepted, DocumentStatus, Upload
 
 router = APIRouter(
@@ -43,25 +44,29 @@ router = APIRouter(
 M = TypeVar("M", bound=BaseModel)
 DocumentId = Annotated[str, Path(min_length=1, max_length=64)]
 _FORM_FIELDS = 8
-_UPLOAD_BODY = {
-    "requestBody": {
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "collection_id": {"type": "string"},
-                        "title": {"type": "string"},
-                        "metadata": {"type": "string", "description": "a JSON object"},
-                    },
-                }
-            },
-            "application/json": {"schema": TextDocumentIn.model_json_schema()},
-        }
+def _upload_body(json_model: type[BaseModel], *, new: bool) -> dict[str, Any]:
+    """The request body of ``POST`` (``new``) and ``PUT``: a multipart file or JSON text."""
+    form: dict[str, Any] = {
+        "type": "object",
+        "required": ["file", "collection_id"] if new else ["file"],
+        "additionalProperties": False,
+        "properties": {
+            "file": {"type": "string", "format": "binary"},
+            "title": {"type": "string", "minLength": 1, "maxLength": MAX_TITLE,
+                      "pattern": hygiene.NAME_PATTERN},
+            "metadata": {"type": "string", "description": "a JSON object",
+                         "pattern": hygiene.TEXT_PATTERN},
+        },
     }
-}
+    if new:
+        form["properties"]["collection_id"] = {
+            "type": "string", "minLength": 1, "maxLength": 64,
+            "pattern": hygiene.LABEL_PATTERN,
+        }
+    return {"requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": form},
+        "application/json": {"schema": {"$ref": f"#/components/schemas/{json_model.__name__}"}},
+    }}}
 
 
 def _missing() -> NotFound:
@@ -164,7 +169,7 @@ def _text_limit(ingestion: IngestionService) -> int:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=DocumentAccepted,
     responses={200: {"model": DocumentAccepted}, 413: {}, 415: {}},
-    openapi_extra=_UPLOAD_BODY,
+    openapi_extra=_upload_body(TextDocumentIn, new=True),
 )
 async def create_document(
     request: Request, principal: CurrentPrincipal, ingestion: IngestionDep
@@ -275,6 +280,7 @@ async def get_content(
     status_code=status.HTTP_202_ACCEPTED,
     response_model=DocumentAccepted,
     responses={200: {"model": DocumentAccepted}, 413: {}, 415: {}},
+    openapi_extra=_upload_body(TextReplaceIn, new=False),
 )
 async def replace_document(
     document_id: DocumentId, request: Request, principal: CurrentPrincipal,

@@ -5,21 +5,20 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
 
 from ragd.api.deps import CurrentPrincipal, ServicesDep
 from ragd.api.errors import ERROR_RESPONSES
+from ragd.api.fields import Input, NonBlank, WholeNumber
 from ragd.api.routing import ApiRoute
 from ragd.errors import InvalidInput
 
 router = APIRouter(tags=["keywords"], responses=ERROR_RESPONSES, route_class=ApiRoute)
 
 
-class KeywordsIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    text: Annotated[str, StringConstraints(min_length=1)]
-    top_n: int | None = Field(default=None, ge=1, le=50)
+class KeywordsIn(Input):
+    text: Annotated[str, StringConstraints(min_length=1), NonBlank]
+    top_n: Annotated[int, Field(ge=1, le=50), WholeNumber] | None = None
 
 
 class KeywordOut(BaseModel):

@@ -26,11 +26,12 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field, StringConstraints
 
 from ragd.api.deps import CurrentPrincipal, ServicesDep
 from ragd.api.errors import ERROR_RESPONSES
-from ragd.api.routes.chat import SSE_HEADERS, answer_out, get_answers
+from ragd.api.fields import Input, NonBlank, WholeNumber
+from ragd.api.routes.chat import SSE_HEADERS, SSE_RESPONSE, answer_out, get_answers
 from ragd.api.routing import ApiRoute
 from ragd.errors import InvalidInput, NotFound
 from ragd.generation.answer import Answer, AnswerService, ChatEvent, ChatInput
@@ -46,28 +47,34 @@ MAX_EMBEDDING_CHARS = 20_000
 AnswersDep = Annotated[AnswerService, Depends(get_answers)]
 
 
-class ChatMessageIn(BaseModel):
+class ChatMessageIn(Input):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
 
 
-class CompletionIn(BaseModel):
+class CompletionIn(Input):
     model_config = ConfigDict(extra="allow")  # OpenAI clients send many optional fields
 
     model: str = Field(min_length=1, max_length=300)
     messages: list[ChatMessageIn] = Field(min_length=1, max_length=MAX_MESSAGES)
     stream: bool = False
-    max_tokens: int | None = Field(default=None, ge=1, le=200_000)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=200_000)
+    max_tokens: Annotated[int, Field(ge=1, le=200_000), WholeNumber] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1, le=200_000), WholeNumber] | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
 
 
-class EmbeddingsIn(BaseModel):
+EmbeddingText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_EMBEDDING_CHARS),
+                          NonBlank]
+
+
+class EmbeddingsIn(Input):
     model_config = ConfigDict(extra="allow")
 
-    input: str | list[str] = Field(min_length=1)
+    input: EmbeddingText | Annotated[
+        list[EmbeddingText], Field(min_length=1, max_length=MAX_EMBEDDING_INPUTS)
+    ]
     model: str = Field(default=MODEL, max_length=300)
     encoding_format: Literal["float", "base64"] = "float"
 
@@ -130,7 +137,7 @@ def _usage(answer: Answer) -> dict[str, int]:
             "total_tokens": prompt + completion}
 
 
-@router.post("/chat/completions")
+@router.post("/chat/completions", responses=SSE_RESPONSE)
 async def chat_completions(
     body: CompletionIn, principal: CurrentPrincipal, answers: AnswersDep,
     services: ServicesDep,

@@ -26,6 +26,7 @@ from ragd.api.deps import (
     require_platform_admin,
 )
 from ragd.api.errors import ERROR_RESPONSES
+from ragd.api.fields import Input
 from ragd.api.routing import ApiRoute
 from ragd.auth.principal import Principal
 from ragd.container import Services
@@ -149,15 +150,11 @@ class StartupOut(BaseModel):
     uptime_seconds: float
 
 
-class MemoryCleanupIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class MemoryCleanupIn(Input):
     emergency: bool = False
 
 
-class ModelsCleanupIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ModelsCleanupIn(Input):
     names: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
         default=None, max_length=32, description="Models to unload; all when omitted."
     )
@@ -203,7 +200,11 @@ def _unload_out(result: UnloadResult) -> UnloadOut:
 # -- routes ---------------------------------------------------------------------------------
 
 
-@router.get("/health", response_model_exclude_none=True)
+@router.get(
+    "/health", response_model_exclude_none=True,
+    # Credentials are optional here: they only add the figures.
+    openapi_extra={"security": [{}, {"HTTPBearer": []}, {"APIKeyHeader": []}]},
+)
 async def health(services: Annotated[Services, Depends(get_services)],
                  details: Details) -> HealthOut:
     """Overall status with its checks. Public and cheap; the figures behind them only for

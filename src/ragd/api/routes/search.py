@@ -5,17 +5,15 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, Field
 
 from ragd.api.deps import CurrentPrincipal, ServicesDep
 from ragd.api.errors import ERROR_RESPONSES
+from ragd.api.fields import Filters, Identifier, Input, NonBlank, WholeNumber
 from ragd.api.routing import ApiRoute
 from ragd.retrieval.search import MAX_QUERY_CHARS, MAX_TOP_K, SearchRequest, SearchService
 
 router = APIRouter(tags=["search"], responses=ERROR_RESPONSES, route_class=ApiRoute)
-
-Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-
 
 async def get_search(services: ServicesDep) -> SearchService:
     return services.search
@@ -24,14 +22,12 @@ async def get_search(services: ServicesDep) -> SearchService:
 SearchDep = Annotated[SearchService, Depends(get_search)]
 
 
-class SearchIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    query: str = Field(min_length=1, max_length=4 * MAX_QUERY_CHARS)
+class SearchIn(Input):
+    query: Annotated[str, NonBlank] = Field(min_length=1, max_length=4 * MAX_QUERY_CHARS)
     collection_ids: list[Identifier] | None = Field(default=None, max_length=100)
     document_ids: list[Identifier] | None = Field(default=None, max_length=1000)
-    filters: dict[str, Any] | None = None
-    top_k: int = Field(default=10, ge=1, le=MAX_TOP_K)
+    filters: Filters | None = None
+    top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K), WholeNumber] = 10
     mode: Literal["hybrid", "dense", "lexical"] = "hybrid"
     rerank: bool | None = None
     explain: bool = False

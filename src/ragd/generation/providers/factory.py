@@ -34,6 +34,13 @@ PROVIDERS: Mapping[str, Callable[[ProviderSettings], Provider]] = {
 PROVIDER_TYPES = (*sorted(PROVIDERS), "extractive")
 
 
+def chain_names(settings: LLMSettings) -> list[str]:
+    """The provider names of the chain :func:`build_routes` builds, in order."""
+    extractive = [p.name for p in settings.providers if p.type == "extractive"]
+    remote = [p.name for p in settings.providers if p.type != "extractive"]
+    return [*remote, extractive[-1] if extractive else EXTRACTIVE]
+
+
 def build_routes(settings: LLMSettings, runtime: ModelRuntime) -> list[Route]:
     """One :class:`Route` per configured provider, in order, and the extractive provider
     last. A configured ``extractive`` entry sets the last route's name and limits; wherever
