@@ -25,6 +25,7 @@ from tests.waiting import HANG_TIMEOUT, eventually_sync
 
 REPO = Path(__file__).resolve().parents[2]
 EMAIL = "fuzz-admin@acme.io"
+OPS_EMAIL = "ops@acme.io"
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class LiveServer:
     log: Path
     collection_id: str
     document_id: str
+    #: An API key of a platform administrator (who is also admin of its own tenant).
+    ops_key: str
 
     def token(self) -> str:
         response = httpx.post(f"{self.base}/api/v1/auth/login",
@@ -84,6 +87,13 @@ def live_server(workdir: Path, model_cache: Path, **env: str) -> Iterator[LiveSe
 
     try:
         eventually_sync(ready, what="ragd serve is ready")
+        created = subprocess.run(
+            [sys.executable, "-m", "ragd", "admin", "create-superuser", "--email", OPS_EMAIL,
+             "--password-stdin", "--tenant", "ops", "--data-dir", str(workdir / "data")],
+            input=STRONG_PASSWORD, text=True, env=environment, cwd=REPO, capture_output=True,
+            check=False,
+        )
+        assert created.returncode == 0, created.stdout + created.stderr
         yield _seed(base, log)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -117,6 +127,13 @@ def _seed(base: str, log: Path) -> LiveServer:
     # The first document may prepare the embedding model: a hang guard, not a speed bar.
     eventually_sync(document_ready, timeout=10 * HANG_TIMEOUT,
                     what="the seed document is ready")
+    ops = client.post("/api/v1/auth/login", json={"email": OPS_EMAIL,
+                                                  "password": STRONG_PASSWORD})
+    assert ops.status_code == 200, ops.text
+    key = client.post("/api/v1/auth/api-keys", json={"name": "ops"},
+                      headers={"Authorization": f"Bearer {ops.json()['access_token']}"})
+    assert key.status_code == 201, key.text
     client.close()
     return LiveServer(base=base, email=EMAIL, password=STRONG_PASSWORD, log=log,
-                      collection_id=collection_id, document_id=document_id)
+                      collection_id=collection_id, document_id=document_id,
+                      ops_key=key.json()["key"])
