@@ -40,9 +40,16 @@ class Input(BaseModel):
 #: A single line of text (emails, ids): no control characters.
 SingleLine = (AfterValidator(hygiene.check_label),
               Field(json_schema_extra={"pattern": hygiene.LABEL_PATTERN}))
-#: A name or title: a single line that is not blank once stripped.
-NameLine = (AfterValidator(hygiene.check_label),
-            Field(json_schema_extra={"pattern": hygiene.NAME_PATTERN}))
+def _name(value: str) -> str:
+    name = hygiene.check_label(value).strip()
+    if not name:
+        raise ValueError("must not be blank")
+    return name
+
+
+#: A name or title: a single line that is not blank once stripped, stored stripped. Lengths
+#: count what was sent (as the schema states them), so strip here, not in StringConstraints.
+NameLine = (AfterValidator(_name), Field(json_schema_extra={"pattern": hygiene.NAME_PATTERN}))
 def _whole_number(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 

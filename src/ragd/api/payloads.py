@@ -27,13 +27,9 @@ from ragd.jobs.queue import Job, JobStatus
 from ragd.stores.catalog import Collection, Document, DocumentStatus, StoredChunk
 from ragd.stores.metadata import MAX_METADATA_BYTES, check_metadata
 
-CollectionName = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), *NameLine
-]
+CollectionName = Annotated[str, StringConstraints(min_length=1, max_length=200), *NameLine]
 Description = Annotated[str, StringConstraints(max_length=2000)]
-Title = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), *NameLine
-]
+Title = Annotated[str, StringConstraints(min_length=1, max_length=500), *NameLine]
 
 
 def parse_metadata(raw: str | None) -> dict[str, Any] | None:
