@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 
-import numpy as np
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
@@ -14,7 +13,6 @@ from ragd.retrieval.metrics import (
     evaluate,
     mrr_at_k,
     ndcg_at_k,
-    percentile,
     precision_at_k,
     recall_at_k,
 )
@@ -171,38 +169,6 @@ def test_evaluate_rejects_empty_qrels_and_bad_k() -> None:
         evaluate({"q": ["a"]}, {})
     with pytest.raises(ValueError, match="k must be at least 1"):
         evaluate({"q": ["a"]}, {"q": {"a": 1}}, ks=(10, 0))
-
-
-# --- percentile ---------------------------------------------------------------------------
-
-
-def test_percentile_examples() -> None:
-    # [1, 2, 3, 4]: p50 sits at position (4-1)*0.5 = 1.5, halfway between 2 and 3 -> 2.5.
-    assert percentile([4, 1, 3, 2], 50) == 2.5
-    # p95 of 1..20: position 19*0.95 = 18.05, so 19 + 0.05*(20-19) = 19.05.
-    assert percentile(range(1, 21), 95) == pytest.approx(19.05)
-    assert percentile([7.0], 95) == 7.0
-    assert percentile([1, 2, 3], 0) == 1
-    assert percentile([1, 2, 3], 100) == 3
-
-
-def test_percentile_rejects_bad_input() -> None:
-    with pytest.raises(ValueError, match="no values"):
-        percentile([], 50)
-    with pytest.raises(ValueError, match=r"\[0, 100\]"):
-        percentile([1.0], 101)
-    with pytest.raises(ValueError, match=r"\[0, 100\]"):
-        percentile([1.0], -1)
-
-
-@given(
-    st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=50),
-    st.floats(0, 100),
-)
-def test_percentile_matches_numpy(values: list[float], q: float) -> None:
-    assert percentile(values, q) == pytest.approx(
-        float(np.percentile(values, q)), rel=1e-9, abs=1e-6
-    )
 
 
 # --- properties ---------------------------------------------------------------------------

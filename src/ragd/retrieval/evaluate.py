@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from ragd.container import Services, build_workers
+from ragd.ops.percentile import percentile
 from ragd.retrieval.beir import Dataset
-from ragd.retrieval.metrics import evaluate, percentile
+from ragd.retrieval.metrics import evaluate
 from ragd.retrieval.search import Mode, SearchRequest
 from ragd.stores.catalog import Upload
 

@@ -25,7 +25,6 @@ __all__ = [
     "evaluate",
     "mrr_at_k",
     "ndcg_at_k",
-    "percentile",
     "precision_at_k",
     "recall_at_k",
 ]
@@ -143,24 +142,3 @@ def evaluate(
     return scores
 
 
-def percentile(values: Iterable[float], q: float) -> float:
-    """The ``q``-th percentile (``0 <= q <= 100``) of ``values`` by linear interpolation
-    between the two nearest ranks, as ``numpy.percentile``'s default method does.
-
-    Raises ``ValueError`` for no values or ``q`` outside ``[0, 100]``.
-    """
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile must be within [0, 100], got {q}")
-    ordered = sorted(values)
-    if not ordered:
-        raise ValueError("cannot take a percentile of no values")
-    position = (len(ordered) - 1) * q / 100
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    fraction = position - low
-    below, above = ordered[low], ordered[high]
-    # numpy's two-sided lerp: interpolate from the nearer neighbour, so the result is exact
-    # at the ends and never overshoots either neighbour through rounding.
-    if fraction >= 0.5:
-        return above - (above - below) * (1 - fraction)
-    return below + (above - below) * fraction
