@@ -455,3 +455,21 @@ async def test_a_pdf_cut_at_max_pages_says_so(tmp_path: Path) -> None:
         assert job["status"] == "succeeded" and document["pages"] == 5, (job, document)
         visible = json.dumps([job, document])
         assert "only the first 2 of 5 pages" in visible, visible
+
+
+async def test_file_names_are_kept_clean_or_refused_clearly(
+    hostile_client: httpx.AsyncClient,
+) -> None:
+    """A 300-character name with control characters is kept, cleaned and cut to 255; a
+    5,000-character one (past the multipart parser's header limit) gets a 422 that says so,
+    not "Invalid multipart data"."""
+    client = hostile_client
+    tenant = await new_tenant(client)
+    name = "line\x1b[31m\x7fbreak\x9b" + "n" * 300 + ".txt"  # (httpx escapes CR, LF, NUL)
+    kept = await upload_file(client, tenant, name, b"a small text file", "text/plain")
+    assert kept.status_code == 202, kept.text
+    filename = kept.json()["document"]["filename"]
+    assert filename.startswith("line[31mbreak") and len(filename) == 255
+    refused = await upload_file(client, tenant, "n" * 5000 + ".txt", b"text", "text/plain")
+    assert_error(refused, 422, "multipart_header_too_large")
+    assert "file name" in refused.json()["error"]["message"]
