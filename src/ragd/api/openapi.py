@@ -66,15 +66,38 @@ def build_openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
             responses = operation.setdefault("responses", {})
             for status, description in COMMON_ERRORS.items():
                 responses.setdefault(status, {"description": description, "content": _BODY})
-    for component in components.values():
-        _constrain(component, hygiene.TEXT_PATTERN)
+    bodies = [content.get("schema", {})
+              for operations in schema.get("paths", {}).values()
+              for operation in operations.values()
+              for content in operation.get("requestBody", {}).get("content", {}).values()]
+    # The rules are about what clients send: request bodies and what they refer to, not
+    # responses (which quote stored documents as they are).
+    for name in _referenced(bodies, components):
+        _constrain(components[name], hygiene.TEXT_PATTERN)
+    for body in bodies:
+        _constrain(body, hygiene.TEXT_PATTERN)
     components["JsonValue"] = JSON_VALUE
-    for operations in schema.get("paths", {}).values():
-        for operation in operations.values():
-            for content in operation.get("requestBody", {}).get("content", {}).values():
-                _constrain(content.get("schema", {}), hygiene.TEXT_PATTERN)
     app.openapi_schema = schema
     return schema
+
+
+def _referenced(roots: list[Any], components: dict[str, Any]) -> set[str]:
+    """Names of the components ``roots`` refer to, directly or through each other."""
+    found: set[str] = set()
+    pending = list(roots)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, list):
+            pending.extend(node)
+        elif isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
+                name = ref.rsplit("/", 1)[1]
+                if name not in found and name in components:
+                    found.add(name)
+                    pending.append(components[name])
+            pending.extend(node.values())
+    return found
 
 
 def _constrain(node: Any, pattern: str) -> None:

@@ -50,12 +50,18 @@ def json_invalid(reason: str, pos: int = 0) -> RequestValidationError:
     )
 
 
-def check_parameters(request: Request) -> None:
-    """Path and query values are single-line text: no NULs or control characters."""
+def check_parameters(request: Request, query_names: frozenset[str]) -> None:
+    """Path and query values are single-line text: no NULs or control characters.
+
+    Only the query parameters the route reads are checked (and named in the error): others
+    reach nothing, and their names are client input that an error must not echo.
+    """
     errors = []
     for where, values in (("path", request.path_params.items()),
                           ("query", request.query_params.multi_items())):
         for name, value in values:
+            if where == "query" and name not in query_names:
+                continue
             if isinstance(value, str) and (
                 problem := hygiene.text_problem(value, single_line=True)
             ):
@@ -70,9 +76,21 @@ class ApiRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        query_names = _query_names(self.dependant)
 
         async def strict_handler(request: Request) -> Response:
-            check_parameters(request)
+            check_parameters(request, query_names)
             return await handler(StrictRequest(request.scope, request.receive))
 
         return strict_handler
+
+
+def _query_names(dependant: Any) -> frozenset[str]:
+    """The query parameters a route reads, its dependencies' included."""
+    names: set[str] = set()
+    pending = [dependant]
+    while pending:
+        current = pending.pop()
+        names.update(field.alias for field in current.query_params)
+        pending.extend(current.dependencies)
+    return frozenset(names)
