@@ -133,8 +133,10 @@ async def _form_upload(
         fields[name] = value
     unknown = set(form.keys()) - {"file", "collection_id", "title", "metadata"}
     if unknown:
-        raise InvalidInput(f"unknown form fields: {', '.join(sorted(unknown))}",
-                           code="invalid_field")
+        raise InvalidInput(
+            f"unknown form fields ({len(unknown)}); the form takes file, collection_id, title "
+            "and metadata", code="invalid_field",
+        )
     collection_id = fields["collection_id"]
     if need_collection and not collection_id:
         raise InvalidInput("the form needs a 'collection_id' field", code="missing_collection")

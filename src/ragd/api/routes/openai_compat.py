@@ -99,11 +99,11 @@ async def _collections(services: Any, tenant_id: str, model: str) -> list[str] |
         return None
     prefix = f"{MODEL}:"
     if not model.startswith(prefix) or not model[len(prefix):]:
-        raise NotFound(f"unknown model {model!r}; use {MODEL!r} or '{MODEL}:<collection name>'",
+        raise NotFound(f"unknown model; use {MODEL!r} or '{MODEL}:<collection name>'",
                        code="model_not_found")
     collection = await services.catalog.find_collection(tenant_id, model[len(prefix):])
     if collection is None:
-        raise NotFound(f"unknown model {model!r}: no such collection", code="model_not_found")
+        raise NotFound("unknown model: no such collection", code="model_not_found")
     return [collection.id]
 
 
