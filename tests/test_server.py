@@ -7,35 +7,27 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import TEST_SECRET
+from tests.generation.serving import free_port
+from tests.waiting import HANG_TIMEOUT, eventually_sync
 
 pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited early with {proc.returncode}")
+def wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
+    def ready() -> bool:
+        assert proc.poll() is None, f"server exited early with {proc.returncode}"
         try:
-            if httpx.get(f"{base}/health/ready", timeout=1.0).status_code == 200:
-                return
+            return httpx.get(f"{base}/health/ready", timeout=HANG_TIMEOUT).status_code == 200
         except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError("server did not become ready")
+            return False
+
+    eventually_sync(ready, what="ragd serve is ready")
 
 
 def test_serve_bootstraps_admin_logs_in_and_stops_cleanly(tmp_path: Path) -> None:
