@@ -27,9 +27,10 @@ except ImportError:  # ... or run as a script, with bench/ on sys.path
     import _common as common  # type: ignore[no-redef,unused-ignore]
 
 #: Bench modules (in bench/), run in this order.
+# bench/soak.py is not run by default: it takes about 40 minutes (see its docstring).
 BENCHES: list[str] = [
     "cold_start", "auth_overhead", "models", "ingest", "crash", "fusion", "search_latency",
-    "chat_latency",
+    "chat_latency", "loop_lag",
 ]
 DEFAULT_OUTPUT = common.BENCH_DIR / "results" / "latest.json"
 
