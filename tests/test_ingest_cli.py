@@ -19,9 +19,9 @@ from ragd.cli import app as cli
 from ragd.container import open_services
 from ragd.ingestion.client import IngestError, discover, parse_metadata
 from tests.conftest import _MODEL_CACHE, STRONG_PASSWORD, TEST_SECRET, make_settings
-from tests.generation.serving import free_port
+from tests.processes import free_port, wait_ready
 from tests.shared_data import EVAL
-from tests.waiting import HANG_TIMEOUT, eventually_sync
+from tests.waiting import HANG_TIMEOUT
 
 FAQ = EVAL / "debian-faq" / "source" / "faq"
 runner = CliRunner()
@@ -40,17 +40,6 @@ def _small_text(path: Path) -> Path:
     lines = (FAQ / "txt" / "debian-faq.en.txt").read_text(encoding="utf-8").splitlines()
     path.write_text("\n".join(lines[:40]) + "\n", encoding="utf-8")
     return path
-
-
-def _wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
-    def ready() -> bool:
-        assert proc.poll() is None, f"server exited early with {proc.returncode}"
-        try:
-            return httpx.get(f"{base}/health/ready", timeout=HANG_TIMEOUT).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    eventually_sync(ready, what="the server is ready")
 
 
 def _no_traceback(output: str) -> None:
@@ -140,7 +129,7 @@ def test_http_ingests_a_directory_with_an_api_key(
     shutil.copy(FAQ / "html" / "choosing.en.html", tree / ".cache" / "choosing.html")
     _small_text(tree / "sub" / "intro.txt")  # excluded by --glob
     try:
-        _wait_ready(base, proc)
+        wait_ready(base, proc)
         with httpx.Client(base_url=base, timeout=30) as http:
             registered = http.post("/api/v1/auth/register", json={
                 "email": "cli@example.com", "password": STRONG_PASSWORD, "tenant_name": "CLI",

@@ -13,21 +13,9 @@ import httpx
 import pytest
 
 from tests.conftest import TEST_SECRET
-from tests.generation.serving import free_port
-from tests.waiting import HANG_TIMEOUT, eventually_sync
+from tests.processes import free_port, wait_ready
 
 pytestmark = pytest.mark.slow
-
-
-def wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
-    def ready() -> bool:
-        assert proc.poll() is None, f"server exited early with {proc.returncode}"
-        try:
-            return httpx.get(f"{base}/health/ready", timeout=HANG_TIMEOUT).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    eventually_sync(ready, what="ragd serve is ready")
 
 
 def test_serve_bootstraps_admin_logs_in_and_stops_cleanly(tmp_path: Path) -> None:

@@ -8,8 +8,6 @@ collection and a ready document (so the model is loaded before anything is timed
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +19,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import STRONG_PASSWORD, TEST_SECRET
+from tests.processes import free_port, stop, wait_ready
 from tests.waiting import HANG_TIMEOUT, eventually_sync
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,15 +49,9 @@ class LiveServer:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def live_server(workdir: Path, model_cache: Path, **env: str) -> Iterator[LiveServer]:
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = workdir / "serve.log"
     environment = {k: v for k, v in os.environ.items() if not k.startswith("RAGD_")}
@@ -78,15 +71,8 @@ def live_server(workdir: Path, model_cache: Path, **env: str) -> Iterator[LiveSe
             env=environment, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
         )
 
-    def ready() -> bool:
-        assert proc.poll() is None, f"ragd serve exited early:\n{log.read_text()[-3000:]}"
-        try:
-            return httpx.get(f"{base}/health/ready", timeout=HANG_TIMEOUT).status_code == 200
-        except httpx.TransportError:
-            return False
-
     try:
-        eventually_sync(ready, what="ragd serve is ready")
+        wait_ready(base, proc)
         created = subprocess.run(
             [sys.executable, "-m", "ragd", "admin", "create-superuser", "--email", OPS_EMAIL,
              "--password-stdin", "--tenant", "ops", "--data-dir", str(workdir / "data")],
@@ -96,12 +82,7 @@ def live_server(workdir: Path, model_cache: Path, **env: str) -> Iterator[LiveSe
         assert created.returncode == 0, created.stdout + created.stderr
         yield _seed(base, log)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=HANG_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def _seed(base: str, log: Path) -> LiveServer:

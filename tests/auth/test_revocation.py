@@ -17,18 +17,8 @@ from ragd.db.tables import AuthEventRow, utcnow
 from ragd.errors import Unavailable
 from ragd.stores.base import AuthEvent
 from ragd.stores.identity import SqlIdentityStore
+from tests.fake_clock import FakeClock
 from tests.waiting import settle
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class GatedStore(SqlIdentityStore):

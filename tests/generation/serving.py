@@ -6,7 +6,6 @@ disconnects in the middle of an SSE stream.
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,13 +16,8 @@ from fastapi import FastAPI
 
 from ragd.app import create_app
 from ragd.settings import Settings
+from tests.processes import free_port
 from tests.waiting import HANG_TIMEOUT, eventually_sync
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

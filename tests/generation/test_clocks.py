@@ -18,8 +18,8 @@ from ragd.generation.breaker import CircuitBreaker
 from ragd.generation.providers.openai import OpenAIProvider
 from ragd.generation.router import Route, Router
 from ragd.settings import LLMSettings, ProviderSettings
+from tests.fake_clock import FakeClock
 from tests.generation.fakes import FakeLLMServer, Step
-from tests.ops.fake_clock import FakeClock
 
 EPOCH = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 REQUEST = ChatRequest(messages=(Message("user", "What is in the report?"),), question="Q?")

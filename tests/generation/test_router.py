@@ -30,22 +30,13 @@ from ragd.generation.router import (
 )
 from ragd.models.onnx_embedder import OnnxEmbedder
 from ragd.settings import LLMSettings, ProviderSettings
+from tests.fake_clock import FakeClock
 from tests.generation.fakes import FakeLLMServer, Step
 from tests.waiting import HANG_TIMEOUT, eventually
 
 REQUEST = ChatRequest(messages=(Message("user", "What is in the report?"),), question="Q?")
 FAKE_TEXT = "Hello from the fake model [1]."
 
-
-@dataclass
-class FakeClock:
-    now: float = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass

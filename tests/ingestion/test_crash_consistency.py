@@ -40,6 +40,7 @@ from ragd.stores.catalog import INGEST_JOB
 from ragd.stores.sql_catalog import finalise_ingest_job
 from tests.conftest import _MODEL_CACHE, TEST_SECRET
 from tests.ingestion.conftest import Tenant, ingest_settings, new_tenant, upload_text
+from tests.processes import stop
 from tests.shared_data import EVAL, require
 from tests.waiting import HANG_TIMEOUT, eventually_sync
 
@@ -211,12 +212,7 @@ def _drain(data_dir: Path, env: dict[str, str], log: Path) -> None:
         states = _query(db, "SELECT status, count(*) FROM jobs GROUP BY status")
         raise AssertionError(f"{exc}; jobs by status: {states}") from None
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=HANG_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
     assert proc.returncode in (0, -signal.SIGTERM), _tail(log)
 
 

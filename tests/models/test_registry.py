@@ -31,18 +31,8 @@ from ragd.models.registry import (
     UnknownModel,
 )
 from ragd.settings import ModelsSettings
+from tests.fake_clock import FakeClock
 from tests.waiting import HANG_TIMEOUT, eventually, settle, thread_event, wait_event
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Model:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ragd.models.registry import ModelRegistry
 from ragd.settings import ModelsSettings
-from tests.ops.fake_clock import FakeClock
+from tests.fake_clock import FakeClock
 
 EPOCH = 1_700_000_000.0
 

@@ -11,14 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ragd.ops.cache import ENTRY_OVERHEAD_BYTES, ByteLRUCache, sizeof
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fake_clock import FakeClock
 
 
 def test_sizeof_counts_array_buffers_and_containers() -> None:
@@ -68,7 +61,7 @@ def test_zero_budget_disables_the_cache() -> None:
 
 
 def test_ttl_expiry_with_an_injected_clock() -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     cache: ByteLRUCache[str, str] = ByteLRUCache("t", 100_000, ttl=60, clock=clock)
     cache.put("old", "x" * 100)
     clock.now = 30
@@ -139,7 +132,7 @@ operations = st.lists(
 def test_matches_a_reference_lru_and_never_exceeds_its_budget(
     ops: list[tuple[str, int, int]], max_bytes: int, ttl: float | None
 ) -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     cache: ByteLRUCache[int, int] = ByteLRUCache(
         "t", max_bytes, ttl=ttl, size=lambda v: v, clock=clock
     )

@@ -19,6 +19,7 @@ from ragd.ops.memory import (
     release_memory,
 )
 from ragd.settings import MemorySettings, ModelsSettings
+from tests.fake_clock import FakeClock
 from tests.waiting import eventually
 
 SOFT_MB = 100
@@ -42,14 +43,6 @@ class FakeMemory:
             self.fail_next -= 1
             raise OSError("cannot read /proc")
         return MemorySample(rss=self.rss, vms=self.rss * 3, percent=1.0)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Model:
