@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ragd.ops.logs import request_id_var
@@ -89,6 +90,9 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            # The client left while its body was read: nobody to answer, nothing broke.
+            logger.info("client disconnected", extra={"path": scope["path"]})
         except Exception:
             if started_response:
                 raise
