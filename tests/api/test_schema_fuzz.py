@@ -34,7 +34,7 @@ def test_schemathesis_finds_nothing(live: LiveServer, tmp_path: Path) -> None:
         "--config-file", str(HERE / "schemathesis.toml"),
         "run", f"{live.base}/openapi.json",
         "--checks", "all",
-        "--max-examples", os.environ.get("RAGD_FUZZ_EXAMPLES", "25"),
+        "--max-examples", os.environ.get("RAGD_FUZZ_EXAMPLES", "50"),
         "--workers", "1",
         "--request-timeout", "120",
         "--generation-database", "none",
