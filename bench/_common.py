@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -231,6 +231,22 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def running_server(
+    data_dir: Path, log: Path, env: Mapping[str, str], *, stop_timeout: float = 15.0
+) -> Iterator[ServerProcess]:
+    """A ``ragd serve`` on ``data_dir`` with ``env`` (over :func:`server_env`), ready (it
+    raises with the log's tail when it is not within 180 s) and stopped on exit."""
+    server = ServerProcess(data_dir=data_dir, log_path=log, env=server_env(env))
+    server.start()
+    try:
+        if not server.wait_ready(timeout=180).ready:
+            raise RuntimeError(f"ragd serve did not become ready:\n{server.log_tail(30)}")
+        yield server
+    finally:
+        server.stop(timeout=stop_timeout)
 
 
 # -- statistics -------------------------------------------------------------------------------

@@ -120,15 +120,8 @@ def _server(data_dir: Path, log: Path, secret: str, providers: list[dict[str, An
              "RAGD_LLM__BREAKER_COOLDOWN_SECONDS": "3600"}
     if providers:
         extra["RAGD_LLM__PROVIDERS"] = json.dumps(providers)
-    server = common.ServerProcess(data_dir=data_dir, log_path=log, env=common.server_env(extra))
-    server.start()
-    try:
-        ready = server.wait_ready(timeout=180)
-        if not ready.ready:
-            raise RuntimeError(f"ragd serve did not become ready:\n{server.log_tail(30)}")
+    with common.running_server(data_dir, log, extra) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _setup(base_url: str, documents: list[dict[str, str]]) -> dict[str, Any]:

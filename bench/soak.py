@@ -207,15 +207,8 @@ def _server(data_dir: Path, log: Path, secret: str, extra: dict[str, str] | None
     env = {"RAGD_JWT_SECRET": secret, "RAGD_BOOTSTRAP_ADMIN": "false",
            "RAGD_MODELS__CACHE_DIR": str(MODEL_CACHE), "RAGD_LOG_LEVEL": "WARNING",
            "RAGD_LOG_FORMAT": "json", "RAGD_PUBLIC_PERFORMANCE": "true", **(extra or {})}
-    server = common.ServerProcess(data_dir=data_dir, log_path=log, env=common.server_env(env))
-    server.start()
-    try:
-        ready = server.wait_ready(timeout=180)
-        if not ready.ready:
-            raise RuntimeError(f"ragd serve did not become ready:\n{server.log_tail(30)}")
+    with common.running_server(data_dir, log, env, stop_timeout=60) as server:
         yield server
-    finally:
-        server.stop(timeout=60)
 
 
 def _check(response: httpx.Response, expected: int, what: str) -> dict[str, Any]:
