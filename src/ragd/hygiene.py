@@ -86,7 +86,7 @@ def check_label(value: str) -> str:
 def strip_controls(value: str) -> str:
     """``value`` without control characters, NULs or surrogates (for names taken from
     clients' file systems, which are kept rather than refused)."""
-    return _NUL_OR_SURROGATE.sub("", _CONTROL.sub("", value))
+    return _CONTROL.sub("", value)  # controls include NUL and the surrogates
 
 
 def _finite(literal: str) -> float:

@@ -40,6 +40,8 @@ class Input(BaseModel):
 #: A single line of text (emails, ids): no control characters.
 SingleLine = (AfterValidator(hygiene.check_label),
               Field(json_schema_extra={"pattern": hygiene.LABEL_PATTERN}))
+
+
 def _name(value: str) -> str:
     name = hygiene.check_label(value).strip()
     if not name:
@@ -50,6 +52,8 @@ def _name(value: str) -> str:
 #: A name or title: a single line that is not blank once stripped, stored stripped. Lengths
 #: count what was sent (as the schema states them), so strip here, not in StringConstraints.
 NameLine = (AfterValidator(_name), Field(json_schema_extra={"pattern": hygiene.NAME_PATTERN}))
+
+
 def _whole_number(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
@@ -88,8 +92,8 @@ METADATA_SCHEMA: dict[str, Any] = {
 Metadata = Annotated[dict[str, Any], WithJsonSchema(METADATA_SCHEMA)]
 
 _FILTER_SCALAR: dict[str, Any] = {"anyOf": [
-    {**_TEXT, "maxLength": MAX_STRING_CHARS}, {"type": "integer"}, {"type": "number"},
-    {"type": "boolean"}, {"type": "null"},
+    {**_TEXT, "maxLength": MAX_STRING_CHARS}, {"type": "number"}, {"type": "boolean"},
+    {"type": "null"},
 ]}
 _FILTER_LIST = {"type": "array", "minItems": 1, "maxItems": MAX_IN_VALUES,
                 "items": _FILTER_SCALAR}
