@@ -16,8 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ragd.cli import app as cli
+from ragd.cli.ingest import IngestError, discover, parse_metadata
 from ragd.container import open_services
-from ragd.ingestion.client import IngestError, discover, parse_metadata
 from tests.conftest import _MODEL_CACHE, STRONG_PASSWORD, TEST_SECRET, make_settings
 from tests.processes import free_port, wait_ready
 from tests.shared_data import EVAL
@@ -295,7 +295,7 @@ def test_progress_bar_on_a_terminal() -> None:
 
     from rich.console import Console
 
-    from ragd.ingestion.client import ConsoleReporter, FileResult
+    from ragd.cli.ingest import ConsoleReporter, FileResult
 
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=True, width=120)

@@ -284,7 +284,7 @@ class IngestionSettings(SettingsGroup):
     keywords_enabled: bool = True
     keywords_top_n: int = Field(default=5, ge=1, le=50)
     embed_batch: int = Field(default=64, ge=1, le=4096)
-    max_attempts: int = Field(default=3, ge=1, le=20)
+    max_attempts: int = Field(default=3, ge=1, le=100)
     lease_seconds: float = Field(default=60.0, ge=1, le=3600)
     poll_interval_seconds: float = Field(default=1.0, gt=0, le=60)
     job_retention_days: float = Field(

@@ -57,8 +57,11 @@ STARTUP_KILL_EVERY = 5
 STARTUP_DELAY = (0.1, 1.5)
 #: A mid-job kill: this long after the worker was first seen holding a job.
 MID_JOB_DELAY = (0.0, 3.0)
-#: Enough that a job killed at every attempt of the scenario is not failed for it.
-MAX_ATTEMPTS = 20
+#: How long a mid-job worker runs between two checks made with it frozen.
+PROBE_SECONDS = 0.05
+#: Enough that a job killed at every attempt of the scenario (one per kill at most, then the
+#: final drain) is not failed for it, whatever the machine's speed.
+MAX_ATTEMPTS = KILLS + 2
 #: The killed runs use the whole pipeline, keywords included (RAGD_CRASH_KEYWORDS=0 turns
 #: them off); the clean reference run skips them (chunks do not depend on keywords).
 KEYWORDS = os.environ.get("RAGD_CRASH_KEYWORDS", "1") == "1"
@@ -234,30 +237,52 @@ def _held(db: Path, pid: int) -> list[str]:
     return [str(row[0]) for row in rows]
 
 
+def _freeze_mid_job(proc: subprocess.Popen[bytes], db: Path, log: Path,
+                    rng: random.Random) -> None:
+    """Leave the worker frozen (SIGSTOP) while it holds a job, a seeded random while after it
+    was first seen holding one.
+
+    The worker runs only in short slices between checks made with it frozen, and it is frozen
+    for good early when the jobs it holds are the last unfinished ones: it cannot run out of
+    work before the kill, however fast or slow the machine is.
+    """
+
+    def holds_a_job() -> bool:
+        _alive(proc, log)
+        if _held(db, proc.pid):
+            return True
+        assert _unfinished(db) > 0, "the queue drained before the worker was seen holding a job"
+        return False
+
+    eventually_sync(holds_a_job, interval=PROBE_SECONDS, what="the worker holds a job")
+    # The scenario: how far into the work the kill lands (seeded, so stages vary).
+    delay = rng.uniform(*MID_JOB_DELAY)
+    first_seen = time.monotonic()
+    while True:
+        os.kill(proc.pid, signal.SIGSTOP)
+        held = len(_held(db, proc.pid))
+        unfinished = _unfinished(db)
+        if held and (time.monotonic() - first_seen >= delay or unfinished <= held):
+            return
+        # Between two jobs, or not yet time: the last check saw it holding a job with more work
+        # queued, and it cannot finish a job and all that work within one short slice.
+        assert held or unfinished > 0, "the worker ran out of work between two checks"
+        os.kill(proc.pid, signal.SIGCONT)
+        time.sleep(PROBE_SECONDS)
+
+
 def _kill_once(
     data_dir: Path, env: dict[str, str], log: Path, rng: random.Random, *, mid_job: bool
 ) -> Kill:
     db = data_dir / "ragd.db"
     proc = _spawn_worker(data_dir, env, log)
     try:
-        if not mid_job:
+        if mid_job:
+            _freeze_mid_job(proc, db, log, rng)
+        else:
             # The scenario: a kill at a random moment of start-up (nothing to wait for).
             time.sleep(rng.uniform(*STARTUP_DELAY))
             _alive(proc, log)
-        while mid_job:
-
-            def holds_a_job() -> bool:
-                _alive(proc, log)
-                return bool(_held(db, proc.pid))
-
-            eventually_sync(holds_a_job, interval=0.05, what="the worker holds a job")
-            # The scenario: how far into the job the kill lands (seeded, so stages vary).
-            time.sleep(rng.uniform(*MID_JOB_DELAY))
-            # Frozen, the worker cannot finish the job between this check and the kill.
-            os.kill(proc.pid, signal.SIGSTOP)
-            if _held(db, proc.pid):
-                break
-            os.kill(proc.pid, signal.SIGCONT)  # between two jobs just then: try again
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=HANG_TIMEOUT)
     finally:

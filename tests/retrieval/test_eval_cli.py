@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ragd.cli import app
-from ragd.retrieval.evaluate import answer_hit
+from ragd.cli.evaluate import answer_hit
 from tests.conftest import TEST_SECRET
 from tests.shared_data import EVAL, require
 

@@ -551,7 +551,7 @@ def ingest(
     """
     from rich.console import Console
 
-    from ragd.ingestion.client import (
+    from ragd.cli.ingest import (
         ConsoleReporter,
         HttpBackend,
         IngestError,
@@ -676,8 +676,8 @@ async def _evaluate(
     services: Any, dataset: Any, dataset_dir: Path, modes: list[str], *, k: int,
     rerank: bool | None, from_source: bool, concurrency: int,
 ) -> Any:
+    from ragd.cli import evaluate as ev
     from ragd.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
-    from ragd.retrieval import evaluate as ev
 
     def progress(line: str) -> None:
         print(f"[eval] {line}", file=sys.stderr, flush=True)
