@@ -384,9 +384,9 @@ async def _time_pair(
 
 
 async def micro_bench(cfg: dict[str, int]) -> dict[str, Any]:
-    from ragd.auth.revocation import FileChangeSignal
     from ragd.container import open_services
     from ragd.errors import AuthenticationFailed
+    from ragd.ops.files import FileChangeSignal
     from ragd.settings import load_settings
 
     n, repeats = cfg["micro_iterations"], cfg["micro_repeats"]

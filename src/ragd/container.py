@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ragd.auth.accounts import AccountService
 from ragd.auth.passwords import PasswordHasher
-from ragd.auth.revocation import FileChangeSignal, RevocationList
+from ragd.auth.revocation import RevocationList
 from ragd.auth.service import AuthService
 from ragd.auth.tokens import TokenService
 from ragd.db import migrate
@@ -34,6 +34,7 @@ from ragd.ingestion.worker import WorkerPool
 from ragd.jobs.queue import SqlJobQueue
 from ragd.models.registry import ModelRegistry
 from ragd.models.runtime import ModelRuntime
+from ragd.ops.files import FileChangeSignal
 from ragd.ops.memory import MemoryManager
 from ragd.ops.metrics import Metrics
 from ragd.ops.telemetry import install_live_metrics

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, text
 
-from ragd.auth.revocation import FileChangeSignal, RevocationList
+from ragd.auth.revocation import RevocationList
 from ragd.db import migrate
 from ragd.db.engine import Database
 from ragd.db.tables import AuthEventRow, utcnow
 from ragd.errors import Unavailable
+from ragd.ops.files import FileChangeSignal
 from ragd.stores.base import AuthEvent
 from ragd.stores.identity import SqlIdentityStore
 from tests.fake_clock import FakeClock

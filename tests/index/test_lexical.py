@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from ragd.index.base import IndexEntry, LexicalPartition, Scope
-from ragd.index.files import STATE_FILE, write_json_atomic
+from ragd.index.base import STATE_FILE, IndexEntry, LexicalPartition, Scope
 from ragd.index.lexical import TantivyPartition
+from ragd.ops.files import write_json_atomic
 
 DOCS = [
     (1, "d1", "c1", "The quick brown fox jumps over the lazy dog"),

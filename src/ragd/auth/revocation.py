@@ -6,10 +6,11 @@ costs no query. Correctness on the *next* request comes from two rules:
 
 1. A process that changes auth state commits, then calls :meth:`RevocationList.sync` before
    answering, so its own next request already sees the change.
-2. It then bumps a change signal (a marker file in the data dir). Every check first compares
-   the marker's ``stat`` (about a microsecond) and, when it moved, reads the new events from
-   the database before deciding. Other processes on the same data dir therefore also see the
-   change on their next request. A periodic sync covers a missed signal.
+2. It then bumps a change signal (a marker file in the data dir, :mod:`ragd.ops.files`).
+   Every check first compares the marker's ``stat`` (about a microsecond) and, when it moved,
+   reads the new events from the database before deciding. Other processes on the same data
+   dir therefore also see the change on their next request. A periodic sync covers a missed
+   signal.
 
 A failing sync never lets a request through: the check raises ``Unavailable`` instead.
 """
@@ -18,61 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-from typing import Protocol
 
 from ragd.db.tables import utcnow
 from ragd.errors import Unavailable
+from ragd.ops.files import ChangeSignal
 from ragd.stores.base import ApiKeyOwner, AuthEventLog
 
 logger = logging.getLogger(__name__)
-
-
-
-class ChangeSignal(Protocol):
-    """Tells processes sharing a database that auth state changed."""
-
-    def changed(self) -> bool:
-        """True once after each change made since the previous call (cheap, non-blocking)."""
-        ...
-
-    def notify(self) -> None:
-        """Announce a change to every process."""
-        ...
-
-
-class FileChangeSignal:
-    """A marker file whose ``stat`` changes on every notification."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._seen = self._stamp()
-
-    def _stamp(self) -> tuple[int, int, int]:
-        try:
-            st = os.stat(self._path)
-        except FileNotFoundError:
-            return (0, 0, 0)
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-    def changed(self) -> bool:
-        stamp = self._stamp()
-        if stamp == self._seen:
-            return False
-        self._seen = stamp
-        return True
-
-    def notify(self) -> None:
-        tmp = self._path.with_name(f"{self._path.name}.{os.getpid()}.tmp")
-        tmp.write_text(f"{time.time_ns()} {os.getpid()}\n", encoding="ascii")
-        os.replace(tmp, self._path)  # a new inode: the stamp changes even within one mtime tick
-        self._seen = self._stamp()
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,8 @@ The lexical (BM25) and vector (HNSW) indexes are *derived*: each tenant has its 
 (its own files under ``data_dir/indexes/<tenant_id>/``), so no query can reach another
 tenant's entries by construction. Each partition records the last change sequence it applied
 (``applied_seq``); replaying changes after that mark, or rebuilding from the chunk rows, brings
-it back in step after a crash between the SQL commit and the index write.
+it back in step after a crash between the SQL commit and the index write. The mark lives in
+the partition directory's :data:`STATE_FILE` sidecar.
 
 Entries are keyed by the chunk row's integer ``key`` (unique across tenants, never reused).
 Applying the same upsert or delete twice leaves the partition unchanged (idempotent).
@@ -16,12 +17,17 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from ragd.ops.files import read_json
+
 Vector = npt.NDArray[np.float32]
+#: The sidecar, in each partition directory, that records the partition's ``applied_seq``.
+STATE_FILE = "applied_seq.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,3 +143,9 @@ def as_vector(value: Any, dimension: int) -> Vector:
     if array.shape != (dimension,):
         raise ValueError(f"vector has shape {array.shape}, expected ({dimension},)")
     return array
+
+
+def read_applied_seq(directory: Path) -> int:
+    """The ``applied_seq`` recorded in a partition directory's sidecar (0 when absent)."""
+    data = read_json(directory / STATE_FILE)
+    return int(data.get("applied_seq", 0)) if data else 0

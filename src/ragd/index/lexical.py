@@ -20,14 +20,8 @@ from pathlib import Path
 
 import tantivy
 
-from ragd.index.base import Hit, IndexEntry, Scope
-from ragd.index.files import (
-    STATE_FILE,
-    directory_bytes,
-    file_signature,
-    read_applied_seq,
-    write_json_atomic,
-)
+from ragd.index.base import STATE_FILE, Hit, IndexEntry, Scope, read_applied_seq
+from ragd.ops.files import directory_bytes, file_signature, write_json_atomic
 
 KEY = "key"
 DOCUMENT_ID = "document_id"

@@ -14,19 +14,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
-import os
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ragd.auth.revocation import FileChangeSignal
-from ragd.index.base import IndexEntry, LexicalPartition, Partition, VectorPartition
-from ragd.index.files import read_applied_seq
+from ragd.index.base import (
+    IndexEntry,
+    LexicalPartition,
+    Partition,
+    VectorPartition,
+    read_applied_seq,
+)
+from ragd.ops.files import FileChangeSignal, lock_file
 from ragd.stores.catalog import Catalog, Change
 
 logger = logging.getLogger(__name__)
@@ -190,24 +193,10 @@ class IndexManager:
             await asyncio.to_thread(_apply, parts, changes[0].seq, entries, gone, last)
             applied += len(changes)
 
-    @contextlib.contextmanager
-    def _held(self, fd: int) -> Iterator[None]:
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
-
     def _file_lock(self, tenant_id: str) -> contextlib.AbstractContextManager[None]:
         base = self._tenant_dir(tenant_id)
         base.mkdir(parents=True, exist_ok=True)
-        fd = os.open(base / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except BaseException:
-            os.close(fd)
-            raise
-        return self._held(fd)
+        return lock_file(base / ".lock")
 
     async def sync_all(self) -> int:
         """Sync every tenant whose saved partitions are behind the change log (startup

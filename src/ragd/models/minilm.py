@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import hashlib
 import importlib
 import json
@@ -55,6 +54,7 @@ import numpy.typing as npt
 from ragd.errors import ConfigurationError, Unavailable
 from ragd.models.base import Vectors
 from ragd.models.onnx_embedder import OnnxEmbedder
+from ragd.ops.files import fsync, lock_file
 from ragd.settings import ModelsSettings
 
 __all__ = [
@@ -329,7 +329,7 @@ def prepare(
     src = sources()
     target = prepared_dir(data_dir, quantize=quantize)
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with _lock(target, exclusive=True):
+    with _lock(target, shared=False):
         if not force:
             manifest = _read_manifest(target)
             if manifest is not None and _reusable(manifest, target, src, quantize, min_cosine):
@@ -378,7 +378,7 @@ def load(settings: ModelsSettings, data_dir: Path) -> OnnxEmbedder:
     src = sources()
     for attempt in range(2):
         if target.is_dir():
-            with _lock(target, exclusive=False):
+            with _lock(target, shared=True):
                 manifest = _read_manifest(target)
                 if manifest is not None and _reusable(
                     manifest, target, src, settings.quantize, DEFAULT_MIN_COSINE
@@ -703,16 +703,9 @@ def _read_manifest(directory: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-@contextlib.contextmanager
-def _lock(target: Path, *, exclusive: bool) -> Iterator[None]:
+def _lock(target: Path, *, shared: bool) -> contextlib.AbstractContextManager[None]:
     """``flock`` on a sibling lock file: preparers exclusive, loaders shared."""
-    path = target.parent / f".{target.name}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
+    return lock_file(target.parent / f".{target.name}.lock", shared=shared)
 
 
 def _sweep(target: Path) -> None:
@@ -726,21 +719,13 @@ def _replace(target: Path, work: Path) -> None:
     """Put ``work`` in place of ``target``: two renames, the old tree removed after."""
     for path in work.rglob("*"):
         if path.is_file():
-            _fsync(path)
+            fsync(path)
     old = target.parent / f".{target.name}.old-{os.getpid()}"
     if target.exists():
         target.rename(old)
     work.rename(target)
-    _fsync(target.parent)
+    fsync(target.parent)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -1,0 +1,182 @@
+"""Files that processes sharing a data dir coordinate through: change signals, atomic writes
+and locks.
+
+The low infrastructure under the auth revocation list, the derived indexes and model
+preparation; it knows nothing about any of them.
+
+* A **change signal** is a marker file whose ``stat`` (inode, mtime, size) moves on every
+  notification: checking it costs one ``stat``, and a new inode per notification makes the
+  change visible even within one mtime tick. A signal is a hint: its users also sync
+  periodically, so a missed one only delays them.
+* An **atomic write** fills a temporary sibling, fsyncs it, renames it over the target and
+  fsyncs the directory: readers see the old or the new file, never a partial one, and the new
+  one survives a crash once the call returns.
+* A **lock** is an ``flock`` on a lock file: exclusive for writers, shared for readers; it is
+  released when its descriptor closes, so a process that dies releases it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+__all__ = [
+    "ChangeSignal",
+    "FileChangeSignal",
+    "atomic_write",
+    "directory_bytes",
+    "file_signature",
+    "fsync",
+    "lock_file",
+    "read_json",
+    "tmp_path_for",
+    "write_json_atomic",
+]
+
+
+# -- change signals -----------------------------------------------------------------------
+
+
+class ChangeSignal(Protocol):
+    """Tells the processes sharing a data dir (or a database) that some state changed.
+
+    The seam a second transport (e.g. PostgreSQL LISTEN/NOTIFY) plugs into.
+    """
+
+    def changed(self) -> bool:
+        """True once after each change made since the previous call (cheap, non-blocking)."""
+        ...
+
+    def notify(self) -> None:
+        """Announce a change to every process."""
+        ...
+
+
+class FileChangeSignal:
+    """A marker file whose ``stat`` changes on every notification."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._seen = self._stamp()
+
+    def _stamp(self) -> tuple[int, int, int]:
+        return file_signature(self._path) or (0, 0, 0)
+
+    def changed(self) -> bool:
+        stamp = self._stamp()
+        if stamp == self._seen:
+            return False
+        self._seen = stamp
+        return True
+
+    def notify(self) -> None:
+        # Not fsynced: a marker lost in a crash is covered by its users' periodic sync.
+        tmp = tmp_path_for(self._path)
+        tmp.write_text(f"{time.time_ns()} {os.getpid()}\n", encoding="ascii")
+        os.replace(tmp, self._path)  # a new inode: the stamp changes even within one mtime tick
+        self._seen = self._stamp()
+
+
+def file_signature(path: Path) -> tuple[int, int, int] | None:
+    """A cheap change marker for ``path`` (inode, mtime, size), or None when missing."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+# -- atomic, durable writes ---------------------------------------------------------------
+
+
+def fsync(path: Path) -> None:
+    """Flush a file, or a directory's entries (so a rename or create inside it survives a
+    crash), to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def tmp_path_for(path: Path) -> Path:
+    """A temporary sibling of ``path`` unique to this process (same directory: same file
+    system, so :func:`os.replace` is atomic)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Create ``path`` atomically: ``write`` fills a temporary sibling, which is fsynced and
+    renamed over ``path``, then the directory is fsynced. Readers see the old or the new file,
+    never a partial one."""
+    tmp = tmp_path_for(path)
+    try:
+        write(tmp)
+        fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    fsync(path.parent)
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as JSON to ``path`` atomically and durably."""
+    payload = json.dumps(data, sort_keys=True).encode()
+    atomic_write(path, lambda tmp: tmp.write_bytes(payload))
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object stored at ``path``, or None when the file is missing."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    data = json.loads(raw)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return data
+
+
+def directory_bytes(directory: Path) -> int:
+    """Total size of the regular files directly inside ``directory``."""
+    total = 0
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(directory):
+            with contextlib.suppress(FileNotFoundError):
+                if entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+    return total
+
+
+# -- locks --------------------------------------------------------------------------------
+
+
+def lock_file(path: Path, *, shared: bool = False) -> contextlib.AbstractContextManager[None]:
+    """Take an ``flock`` on ``path`` (created ``0600`` if missing), blocking until it is
+    granted: exclusive, or ``shared`` with other shared holders. The lock is held on return
+    (so a caller can take it in a worker thread); leaving the returned context releases it.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        raise
+    return _held(fd)
+
+
+@contextlib.contextmanager
+def _held(fd: int) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
