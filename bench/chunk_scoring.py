@@ -59,8 +59,9 @@ def _vectors(embedder: Any, texts: list[str], label: str) -> np.ndarray:
 
 def _chunks(data: Any, embedder: Any) -> tuple[list[str], list[str], list[int]]:
     """Embedded texts of the pipeline's chunks, with the title prefixed, and chunk -> doc."""
-    from ragd.ingestion.chunking import chunk_document, embed_text
+    from ragd.ingestion.chunking import chunk_document
     from ragd.ingestion.parsers import parse
+    from ragd.stores.catalog import embed_text
 
     plain, titled, owner = [], [], []
     for index, text in enumerate(data.texts):

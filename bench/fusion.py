@@ -179,8 +179,8 @@ Ranking = list[tuple[int, float]]  # (passage index, score), best first
 
 
 def lexical_rankings(data: EvalSet, depth: int) -> tuple[list[Ranking], dict[str, Any]]:
-    from ragd.index.base import IndexEntry
     from ragd.index.lexical import TantivyPartition
+    from ragd.stores.catalog import IndexEntry
 
     with tempfile.TemporaryDirectory(prefix="ragd-bench-fusion-") as tmp:
         partition = TantivyPartition(Path(tmp) / "lexical")

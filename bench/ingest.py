@@ -213,8 +213,8 @@ async def _ingest(args: dict[str, Any]) -> dict[str, Any]:
     import httpx
 
     from ragd.app import create_app
-    from ragd.ingestion.chunking import embed_text
     from ragd.settings import load_settings
+    from ragd.stores.catalog import embed_text
 
     source = Path(args["source"])
     rows = _strided(manifest(source), args.get("limit"))

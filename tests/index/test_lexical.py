@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from ragd.index.base import STATE_FILE, IndexEntry, LexicalPartition, Scope
+from ragd.index.base import STATE_FILE, LexicalPartition, Scope
 from ragd.index.lexical import TantivyPartition
 from ragd.ops.files import write_json_atomic
+from ragd.stores.catalog import IndexEntry
 
 DOCS = [
     (1, "d1", "c1", "The quick brown fox jumps over the lazy dog"),
@@ -250,7 +251,7 @@ def test_another_process_can_write_after_commit(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         from pathlib import Path
-        from ragd.index.base import IndexEntry
+        from ragd.stores.catalog import IndexEntry
         from ragd.index.lexical import TantivyPartition
         part = TantivyPartition(Path({str(path)!r}))
         assert part.applied_seq == 5, part.applied_seq

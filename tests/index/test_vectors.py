@@ -10,8 +10,9 @@ import numpy.typing as npt
 import pytest
 
 import ragd.index.vectors as vectors_module
-from ragd.index.base import IndexEntry, Scope, Vector, VectorPartition
+from ragd.index.base import Scope, Vector, VectorPartition
 from ragd.index.vectors import UsearchPartition
+from ragd.stores.catalog import IndexEntry
 
 DIM = 16
 

@@ -24,21 +24,11 @@ import numpy as np
 import numpy.typing as npt
 
 from ragd.ops.files import read_json
+from ragd.stores.catalog import IndexEntry
 
 Vector = npt.NDArray[np.float32]
 #: The sidecar, in each partition directory, that records the partition's ``applied_seq``.
 STATE_FILE = "applied_seq.json"
-
-
-@dataclass(frozen=True, slots=True)
-class IndexEntry:
-    """What the indexes hold for one chunk (a chunk row, projected)."""
-
-    key: int
-    document_id: str
-    collection_id: str
-    text: str  # the embed text: heading path + chunk text
-    vector: Vector | None  # ``(dimension,)`` float32, L2-normalised; None for lexical-only
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import tantivy
 
-from ragd.index.base import STATE_FILE, Hit, IndexEntry, Scope, read_applied_seq
+from ragd.index.base import STATE_FILE, Hit, Scope, read_applied_seq
 from ragd.ops.files import directory_bytes, file_signature, write_json_atomic
+from ragd.stores.catalog import IndexEntry
 
 KEY = "key"
 DOCUMENT_ID = "document_id"

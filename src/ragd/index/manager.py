@@ -22,15 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ragd.index.base import (
-    IndexEntry,
-    LexicalPartition,
-    Partition,
-    VectorPartition,
-    read_applied_seq,
-)
+from ragd.index.base import LexicalPartition, Partition, VectorPartition, read_applied_seq
 from ragd.ops.files import FileChangeSignal, lock_file
-from ragd.stores.catalog import Catalog, Change
+from ragd.stores.catalog import Catalog, Change, IndexEntry
 
 logger = logging.getLogger(__name__)
 

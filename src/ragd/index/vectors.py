@@ -28,8 +28,9 @@ import numpy as np
 import numpy.typing as npt
 from usearch.index import Index
 
-from ragd.index.base import STATE_FILE, Hit, IndexEntry, Scope, Vector, as_vector
+from ragd.index.base import STATE_FILE, Hit, Scope, Vector, as_vector
 from ragd.ops.files import atomic_write, file_signature, read_json, write_json_atomic
+from ragd.stores.catalog import IndexEntry
 
 #: A partition, or a scope, with at most this many entries is searched exactly (brute
 #: force), which is both cheap and better than (over-)fetching from the graph.

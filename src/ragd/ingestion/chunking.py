@@ -31,9 +31,11 @@ Rules, in order:
 
 Chunk text is always ``doc.text[start:end]`` with leading and trailing whitespace excluded;
 every non-whitespace character of ``doc.text`` lies in at least one chunk. ``embed_text``
-prefixes the heading path (for the embedder and the lexical index); ``text`` stays the display
-text. The heading prefix is not counted in ``token_count``: callers whose embedder truncates
-(e.g. 256 tokens including two special tokens) should pick ``target_tokens`` with room for it.
+prefixes the heading path (for the embedder and the lexical index; the rule is
+:func:`ragd.stores.catalog.embed_text`, which the catalog also applies when it hands chunks to
+the indexes); ``text`` stays the display text. The heading prefix is not counted in
+``token_count``: callers whose embedder truncates (e.g. 256 tokens including two special
+tokens) should pick ``target_tokens`` with room for it.
 """
 
 from __future__ import annotations
@@ -45,13 +47,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ragd.ingestion.parsers.base import ParsedDocument, Section
+from ragd.stores.catalog import embed_text
 
-__all__ = ["Chunk", "Tokenize", "chunk_document", "chunk_id", "embed_text"]
+__all__ = ["Chunk", "Tokenize", "chunk_document", "chunk_id"]
 
 #: ``tokenize(text)`` returns each token's ``(start, end)`` character span in ``text``.
 Tokenize = Callable[[str], Sequence[tuple[int, int]]]
-
-HEADING_SEPARATOR = " > "
 
 # Break points are the position where the next piece would start (after the separator).
 _PARAGRAPH = re.compile(r"\n[^\S\n]*\n\s*")
@@ -82,14 +83,6 @@ class Chunk:
     def embed_text(self) -> str:
         """The text to embed and index: the heading path, a blank line, then the text."""
         return embed_text(self.heading_path, self.text)
-
-
-def embed_text(heading_path: Sequence[str], text: str) -> str:
-    """``text`` prefixed by its heading path (what the embedder and the lexical index see)."""
-    headings = [heading for heading in heading_path if heading.strip()]
-    if not headings:
-        return text
-    return f"{HEADING_SEPARATOR.join(headings)}\n\n{text}"
 
 
 def chunk_id(document_id: str, version: int, ordinal: int) -> str:

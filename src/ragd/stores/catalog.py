@@ -14,6 +14,10 @@ Exactly-once indexing rests on three properties of this contract:
   superseded version can never write;
 * removing chunks (document or collection deletion) appends ``delete`` changes in the same
   transaction, so the derived indexes learn about every removal by replaying the log.
+
+The derived indexes replay that log as :class:`Change` rows and read the chunks back as
+:class:`IndexEntry` records, whose text is :func:`embed_text` (the one rule for what the
+embedder and the lexical index see, shared with chunking).
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
+import numpy as np
+import numpy.typing as npt
+
 from ragd.errors import InvalidInput
-from ragd.index.base import IndexEntry
 from ragd.jobs.queue import Job
 
 DocumentStatus = Literal["queued", "processing", "ready", "failed", "cancelled"]
@@ -149,6 +155,28 @@ class Change:
     seq: int
     op: Literal["upsert", "delete"]
     chunk_key: int
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """What the indexes hold for one chunk (a chunk row, projected)."""
+
+    key: int
+    document_id: str
+    collection_id: str
+    text: str  # the embed text: heading path + chunk text (:func:`embed_text`)
+    vector: npt.NDArray[np.float32] | None  # ``(dimension,)``, L2-normalised; None: lexical-only
+
+
+HEADING_SEPARATOR = " > "
+
+
+def embed_text(heading_path: Sequence[str], text: str) -> str:
+    """``text`` prefixed by its heading path (what the embedder and the lexical index see)."""
+    headings = [heading for heading in heading_path if heading.strip()]
+    if not headings:
+        return text
+    return f"{HEADING_SEPARATOR.join(headings)}\n\n{text}"
 
 
 T = TypeVar("T")

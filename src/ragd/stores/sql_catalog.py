@@ -25,8 +25,6 @@ from ragd.db.tables import (
     utcnow,
 )
 from ragd.errors import Conflict, InvalidInput, NotFound
-from ragd.index.base import IndexEntry
-from ragd.ingestion.chunking import embed_text
 from ragd.jobs.queue import Job, job_from_row, new_job_row
 from ragd.stores.catalog import (
     DELETE_COLLECTION_JOB,
@@ -40,11 +38,13 @@ from ragd.stores.catalog import (
     Document,
     DocumentContent,
     DocumentStatus,
+    IndexEntry,
     Page,
     StoredChunk,
     Upload,
     VersionCommit,
     check_embedder,
+    embed_text,
 )
 from ragd.stores.metadata import check_metadata
 
