@@ -18,6 +18,9 @@ of system memory, and compares RSS with two thresholds:
 Each cleanup measures RSS before and after and is recorded as a :class:`CleanupEvent` in a
 ring buffer (the latest 100). Every ``cache_cleanup_interval_seconds``, whatever the RSS,
 expired cache entries are swept and models idle beyond their TTL are unloaded.
+
+Models are reached through the small :class:`ModelCache` Protocol, which the model registry
+implements: ``ragd.models`` builds on this module, so this module never imports it.
 """
 
 from __future__ import annotations
@@ -32,17 +35,14 @@ import logging
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import psutil
 
 from ragd.ops.cache import ByteLRUCache
 from ragd.settings import MemorySettings
-
-if TYPE_CHECKING:
-    from ragd.models.registry import ModelRegistry, UnloadResult
 
 __all__ = [
     "CleanupAction",
@@ -53,6 +53,9 @@ __all__ = [
     "MemoryManager",
     "MemorySample",
     "MemoryStatus",
+    "ModelCache",
+    "ModelFigures",
+    "UnloadedModel",
     "malloc_trim",
     "process_rss",
     "read_process_memory",
@@ -185,6 +188,55 @@ class MemoryStatus:
     cleanup: CleanupEvent | None = None
 
 
+# -- what the manager needs of the models --------------------------------------------------
+
+
+class UnloadedModel(Protocol):
+    """What unloading one model did."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def freed_bytes(self) -> int:
+        """The RSS drop measured around the unload (>= 0)."""
+        ...
+
+
+class ModelFigures(Protocol):
+    """One model's state, as the memory report and the live metrics show it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def in_flight(self) -> int: ...
+
+    @property
+    def rss_delta_bytes(self) -> int | None: ...
+
+
+class ModelCache(Protocol):
+    """Loaded models that can be given back (``ragd.models.registry.ModelRegistry``)."""
+
+    async def unload_idle(self, *, idle_for: float | None = None) -> Sequence[UnloadedModel]:
+        """Unload the models idle beyond their TTL (or ``idle_for``, when shorter); models in
+        use and TTL 0 ("never") are kept. Returns the models actually unloaded."""
+        ...
+
+    async def unload_all(self, reason: str) -> Sequence[UnloadedModel]:
+        """Unload every loaded model, each after its in-flight calls finish."""
+        ...
+
+    def stats(self) -> Sequence[ModelFigures]: ...
+
+
 # -- the manager ---------------------------------------------------------------------------
 
 
@@ -209,7 +261,7 @@ class MemoryManager:
         self._clock = clock
         self._callbacks: dict[str, CleanupCallback] = {}
         self._caches: dict[str, ByteLRUCache[Any, Any]] = {}
-        self._registries: list[ModelRegistry] = []
+        self._registries: list[ModelCache] = []
         self._events: deque[CleanupEvent] = deque(maxlen=history)
         self._lock = asyncio.Lock()
         self._latest: MemorySample | None = None
@@ -229,7 +281,7 @@ class MemoryManager:
             raise ValueError(f"cache {cache.name!r} is already registered")
         self._caches[cache.name] = cache
 
-    def register_registry(self, registry: ModelRegistry) -> None:
+    def register_registry(self, registry: ModelCache) -> None:
         """Soft cleanups unload its idle models; emergency cleanups unload all of them."""
         self._registries.append(registry)
 
@@ -330,7 +382,7 @@ class MemoryManager:
             )
             return event
 
-    async def _unload(self, registry: ModelRegistry, *, emergency: bool) -> list[CleanupAction]:
+    async def _unload(self, registry: ModelCache, *, emergency: bool) -> list[CleanupAction]:
         try:
             if emergency:
                 results = await registry.unload_all("memory emergency")
@@ -358,9 +410,9 @@ class MemoryManager:
             logger.debug("expired cache entries", extra={"freed": freed})
         return freed
 
-    async def unload_idle_models(self) -> list[UnloadResult]:
+    async def unload_idle_models(self) -> list[UnloadedModel]:
         """Unload the models idle beyond their TTL, whatever the memory level."""
-        results: list[UnloadResult] = []
+        results: list[UnloadedModel] = []
         for registry in self._registries:
             results += await registry.unload_idle()
         return results

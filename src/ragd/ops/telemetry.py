@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
-from ragd.models.runtime import ModelRuntime
-from ragd.ops.memory import MemoryManager, read_process_memory
+from ragd.ops.cache import ByteLRUCache
+from ragd.ops.memory import MemoryManager, ModelCache, read_process_memory
 from ragd.ops.metrics import Metrics, gauge, labelled_counter, labelled_gauge
 
 
-def install_live_metrics(metrics: Metrics, *, runtime: ModelRuntime, memory: MemoryManager) -> None:
+class LiveRuntime(Protocol):
+    """What the live metrics read of the model runtime (``ragd.models.runtime.ModelRuntime``):
+    a Protocol, so that ops/ never imports models/ (which builds on ops/)."""
+
+    @property
+    def query_cache(self) -> ByteLRUCache[Any, Any]: ...
+
+    @property
+    def keyword_cache(self) -> ByteLRUCache[Any, Any]: ...
+
+    @property
+    def registry(self) -> ModelCache: ...
+
+
+def install_live_metrics(metrics: Metrics, *, runtime: LiveRuntime, memory: MemoryManager) -> None:
     """Expose process memory, thresholds, cache and model state as Prometheus families."""
 
     def memory_families() -> Iterator[Any]:
