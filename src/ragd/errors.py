@@ -92,3 +92,22 @@ class Unavailable(RagdError):
     """A dependency (database, model...) cannot serve the request now."""
 
     code = "unavailable"
+
+
+class Busy(Unavailable):
+    """The database stayed locked by other writers past the write budget; retry shortly.
+
+    Never a sign of lost data: the write did not happen. Jobs that meet it are put back
+    without using up an attempt.
+    """
+
+    code = "busy"
+
+    def __init__(
+        self,
+        message: str = "the server is busy with other writes; retry shortly",
+        *,
+        retry_after: int = 1,
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)

@@ -127,7 +127,13 @@ class DatabaseSettings(SettingsGroup):
         default=None,
         description="SQLAlchemy async URL; default: sqlite+aiosqlite in the data dir.",
     )
-    busy_timeout_ms: int = Field(default=5000, ge=0, le=600_000)
+    busy_timeout_ms: int = Field(
+        default=15_000, ge=0, le=600_000,
+        description=(
+            "How long a write waits for its turn (behind this process's other writes, then "
+            "behind another process's) before the request answers 503 with Retry-After."
+        ),
+    )
     echo: bool = False
 
 

@@ -184,6 +184,37 @@ async def test_non_retryable_failure_is_final(queue: SqlJobQueue, tenant: str) -
     assert (failed.status, failed.error, failed.attempts) == ("failed", "not a PDF", 1)
 
 
+async def test_a_released_job_keeps_its_attempts_and_waits_its_delay(
+    queue: SqlJobQueue, tenant: str, clock: Clock
+) -> None:
+    """A busy database is no fault of the job: released three times on its last allowed
+    attempt, it is neither failed nor counted."""
+    job = await queue.enqueue(tenant, KIND, {}, max_attempts=1)
+    for _ in range(3):
+        claimed = await _claim(queue)
+        assert claimed.attempts == 1
+        assert await queue.release(job.id, "w1", delay=timedelta(seconds=2)) is True
+        back = await _get(queue, tenant, job.id)
+        assert (back.status, back.attempts, back.lease_owner) == ("queued", 0, None)
+        assert back.run_after - back.updated_at == timedelta(seconds=2)
+        clock.advance(1.9)
+        assert await queue.claim("w1", [KIND]) is None  # not due yet
+        clock.advance(0.2)
+    await _claim(queue)
+    assert await queue.release(job.id, "someone-else", delay=timedelta(seconds=2)) is False
+    assert await queue.complete(job.id, "w1") is True
+
+
+async def test_releasing_a_job_whose_cancel_was_requested_cancels_it(
+    queue: SqlJobQueue, tenant: str
+) -> None:
+    job = await queue.enqueue(tenant, KIND, {})
+    await _claim(queue)
+    assert await queue.cancel(tenant, job.id) is not None
+    assert await queue.release(job.id, "w1", delay=timedelta(seconds=2)) is True
+    assert (await _get(queue, tenant, job.id)).status == "cancelled"
+
+
 # -- leases -----------------------------------------------------------------------------------
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,12 +13,15 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+
+from ragd.errors import Busy
 
 logger = logging.getLogger(__name__)
 
@@ -25,16 +30,25 @@ class Database:
     """One engine and its session factory.
 
     ``read()`` yields a session for queries. ``transaction()`` yields a session inside a write
-    transaction that commits on success and rolls back on error. On SQLite the write
-    transaction starts with ``BEGIN IMMEDIATE``: it takes the write lock up front (waiting up to
-    ``busy_timeout``) instead of failing with SQLITE_BUSY when a read turns into a write while
-    another connection has written.
+    transaction that commits on success and rolls back on error.
+
+    On SQLite, writes queue instead of failing. In one process they take turns in one writer
+    lane (first come, first served, waiting on the event loop, not in SQLite's polling busy
+    handler, where a writer can starve); the write transaction then starts with
+    ``BEGIN IMMEDIATE``, which takes the file lock up front (waiting up to ``busy_timeout``
+    for another process's writer) instead of failing with SQLITE_BUSY when a read turns into
+    a write. A write that still cannot get its turn within the budget raises
+    :class:`~ragd.errors.Busy` (HTTP 503 with ``Retry-After``): nothing was written.
     """
 
-    def __init__(self, url: str, *, busy_timeout_ms: int = 5000, echo: bool = False) -> None:
+    def __init__(self, url: str, *, busy_timeout_ms: int = 15_000, echo: bool = False) -> None:
         self.url = url
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        self._write_budget = busy_timeout_ms / 1000
+        self._lane: asyncio.Lock | None = None
+        self._lane_holder: asyncio.Task[Any] | None = None
+        self._waiting = 0
         kwargs: dict[str, Any] = {"echo": echo}
         if self.is_sqlite and parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -53,14 +67,58 @@ class Database:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         """A session for reads; anything it writes is rolled back."""
-        async with self._reads() as session:
-            yield session
+        try:
+            async with self._reads() as session:
+                yield session
+        except OperationalError as exc:
+            if not _is_busy(exc):
+                raise
+            raise Busy(retry_after=_retry_after(self._write_budget)) from exc
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A session in a write transaction, committed when the block exits cleanly."""
-        async with self._writes() as session, session.begin():
-            yield session
+        async with self._write_turn():
+            try:
+                async with self._writes() as session, session.begin():
+                    yield session
+            except OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+                raise Busy(retry_after=_retry_after(self._write_budget)) from exc
+
+    @property
+    def waiting_writers(self) -> int:
+        """Write transactions of this process waiting for their turn in the lane."""
+        return self._waiting
+
+    @asynccontextmanager
+    async def _write_turn(self) -> AsyncIterator[None]:
+        """This process's one writer lane (SQLite only; other engines lock rows)."""
+        if not self.is_sqlite:
+            yield
+            return
+        task = asyncio.current_task()
+        if task is not None and task is self._lane_holder:
+            # It would wait for itself: a bug, made loud instead of a stall.
+            raise RuntimeError("a write transaction was opened inside another one")
+        if self._lane is None:
+            self._lane = asyncio.Lock()
+        lane = self._lane
+        self._waiting += 1
+        try:
+            async with asyncio.timeout(self._write_budget):
+                await lane.acquire()
+        except TimeoutError:
+            raise Busy(retry_after=_retry_after(self._write_budget)) from None
+        finally:
+            self._waiting -= 1
+        self._lane_holder = task
+        try:
+            yield
+        finally:
+            self._lane_holder = None
+            lane.release()
 
     async def ping(self) -> None:
         """Raise if the database cannot answer a trivial query."""
@@ -69,6 +127,17 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def _is_busy(exc: OperationalError) -> bool:
+    """SQLite's "database is locked" (SQLITE_BUSY): another writer kept the lock too long."""
+    message = str(exc.orig).lower()
+    return "database is locked" in message or "database is busy" in message
+
+
+def _retry_after(budget: float) -> int:
+    """A client retry hint: a fraction of the write budget, at least a second."""
+    return max(1, math.ceil(budget / 5))
 
 
 def owner_only(path: Path) -> None:

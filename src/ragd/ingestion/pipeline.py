@@ -17,11 +17,12 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
 
-from ragd.errors import InvalidInput, RagdError
+from ragd.errors import Busy, InvalidInput, RagdError
 from ragd.index.manager import IndexManager
 from ragd.ingestion.chunking import Chunk, chunk_document, chunk_id
 from ragd.ingestion.limits import ParseLimits
@@ -51,6 +52,8 @@ DOCUMENT_KEYWORDS = 10
 #: Leave room for [CLS]/[SEP] and the heading prefix under the embedder's token limit.
 _SPECIAL_TOKENS = 2
 #: Parser error codes worth another attempt (the file itself may be fine).
+#: A job that met a busy database is due again this much later.
+BUSY_RETRY = timedelta(seconds=2)
 _TRANSIENT_PARSE_CODES = frozenset({"timeout", "resource_limit", "parser_crashed"})
 
 
@@ -132,6 +135,8 @@ class IngestionPipeline:
             except InvalidInput as exc:
                 await self._fail(state, document_id, version, f"{exc.code}: {exc.message}",
                                  retryable=False)
+            except Busy:
+                await release_busy(self._queue, job, worker_id)
             except (RagdError, OSError) as exc:
                 await self._fail(state, document_id, version, f"{type(exc).__name__}: {exc}",
                                  retryable=True)
@@ -315,10 +320,24 @@ class CollectionPurger:
                     return
             await self._indexes.sync(job.tenant_id)
             self._indexes.notify()
+        except Busy:
+            await release_busy(self._queue, job, worker_id)
+            return
         except (RagdError, OSError) as exc:
             await self._queue.fail(job.id, worker_id, f"{type(exc).__name__}: {exc}")
             return
         await self._queue.complete(job.id, worker_id)
+
+
+async def release_busy(queue: JobQueue, job: Job, worker_id: str) -> None:
+    """The database stayed busy past the write budget: put the job back for a later turn
+    without using up an attempt (a lock wait says nothing about the document)."""
+    logger.warning("database busy; job put back", extra={"job_id": job.id})
+    try:
+        await queue.release(job.id, worker_id, delay=BUSY_RETRY)
+    except Busy:
+        # Still busy: the lease runs out and the job is claimed again (as a new attempt).
+        logger.warning("database busy; job left to its lease", extra={"job_id": job.id})
 
 
 @contextlib.contextmanager

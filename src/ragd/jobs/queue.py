@@ -134,6 +134,11 @@ class JobQueue(Protocol):
         """The worker stopped because cancellation was requested."""
         ...
 
+    async def release(self, job_id: str, worker_id: str, *, delay: timedelta) -> bool:
+        """Put the job back, due after ``delay``, without using up the attempt: the attempt
+        could not run for a reason that says nothing about the job (the database was busy)."""
+        ...
+
     async def cancel(self, tenant_id: str, job_id: str) -> Job | None:
         """Queued: cancelled at once. Running: cancellation requested, the worker stops
         between stages. Finished jobs are returned unchanged."""
@@ -410,6 +415,24 @@ class SqlJobQueue:
             else:
                 _finish(row, "failed", now)
                 await self._finished(s, row)
+            return True
+
+    async def release(self, job_id: str, worker_id: str, *, delay: timedelta) -> bool:
+        now = self._clock()
+        async with self._db.transaction() as s:
+            row = await _owned_row(s, job_id, worker_id)
+            if row is None:
+                return False
+            if row.cancel_requested:
+                _finish(row, "cancelled", now)
+                await self._finished(s, row)
+                return True
+            row.status = "queued"
+            row.attempts = max(0, row.attempts - 1)
+            row.run_after = now + delay
+            row.lease_owner = None
+            row.lease_expires_at = None
+            row.updated_at = now
             return True
 
     async def mark_cancelled(self, job_id: str, worker_id: str) -> bool:
