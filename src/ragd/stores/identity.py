@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ragd.db.engine import Database
+from ragd.db.sequence import AUTH_EVENTS, take_append_turn
 from ragd.db.tables import (
     ApiKeyRow,
     AuthEventRow,
@@ -81,7 +82,9 @@ def _ensure_outranks(acting: Privilege, row: UserRow) -> None:
         )
 
 
-def _event(session: AsyncSession, kind: EventKind, subject: str) -> None:
+async def _event(session: AsyncSession, kind: EventKind, subject: str) -> None:
+    """Log an auth change; its seq is drawn in commit order (see :mod:`ragd.db.sequence`)."""
+    await take_append_turn(session, AUTH_EVENTS)
     session.add(AuthEventRow(kind=kind, subject=subject, created_at=utcnow()))
 
 
@@ -169,7 +172,7 @@ class SqlIdentityStore:
                     row.name, row.name_key = name, name.casefold()
                 if status is not None and status != row.status:
                     row.status = status
-                    _event(s, "tenant", tenant_id)
+                    await _event(s, "tenant", tenant_id)
                 await s.flush()
                 return _tenant(row)
         except IntegrityError:
@@ -262,7 +265,7 @@ class SqlIdentityStore:
                 # Privilege changes end every session (OWASP session management).
                 await self._revoke_sessions(s, tenant_id, user_id, "user_changed")
             if role_changes or deactivates or reactivates:
-                _event(s, "user", user_id)
+                await _event(s, "user", user_id)
             await s.flush()
             return _user(row)
 
@@ -281,7 +284,7 @@ class SqlIdentityStore:
             await self._revoke_sessions(s, tenant_id, user_id, "user_deleted")
             await self._revoke_keys(s, tenant_id, user_id)
             await s.delete(row)
-            _event(s, "user", user_id)
+            await _event(s, "user", user_id)
             return True
 
     async def set_password_hash(self, tenant_id: str, user_id: str, password_hash: str) -> None:
@@ -388,7 +391,7 @@ class SqlIdentityStore:
                     return Rotation(RotateOutcome.RACED, session.id)
                 if token.rotated_at is not None and session.revoked_at is None:
                     session.revoked_at, session.revoked_reason = now, "refresh_reuse"
-                    _event(s, "session", session.id)
+                    await _event(s, "session", session.id)
                     return Rotation(RotateOutcome.REUSED, session.id)
                 if token.rotated_at is not None:
                     return Rotation(RotateOutcome.REUSED, session.id)
@@ -416,7 +419,7 @@ class SqlIdentityStore:
             )
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 return False
-            _event(s, "session", session_id)
+            await _event(s, "session", session_id)
             return True
 
     async def revoke_user_sessions(self, tenant_id: str, user_id: str, reason: str) -> int:
@@ -444,7 +447,7 @@ class SqlIdentityStore:
                 .values(revoked_at=now, revoked_reason=reason)
             )
             for session_id in ids:
-                _event(s, "session", session_id)
+                await _event(s, "session", session_id)
         return len(ids)
 
     async def prune_expired(self, now: datetime) -> int:
@@ -502,7 +505,7 @@ class SqlIdentityStore:
             if row is None:
                 return False
             await s.delete(row)
-            _event(s, "api_key", row.key_id)
+            await _event(s, "api_key", row.key_id)
             return True
 
     async def find_api_key(self, key_id: str) -> ApiKeyOwner | None:
@@ -536,7 +539,7 @@ class SqlIdentityStore:
                 update(ApiKeyRow).where(ApiKeyRow.key_id.in_(key_ids)).values(revoked_at=utcnow())
             )
             for key_id in key_ids:
-                _event(s, "api_key", key_id)
+                await _event(s, "api_key", key_id)
 
     # -- events and revocation state -------------------------------------------------------
 

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ragd.db.cursor import encode_cursor, newest_first
 from ragd.db.engine import Database
+from ragd.db.sequence import INDEX_CHANGES, take_append_turn
 from ragd.db.tables import (
     ChunkRow,
     CollectionRow,
@@ -441,6 +442,7 @@ class SqlCatalog:
             # Remove the previous version's chunks (and any leftovers of this version).
             await _remove_chunks(s, commit.tenant_id, ChunkRow.document_id == row.id)
             if commit.chunks:
+                await take_append_turn(s, INDEX_CHANGES, commit.tenant_id)
                 await s.execute(
                     insert(ChunkRow),
                     [
@@ -733,6 +735,7 @@ async def _remove_chunks(s: AsyncSession, tenant_id: str, condition: Any) -> Non
     if not keys:
         return
     now = utcnow()
+    await take_append_turn(s, INDEX_CHANGES, tenant_id)
     await s.execute(
         insert(IndexChangeRow),
         [{"tenant_id": tenant_id, "op": "delete", "chunk_key": key, "created_at": now}
