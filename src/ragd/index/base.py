@@ -1,4 +1,9 @@
-"""The contracts of the derived indexes that search reads.
+"""The contracts of the search backend and of the derived indexes it keeps.
+
+:class:`SearchBackend` is what the rest of ragd sees: search reads its lexical and dense legs,
+ingestion tells it about commits, the CLI verifies and rebuilds it. The embedded backend
+(``index/manager.py``) keeps the partitions described below; a backend that indexes inside the
+database (PostgreSQL full-text and pgvector) implements the same Protocol without them.
 
 SQLite (or PostgreSQL) is the source of truth: chunk rows with their vectors, and an
 append-only change log (``index_changes``: ``seq``, ``tenant_id``, ``op``, ``chunk_key``).
@@ -119,6 +124,98 @@ class VectorPartition(Partition, Protocol):
 
     def search(self, vector: Vector, limit: int, scope: Scope | None = None) -> list[Hit]:
         """Best ``limit`` hits by cosine similarity (score = similarity, higher is better)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """How one tenant's search indexes compare with its chunk rows (``ragd index verify``)."""
+
+    tenant_id: str
+    chunks: int
+    last_change: int
+    lexical_applied: int
+    vector_applied: int
+    lexical_missing: int
+    lexical_orphans: int
+    vector_missing: int
+    vector_orphans: int
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.lexical_missing == self.lexical_orphans == 0
+            and self.vector_missing == self.vector_orphans == 0
+            and self.lexical_applied >= self.last_change
+            and self.vector_applied >= self.last_change
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "tenant_id": self.tenant_id, "ok": self.ok, "chunks": self.chunks,
+            "last_change": self.last_change, "lexical_applied": self.lexical_applied,
+            "vector_applied": self.vector_applied, "lexical_missing": self.lexical_missing,
+            "lexical_orphans": self.lexical_orphans, "vector_missing": self.vector_missing,
+            "vector_orphans": self.vector_orphans,
+        }
+
+
+class SearchBackend(Protocol):
+    """The lexical (BM25) and dense (vector) legs of search, one family, per tenant.
+
+    The contract every backend keeps:
+
+    * Every call names the tenant and reaches that tenant's entries only; an unknown tenant
+      is an empty index, not an error.
+    * The catalog's change log is the source of truth, applied in log order and
+      idempotently. After :meth:`sync` returns, every change committed before the call is
+      searchable in this process; :meth:`notify` tells the other processes, and each search
+      first applies whatever was notified before it.
+    * Search methods never raise on odd query text; scores are higher-is-better and are
+      only comparable within one leg.
+    """
+
+    async def lexical_search(
+        self, tenant_id: str, query: str, limit: int, scope: Scope | None = None
+    ) -> list[Hit]:
+        """Best ``limit`` BM25 hits for free text (words, not a query language)."""
+        ...
+
+    async def dense_search(
+        self, tenant_id: str, vector: Vector, limit: int, scope: Scope | None = None
+    ) -> list[Hit]:
+        """Best ``limit`` hits by cosine similarity to ``vector``."""
+        ...
+
+    async def sync(self, tenant_id: str) -> int:
+        """Apply every committed change of the tenant not applied yet (call it after a
+        commit); returns how many were applied."""
+        ...
+
+    def notify(self) -> None:
+        """Tell the other processes that the change log moved (after :meth:`sync`)."""
+        ...
+
+    async def sync_all(self) -> int:
+        """Catch up every tenant that is behind the change log (startup recovery)."""
+        ...
+
+    async def flush(self) -> None:
+        """Make applied changes durable where the backend checkpoints lazily (periodic)."""
+        ...
+
+    async def verify(self, tenant_id: str) -> Verification: ...
+
+    async def rebuild(self, tenant_id: str) -> int:
+        """Refill the tenant's indexes from the chunk rows; returns the number of entries."""
+        ...
+
+    def memory_bytes(self) -> int:
+        """Approximate resident memory of what this process holds open."""
+        ...
+
+    def close(self) -> None:
+        """Save what is not saved yet and release everything (shutdown)."""
         ...
 
 

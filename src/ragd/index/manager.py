@@ -1,4 +1,7 @@
-"""Keeps the per-tenant derived indexes in step with the SQL change log.
+"""The embedded search backend: per-tenant derived indexes kept in step with the SQL change log.
+
+:class:`IndexManager` implements :class:`~ragd.index.base.SearchBackend` over tantivy (BM25)
+and usearch (HNSW) partitions in the data dir.
 
 ``sync(tenant)`` replays every ``index_changes`` row after a partition's ``applied_seq``
 (idempotently: an upsert of a chunk that no longer exists is a delete), so it is the one
@@ -20,10 +23,18 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from ragd.index.base import LexicalPartition, Partition, VectorPartition, read_applied_seq
-from ragd.ops.files import FileChangeSignal, lock_file
+from ragd.index.base import (
+    Hit,
+    LexicalPartition,
+    Partition,
+    Scope,
+    Vector,
+    VectorPartition,
+    Verification,
+    read_applied_seq,
+)
+from ragd.ops.files import ChangeSignal, FileChangeSignal, lock_file
 from ragd.stores.catalog import Catalog, Change, IndexEntry
 
 logger = logging.getLogger(__name__)
@@ -48,37 +59,6 @@ class Partitions:
     dirty: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class Verification:
-    tenant_id: str
-    chunks: int
-    last_change: int
-    lexical_applied: int
-    vector_applied: int
-    lexical_missing: int
-    lexical_orphans: int
-    vector_missing: int
-    vector_orphans: int
-
-    @property
-    def ok(self) -> bool:
-        return (
-            self.lexical_missing == self.lexical_orphans == 0
-            and self.vector_missing == self.vector_orphans == 0
-            and self.lexical_applied >= self.last_change
-            and self.vector_applied >= self.last_change
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "tenant_id": self.tenant_id, "ok": self.ok, "chunks": self.chunks,
-            "last_change": self.last_change, "lexical_applied": self.lexical_applied,
-            "vector_applied": self.vector_applied, "lexical_missing": self.lexical_missing,
-            "lexical_orphans": self.lexical_orphans, "vector_missing": self.vector_missing,
-            "vector_orphans": self.vector_orphans,
-        }
-
-
 def default_factories() -> tuple[LexicalFactory, VectorFactory]:
     """tantivy for BM25 and usearch for vectors (imported on first use, not at startup)."""
 
@@ -96,13 +76,18 @@ def default_factories() -> tuple[LexicalFactory, VectorFactory]:
 
 
 class IndexManager:
-    """Opens tenant partitions on demand and replays the change log into them."""
+    """Opens tenant partitions on demand and replays the change log into them.
+
+    ``signal`` carries "the change log moved" between the processes sharing the data dir
+    (default: a marker file under ``root``).
+    """
 
     def __init__(
         self,
         catalog: Catalog,
         root: Path,
         *,
+        signal: ChangeSignal | None = None,
         lexical_factory: LexicalFactory | None = None,
         vector_factory: VectorFactory | None = None,
     ) -> None:
@@ -114,7 +99,7 @@ class IndexManager:
         self._tenants: dict[str, Partitions] = {}
         self._open_lock = threading.Lock()
         root.mkdir(parents=True, exist_ok=True)
-        self._signal = FileChangeSignal(root / "changes.marker")
+        self._signal = signal or FileChangeSignal(root / "changes.marker")
 
     # -- partitions ----------------------------------------------------------------------
 
@@ -149,27 +134,46 @@ class IndexManager:
         self._signal.notify()
 
     async def ensure_fresh(self, tenant_id: str) -> Partitions:
-        """The tenant's partitions with every committed change applied (search calls this:
-        a ``stat`` when nothing moved)."""
+        """The tenant's partitions with every notified change applied (each search leg
+        calls this: a ``stat`` when nothing moved)."""
         parts = await self.partitions(tenant_id)
         if self._signal.changed():
             for other in self._tenants.values():
                 other.dirty = True
         if parts.dirty:
-            await self.sync(tenant_id)
+            async with parts.lock:
+                # Both legs of a hybrid search get here together: the second finds the
+                # partitions synced by the first and does not replay again.
+                if parts.dirty:
+                    await self._sync_locked(tenant_id, parts)
         return parts
+
+    async def lexical_search(
+        self, tenant_id: str, query: str, limit: int, scope: Scope | None = None
+    ) -> list[Hit]:
+        parts = await self.ensure_fresh(tenant_id)
+        return await asyncio.to_thread(parts.lexical.search, query, limit, scope)
+
+    async def dense_search(
+        self, tenant_id: str, vector: Vector, limit: int, scope: Scope | None = None
+    ) -> list[Hit]:
+        parts = await self.ensure_fresh(tenant_id)
+        return await asyncio.to_thread(parts.vectors.search, vector, limit, scope)
 
     async def sync(self, tenant_id: str) -> int:
         """Apply every change after the partitions' marks; returns how many were applied."""
         parts = await self.partitions(tenant_id)
         async with parts.lock:
-            parts.dirty = False
-            try:
-                with await asyncio.to_thread(self._file_lock, tenant_id) as _:
-                    return await self._replay(tenant_id, parts)
-            except BaseException:
-                parts.dirty = True
-                raise
+            return await self._sync_locked(tenant_id, parts)
+
+    async def _sync_locked(self, tenant_id: str, parts: Partitions) -> int:
+        parts.dirty = False
+        try:
+            with await asyncio.to_thread(self._file_lock, tenant_id) as _:
+                return await self._replay(tenant_id, parts)
+        except BaseException:
+            parts.dirty = True
+            raise
 
     async def _replay(self, tenant_id: str, parts: Partitions) -> int:
         await asyncio.to_thread(_refresh, parts)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ragd.errors import Busy, InvalidInput, RagdError
-from ragd.index.manager import IndexManager
+from ragd.index.base import SearchBackend
 from ragd.ingestion.chunking import Chunk, chunk_document, chunk_id
 from ragd.ingestion.limits import ParseLimits
 from ragd.ingestion.parsers.base import ParsedDocument, ParseError
@@ -95,7 +95,7 @@ class IngestionPipeline:
         catalog: Catalog,
         queue: JobQueue,
         runtime: ModelRuntime,
-        indexes: IndexManager,
+        indexes: SearchBackend,
         settings: IngestionSettings,
         *,
         parser_target: str | None = None,
@@ -303,7 +303,7 @@ class IngestionPipeline:
 class CollectionPurger:
     """Runs ``delete_collection`` jobs: removes documents in batches, then the collection."""
 
-    def __init__(self, catalog: Catalog, queue: JobQueue, indexes: IndexManager) -> None:
+    def __init__(self, catalog: Catalog, queue: JobQueue, indexes: SearchBackend) -> None:
         self._catalog = catalog
         self._queue = queue
         self._indexes = indexes

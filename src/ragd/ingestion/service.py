@@ -15,7 +15,7 @@ from typing import Any
 
 from ragd.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
 from ragd.hygiene import strip_controls, text_problem
-from ragd.index.manager import IndexManager
+from ragd.index.base import SearchBackend
 from ragd.ingestion.limits import check_zip
 from ragd.ingestion.parsers import FORMATS, ParseError, detect_format
 from ragd.ingestion.pipeline import parse_limits
@@ -49,7 +49,7 @@ class IngestionService:
         self,
         catalog: Catalog,
         queue: JobQueue,
-        indexes: IndexManager,
+        indexes: SearchBackend,
         settings: IngestionSettings,
         *,
         wake: Callable[[], None] = lambda: None,

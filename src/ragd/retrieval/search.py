@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ragd.errors import InvalidInput, NotFound
-from ragd.index.base import Hit, Scope
-from ragd.index.manager import IndexManager
+from ragd.index.base import Hit, Scope, SearchBackend
 from ragd.models.runtime import ModelRuntime
 from ragd.retrieval.filters import compile_filter
 from ragd.retrieval.fusion import DEFAULT_METHOD, DEFAULT_PARAMS, Fused, fuse
@@ -79,7 +78,7 @@ class SearchService:
     def __init__(
         self,
         catalog: Catalog,
-        indexes: IndexManager,
+        indexes: SearchBackend,
         runtime: ModelRuntime,
         *,
         fusion: str = DEFAULT_METHOD,
@@ -126,13 +125,12 @@ class SearchService:
         depth = CANDIDATES * (FILTER_DEPTH if predicate is not None else 1)
 
         truncated, tokens = False, None
-        parts = await self._indexes.ensure_fresh(tenant_id)
 
         async def lexical() -> list[Hit]:
             if not use_lexical:
                 return []
             mark = time.perf_counter()
-            found = await asyncio.to_thread(parts.lexical.search, query, depth, scope)
+            found = await self._indexes.lexical_search(tenant_id, query, depth, scope)
             timings["lexical"] = _ms(mark)
             return found
 
@@ -145,7 +143,7 @@ class SearchService:
             vector = await self._runtime.embed_query(query_for_model)
             timings["embed"] = _ms(mark)
             mark = time.perf_counter()
-            found = await asyncio.to_thread(parts.vectors.search, vector, depth, scope)
+            found = await self._indexes.dense_search(tenant_id, vector, depth, scope)
             timings["dense"] = _ms(mark)
             return found
 
