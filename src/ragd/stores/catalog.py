@@ -1,8 +1,11 @@
 """Storage contract for content: collections, documents, their versions and chunks.
 
-``ragd.stores.sql_catalog.SqlCatalog`` implements it over SQLAlchemy. The same rules as the
-identity stores apply: every tenant-facing method takes ``tenant_id`` and a foreign id is a
-miss (``None``), never an error that reveals the row exists; records are immutable snapshots.
+``ragd.stores.sql_catalog.SqlCatalog`` implements it over SQLAlchemy. :class:`Catalog` is
+the whole contract; :class:`Versions`, :class:`ChangeLog` and :class:`ChunkReader` are the
+parts of it that the ingestion worker, the derived indexes and the search path use. The same
+rules as the identity stores apply: every tenant-facing method takes ``tenant_id`` and a
+foreign id is a miss (``None``), never an error that reveals the row exists; records are
+immutable snapshots.
 
 Exactly-once indexing rests on three properties of this contract:
 
@@ -248,8 +251,98 @@ class CollectionRemoval:
     job: Job | None
 
 
-class Catalog(Protocol):
-    """Collections, documents, versions, chunks and the index change log."""
+class Versions(Protocol):
+    """The version-commit protocol that the ingestion worker drives, one transaction a step.
+
+    :meth:`commit_version` is the single step that makes a version searchable: its chunks,
+    the removal of the previous version's chunks and the matching change-log rows commit
+    together, and only while the calling worker holds the job's lease (else ``LEASE_LOST``)
+    and the version is still the document's latest (else ``SUPERSEDED``; ``GONE`` when the
+    document or its collection was deleted; ``ALREADY_COMMITTED`` when an earlier attempt
+    committed it). Nothing is written unless the outcome is ``COMMITTED``.
+    """
+
+    async def start_version(
+        self, tenant_id: str, document_id: str, version: int
+    ) -> tuple[Document, DocumentContent, Collection] | None:
+        """Mark the version processing and return what the pipeline needs; None when the
+        document is gone or the version is no longer the latest."""
+        ...
+
+    async def commit_version(self, commit: VersionCommit) -> CommitOutcome: ...
+
+    async def finish_version(
+        self, tenant_id: str, document_id: str, version: int, status: DocumentStatus,
+        error: str | None,
+    ) -> None:
+        """Record a failed/cancelled/requeued version (only while it is the latest)."""
+        ...
+
+    async def job_document_status(
+        self, tenant_id: str, job_id: str, when: Sequence[str], status: DocumentStatus,
+        error: str | None,
+    ) -> None:
+        """Set the status of the document whose current job is ``job_id``, if its status is
+        one of ``when`` (job cancelled while queued, job retried)."""
+        ...
+
+
+class ChangeLog(Protocol):
+    """The index change log, as the derived indexes replay it.
+
+    Every insert or removal of a chunk appends one :class:`Change` per chunk in the same
+    transaction. Per tenant, ``seq`` grows in commit order: a consumer that reads
+    :meth:`changes_after` its watermark and moves the watermark to the last ``seq`` it read
+    never skips a committed change. One tenant's changes never appear in another's log.
+    """
+
+    async def changes_after(self, tenant_id: str, seq: int, *, limit: int) -> list[Change]:
+        """Up to ``limit`` of the tenant's changes with ``seq`` above ``seq``, in order."""
+        ...
+
+    async def last_change(self, tenant_id: str) -> int:
+        """The tenant's highest ``seq`` (0 before its first change)."""
+        ...
+
+    async def tenants_with_changes(self) -> list[str]: ...
+
+    async def index_entries(self, tenant_id: str, keys: Sequence[int]) -> list[IndexEntry]:
+        """Entries for the keys that still exist (a deleted chunk is simply absent)."""
+        ...
+
+    async def chunk_keys(self, tenant_id: str, *, after: int, limit: int) -> list[int]:
+        """Keys of all stored chunks of the tenant in ascending order (for rebuild/verify)."""
+        ...
+
+
+class ChunkReader(Protocol):
+    """What the search path reads: the chunks behind its hits and the ids of its scope."""
+
+    async def chunks_by_keys(self, tenant_id: str, keys: Sequence[int]) -> list[StoredChunk]:
+        ...
+
+    async def searchable_chunks(
+        self, tenant_id: str, keys: Sequence[int]
+    ) -> dict[int, tuple[StoredChunk, Document]]:
+        """The tenant's chunks among ``keys`` that belong to their document's active version,
+        each with its document, in one read (the search path's fetch). Chunks of deleted
+        documents, of collections being deleted and of superseded versions are absent."""
+        ...
+
+    async def existing_ids(
+        self, tenant_id: str, *, collection_ids: Sequence[str] = (),
+        document_ids: Sequence[str] = (),
+    ) -> tuple[set[str], set[str]]:
+        """Which of ``collection_ids`` are the tenant's active collections and which of
+        ``document_ids`` its documents in active collections, in one read (a search checks
+        its scope with it). Unknown and foreign ids are equally absent."""
+        ...
+
+
+class Catalog(Versions, ChangeLog, ChunkReader, Protocol):
+    """Collections, documents, versions, chunks and the index change log: everything a
+    backend of the catalog implements (the narrower Protocols it extends are what the
+    ingestion worker, the derived indexes and the search path each need)."""
 
     # -- collections -----------------------------------------------------------------------
 
@@ -324,65 +417,3 @@ class Catalog(Protocol):
         ...
 
     async def delete_document(self, tenant_id: str, document_id: str) -> bool: ...
-
-    # -- the ingestion worker ------------------------------------------------------------
-
-    async def start_version(
-        self, tenant_id: str, document_id: str, version: int
-    ) -> tuple[Document, DocumentContent, Collection] | None:
-        """Mark the version processing and return what the pipeline needs; None when the
-        document is gone or the version is no longer the latest."""
-        ...
-
-    async def commit_version(self, commit: VersionCommit) -> CommitOutcome: ...
-
-    async def finish_version(
-        self, tenant_id: str, document_id: str, version: int, status: DocumentStatus,
-        error: str | None,
-    ) -> None:
-        """Record a failed/cancelled/requeued version (only while it is the latest)."""
-        ...
-
-    async def job_document_status(
-        self, tenant_id: str, job_id: str, when: Sequence[str], status: DocumentStatus,
-        error: str | None,
-    ) -> None:
-        """Set the status of the document whose current job is ``job_id``, if its status is
-        one of ``when`` (job cancelled while queued, job retried)."""
-        ...
-
-    # -- derived indexes -----------------------------------------------------------------
-
-    async def changes_after(self, tenant_id: str, seq: int, *, limit: int) -> list[Change]: ...
-
-    async def last_change(self, tenant_id: str) -> int: ...
-
-    async def tenants_with_changes(self) -> list[str]: ...
-
-    async def index_entries(self, tenant_id: str, keys: Sequence[int]) -> list[IndexEntry]:
-        """Entries for the keys that still exist (a deleted chunk is simply absent)."""
-        ...
-
-    async def chunk_keys(self, tenant_id: str, *, after: int, limit: int) -> list[int]:
-        """Keys of all stored chunks of the tenant in ascending order (for rebuild/verify)."""
-        ...
-
-    async def chunks_by_keys(self, tenant_id: str, keys: Sequence[int]) -> list[StoredChunk]:
-        ...
-
-    async def searchable_chunks(
-        self, tenant_id: str, keys: Sequence[int]
-    ) -> dict[int, tuple[StoredChunk, Document]]:
-        """The tenant's chunks among ``keys`` that belong to their document's active version,
-        each with its document, in one read (the search path's fetch). Chunks of deleted
-        documents, of collections being deleted and of superseded versions are absent."""
-        ...
-
-    async def existing_ids(
-        self, tenant_id: str, *, collection_ids: Sequence[str] = (),
-        document_ids: Sequence[str] = (),
-    ) -> tuple[set[str], set[str]]:
-        """Which of ``collection_ids`` are the tenant's active collections and which of
-        ``document_ids`` its documents in active collections, in one read (a search checks
-        its scope with it). Unknown and foreign ids are equally absent."""
-        ...
