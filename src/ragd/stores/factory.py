@@ -1,0 +1,59 @@
+"""The store families' factories, keyed on the database backend (``db/backends.py``).
+
+One table per family maps a backend name to the implementation that serves it; today every
+family has its SQLAlchemy implementation under ``sqlite``, and PostgreSQL plugs in as a second
+key. Building a store opens nothing: the implementations keep the :class:`Database` they are
+given and use it per call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from ragd.db.backends import SQLITE, choose
+from ragd.db.engine import Database
+from ragd.jobs.queue import Finaliser
+from ragd.settings import Settings
+from ragd.stores.base import IdentityStore
+from ragd.stores.catalog import INGEST_JOB, Catalog
+from ragd.stores.conversations import Conversations
+from ragd.stores.identity import SqlIdentityStore
+from ragd.stores.sql_catalog import SqlCatalog, finalise_ingest_job
+from ragd.stores.sql_conversations import SqlConversations
+
+__all__ = [
+    "CATALOGS",
+    "CONVERSATIONS",
+    "FINALISERS",
+    "IDENTITY_STORES",
+    "build_catalog",
+    "build_conversations",
+    "build_identity_store",
+    "catalog_finalisers",
+]
+
+IDENTITY_STORES: Mapping[str, Callable[[Database], IdentityStore]] = {SQLITE: SqlIdentityStore}
+CATALOGS: Mapping[str, Callable[[Database], Catalog]] = {SQLITE: SqlCatalog}
+CONVERSATIONS: Mapping[str, Callable[[Database], Conversations]] = {SQLITE: SqlConversations}
+#: The job finalisers each catalog needs from the queue (run in the transaction that ends an
+#: ingestion job as failed or cancelled, so its document never looks "in progress").
+FINALISERS: Mapping[str, Mapping[str, Finaliser]] = {SQLITE: {INGEST_JOB: finalise_ingest_job}}
+
+
+def build_identity_store(settings: Settings, db: Database) -> IdentityStore:
+    """Tenants, users, sessions, API keys and the auth event log."""
+    return choose(settings.database_url, IDENTITY_STORES, "identity store")(db)
+
+
+def build_catalog(settings: Settings, db: Database) -> Catalog:
+    """Collections, documents, versions, chunks and the index change log."""
+    return choose(settings.database_url, CATALOGS, "catalog")(db)
+
+
+def build_conversations(settings: Settings, db: Database) -> Conversations:
+    return choose(settings.database_url, CONVERSATIONS, "conversations")(db)
+
+
+def catalog_finalisers(settings: Settings) -> Mapping[str, Finaliser]:
+    """The job finalisers of the configured catalog, by job kind (for the job queue)."""
+    return choose(settings.database_url, FINALISERS, "catalog")
