@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -43,6 +45,23 @@ def _shared_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
     _MODEL_CACHE.append(tmp_path_factory.mktemp("model-cache"))
     yield
     _MODEL_CACHE.clear()
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's model cache with the embedder prepared (``ragd models prepare``), for
+    tests that start real processes: they find it ready instead of preparing it again."""
+    cache = _MODEL_CACHE[0] if _MODEL_CACHE else tmp_path_factory.mktemp("model-cache")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGD_")}
+    env.update(RAGD_JWT_SECRET=TEST_SECRET, RAGD_MODELS__CACHE_DIR=str(cache))
+    result = subprocess.run(
+        [sys.executable, "-m", "ragd", "models", "prepare",
+         "--data-dir", str(tmp_path_factory.mktemp("prepare"))],
+        env=env, capture_output=True, text=True, check=False,
+        timeout=600,  # a hang guard: preparing takes about a minute on a slow machine
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return cache
 
 
 @pytest.fixture

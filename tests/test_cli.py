@@ -37,6 +37,21 @@ def test_help_everywhere(command: list[str]) -> None:
     assert "Usage" in result.output
 
 
+@pytest.mark.parametrize(("workers", "bound"), [
+    ("0", "greater than or equal to 1"), ("-1", "greater than or equal to 1"),
+    ("65", "less than or equal to 64"),
+])
+def test_serve_refuses_a_process_count_out_of_range_before_anything_starts(
+    tmp_path: Path, workers: str, bound: str
+) -> None:
+    data_dir = tmp_path / "data"
+    result = runner.invoke(cli, ["serve", "--workers", workers, "--port", "1",
+                                 "--data-dir", str(data_dir)])
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--workers'" in result.output and bound in result.output
+    assert not data_dir.exists()
+
+
 def test_create_superuser_reads_password_from_stdin(tmp_path: Path) -> None:
     result = runner.invoke(
         cli,

@@ -34,7 +34,7 @@ from ragd.ingestion.worker import WorkerPool
 from ragd.jobs.queue import SqlJobQueue
 from ragd.models.registry import ModelRegistry
 from ragd.models.runtime import ModelRuntime
-from ragd.ops.files import FileChangeSignal
+from ragd.ops.files import FileChangeSignal, Leadership, locked
 from ragd.ops.memory import MemoryManager
 from ragd.ops.metrics import Metrics
 from ragd.ops.telemetry import install_live_metrics
@@ -49,6 +49,9 @@ from ragd.stores.sql_conversations import SqlConversations
 logger = logging.getLogger(__name__)
 
 PRUNE_INTERVAL_SECONDS = 600.0
+#: Lock files in the data dir (see the locks in ``ops/files.py``).
+STARTUP_LOCK = "startup.lock"
+HOUSEKEEPING_LOCK = "housekeeping.lock"
 
 
 @dataclass
@@ -119,9 +122,14 @@ async def open_services(
         echo=settings.database.echo,
     )
     try:
-        await db.ping()
-        startup.phase("database")
-        applied = await migrate.upgrade(db)
+        # Processes starting together on a new data dir take turns: the first connection's
+        # switch of a new SQLite file to WAL fails at once ("database is locked", whatever
+        # the busy timeout) while another process creates the schema, and the migrations
+        # must run once.
+        async with startup_lock(settings):
+            await db.ping()
+            startup.phase("database")
+            applied = await migrate.upgrade(db)
         startup.phase("migrations")
         store = SqlIdentityStore(db)
         revocation = RevocationList(
@@ -193,6 +201,12 @@ async def open_services(
         await db.dispose()
 
 
+def startup_lock(settings: Settings) -> contextlib.AbstractAsyncContextManager[None]:
+    """Held while a process does start-up work that must happen once per data dir (the
+    migrations, the first admin); other processes starting at the same time wait for it."""
+    return locked(settings.data_dir / STARTUP_LOCK)
+
+
 def build_runtime(settings: Settings, metrics: Metrics) -> ModelRuntime:
     """Register the configured models (nothing loads until first use)."""
     from ragd.models.factory import embedder_loader, embedder_name
@@ -212,20 +226,38 @@ def build_runtime(settings: Settings, metrics: Metrics) -> ModelRuntime:
     )
 
 
-async def run_housekeeping(services: Services, interval: float = PRUNE_INTERVAL_SECONDS) -> None:
-    """Prune expired sessions, tokens and events forever (a lifespan background task)."""
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            removed = await services.auth.prune()
-            jobs = await services.queue.prune(
-                timedelta(days=services.settings.ingestion.job_retention_days)
-            )
-        except Exception:  # noqa: BLE001 - housekeeping must outlive a transient DB error
-            logger.exception("housekeeping failed")
-            continue
-        if removed or jobs:
-            logger.info("pruned expired rows", extra={"auth_rows": removed, "jobs": jobs})
+async def run_housekeeping(
+    services: Services,
+    interval: float = PRUNE_INTERVAL_SECONDS,
+    *,
+    leader: Leadership | None = None,
+) -> None:
+    """Every ``interval``, forever (a lifespan background task): forget this process's stale
+    in-memory entries, and delete expired sessions, tokens, events and old jobs.
+
+    The deletes run in one process only, the holder of the data dir's housekeeping lock: N
+    server processes would otherwise repeat the same deletes N times, each taking the
+    database's write lock. When the holder exits, the next process to try takes over.
+    """
+    leader = leader or Leadership(services.settings.data_dir / HOUSEKEEPING_LOCK)
+    try:
+        while True:
+            await asyncio.sleep(interval)
+            services.auth.forget_stale()
+            if not leader.acquire():
+                continue
+            try:
+                removed = await services.auth.prune()
+                jobs = await services.queue.prune(
+                    timedelta(days=services.settings.ingestion.job_retention_days)
+                )
+            except Exception:  # noqa: BLE001 - housekeeping must outlive a transient DB error
+                logger.exception("housekeeping failed")
+                continue
+            if removed or jobs:
+                logger.info("pruned expired rows", extra={"auth_rows": removed, "jobs": jobs})
+    finally:
+        leader.release()
 
 
 def build_workers(services: Services, concurrency: int) -> WorkerPool:

@@ -8,13 +8,17 @@ import shutil
 from pathlib import Path
 
 import httpx
+import numpy as np
 from typer.testing import CliRunner
 
 from ragd.app import create_app
 from ragd.cli import app as cli_app
 from ragd.container import open_services
+from ragd.index.base import read_applied_seq
 from ragd.index.manager import IndexManager
+from ragd.index.vectors import UsearchPartition
 from ragd.settings import Settings
+from ragd.stores.catalog import Change, IndexEntry
 from tests.conftest import TEST_SECRET
 from tests.ingestion.conftest import Tenant, ingest_settings, new_tenant, upload_text, wait_job
 
@@ -107,3 +111,97 @@ def test_cli_index_rejects_unknown_tenant(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2, result.output
     assert "no tenant" in result.output
+
+
+# -- several processes on one data dir ------------------------------------------------------
+
+
+class ChangeLog:
+    """The catalog's index-facing side (all the manager reads) over plain lists."""
+
+    def __init__(self, tenant_id: str) -> None:
+        self.tenant_id = tenant_id
+        self.changes: list[Change] = []
+        self.entries: dict[int, IndexEntry] = {}
+
+    def upsert(self, key: int, text: str) -> None:
+        vector = np.zeros(4, dtype=np.float32)
+        vector[key % 4] = 1.0
+        self.entries[key] = IndexEntry(key, f"doc-{key}", "coll", text, vector)
+        self.changes.append(Change(len(self.changes) + 1, "upsert", key))
+
+    async def changes_after(self, tenant_id: str, after: int, limit: int) -> list[Change]:
+        return [c for c in self.changes if c.seq > after][:limit]
+
+    async def index_entries(self, tenant_id: str, keys: list[int]) -> list[IndexEntry]:
+        return [self.entries[key] for key in keys if key in self.entries]
+
+    async def last_change(self, tenant_id: str) -> int:
+        return self.changes[-1].seq if self.changes else 0
+
+    async def tenants_with_changes(self) -> list[str]:
+        return [self.tenant_id]
+
+    async def chunk_keys(self, tenant_id: str, *, after: int, limit: int) -> list[int]:
+        return sorted(key for key in self.entries if key > after)[:limit]
+
+
+def _process(log: ChangeLog, root: Path) -> IndexManager:
+    """One server process's manager: vectors saved only at a checkpoint or on close."""
+    return IndexManager(  # type: ignore[arg-type]  # the fake is all the manager reads
+        log, root, vector_factory=lambda path: UsearchPartition(path, checkpoint_seconds=3600)
+    )
+
+
+async def test_a_process_behind_never_saves_its_older_vectors_over_a_newer_save(
+    tmp_path: Path,
+) -> None:
+    """Process A synced at change 2 and B at change 4; whatever order they save in (the
+    periodic checkpoint, then shutdown), the saved vectors stay at change 4."""
+    log = ChangeLog("tenant-a")
+    root = tmp_path / "indexes"
+    first, second = _process(log, root), _process(log, root)
+    log.upsert(1, "harbour cranes")
+    log.upsert(2, "glacier fjords")
+    assert await first.sync("tenant-a") == 2
+    log.upsert(3, "volcano basalt")
+    log.upsert(4, "desert dunes")
+    assert await second.sync("tenant-a") == 4
+    await second.flush()
+    await first.flush()  # a checkpoint of the process behind
+    vectors = root / "tenant-a" / "vectors"
+    assert read_applied_seq(vectors) == 4
+    second.close()
+    first.close()  # shutdown of the process behind
+    assert read_applied_seq(vectors) == 4
+    fresh = _process(log, root)
+    report = await fresh.verify("tenant-a")
+    assert report.ok, report
+    assert report.vector_applied == 4
+    fresh.close()
+
+
+async def test_a_checkpoint_after_another_processes_save_keeps_this_process_fresh(
+    tmp_path: Path,
+) -> None:
+    """A process whose unsaved vectors are newer than the saved ones still saves them, and
+    one that adopted another's newer save still finds everything."""
+    log = ChangeLog("tenant-a")
+    root = tmp_path / "indexes"
+    first, second = _process(log, root), _process(log, root)
+    log.upsert(1, "harbour cranes")
+    await first.sync("tenant-a")
+    await first.flush()
+    log.upsert(2, "glacier fjords")
+    await second.sync("tenant-a")
+    await first.flush()  # nothing newer here: B's later state is not overwritten
+    await second.flush()
+    assert read_applied_seq(root / "tenant-a" / "vectors") == 2
+    log.upsert(3, "volcano basalt")
+    await first.sync("tenant-a")
+    await first.flush()
+    assert read_applied_seq(root / "tenant-a" / "vectors") == 3
+    parts = await first.ensure_fresh("tenant-a")
+    assert parts.vectors.keys() == {1, 2, 3}
+    first.close()
+    second.close()

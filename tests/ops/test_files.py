@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from ragd.ops.files import FileChangeSignal, atomic_write, lock_file, read_json, write_json_atomic
+from ragd.ops.files import (
+    FileChangeSignal,
+    Leadership,
+    atomic_write,
+    lock_file,
+    locked,
+    read_json,
+    try_lock_file,
+    write_json_atomic,
+)
+from tests.waiting import HANG_TIMEOUT, settle
 
 
 def _try_lock(path: Path, operation: int) -> bool:
@@ -38,6 +51,86 @@ def test_shared_locks_coexist_and_exclude_writers(tmp_path: Path) -> None:
         assert _try_lock(path, fcntl.LOCK_SH)
         assert not _try_lock(path, fcntl.LOCK_EX)
     assert _try_lock(path, fcntl.LOCK_EX)
+
+
+def test_try_lock_gets_a_free_lock_and_never_waits_for_a_held_one(tmp_path: Path) -> None:
+    path = tmp_path / ".lock"
+    held = try_lock_file(path)
+    assert held is not None
+    with held:
+        assert try_lock_file(path) is None
+        assert not _try_lock(path, fcntl.LOCK_SH)
+    again = try_lock_file(path)
+    assert again is not None
+    with again:
+        pass
+
+
+async def test_locked_waits_for_the_holder_then_holds(tmp_path: Path) -> None:
+    path = tmp_path / "startup.lock"
+    inside = asyncio.Event()
+    order: list[str] = []
+
+    async def second() -> None:
+        await inside.wait()
+        async with locked(path):
+            order.append("second")
+            assert not _try_lock(path, fcntl.LOCK_EX)
+
+    waiter = asyncio.create_task(second())
+    async with locked(path):
+        inside.set()
+        await settle()
+        assert not waiter.done()  # it waits while the lock is held
+        order.append("first")
+    await asyncio.wait_for(waiter, HANG_TIMEOUT)
+    assert order == ["first", "second"]
+    assert _try_lock(path, fcntl.LOCK_EX)
+
+
+async def test_a_cancelled_wait_for_a_lock_leaves_nothing_held(tmp_path: Path) -> None:
+    path = tmp_path / "startup.lock"
+    with lock_file(path):
+        waiter = asyncio.create_task(locked(path).__aenter__())
+        await settle()
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+    assert _try_lock(path, fcntl.LOCK_EX)
+
+
+def test_one_leader_at_a_time_and_release_hands_over(tmp_path: Path) -> None:
+    path = tmp_path / "housekeeping.lock"
+    first, second = Leadership(path), Leadership(path)
+    assert first.acquire()
+    assert first.acquire()  # already held: still the leader
+    assert not second.acquire()
+    first.release()
+    assert second.acquire()
+    assert not first.acquire()
+    second.release()
+    second.release()  # releasing twice is harmless
+
+
+def test_a_dead_leaders_lock_goes_to_the_next_process_that_asks(tmp_path: Path) -> None:
+    path = tmp_path / "housekeeping.lock"
+    script = (
+        "import sys; from pathlib import Path; from ragd.ops.files import Leadership\n"
+        "leader = Leadership(Path(sys.argv[1])); assert leader.acquire()\n"
+        "print('leading', flush=True); sys.stdin.read()\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", script, str(path)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "leading\n"
+        here = Leadership(path)
+        assert not here.acquire()
+    finally:
+        holder.kill()
+        holder.wait(HANG_TIMEOUT)
+    assert here.acquire()  # the kernel dropped the dead holder's lock
+    here.release()
 
 
 def test_signal_fires_once_per_notification_of_another_process(tmp_path: Path) -> None:

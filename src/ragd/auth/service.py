@@ -359,10 +359,12 @@ class AuthService:
     # -- housekeeping ------------------------------------------------------------------------
 
     async def prune(self) -> int:
-        """Delete expired sessions/tokens/events and forget stale in-memory entries."""
-        now = utcnow()
-        removed = await self._store.prune_expired(now)
-        self._revocation.forget_expired(now)
+        """Delete expired sessions, tokens and events from the database (one process of those
+        sharing a data dir does it: see ``container.run_housekeeping``)."""
+        return await self._store.prune_expired(utcnow())
+
+    def forget_stale(self) -> None:
+        """Forget this process's in-memory entries that no longer matter (every process)."""
+        self._revocation.forget_expired(utcnow())
         self._account_limiter.prune()
         self._ip_limiter.prune()
-        return removed

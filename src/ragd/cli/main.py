@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
+import os
 import socket
 import sys
 import time
@@ -86,10 +88,20 @@ def version() -> None:
     typer.echo(f"ragd {__version__}")
 
 
+#: Exit status of ``ragd serve`` when it cannot start (uvicorn's own code for this).
+STARTUP_FAILED = 3
+LISTEN_BACKLOG = 2048
+MAX_SERVER_PROCESSES = 64
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address [default: 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="Port [default: 8000]")] = None,
+    workers: Annotated[int, typer.Option(
+        min=1, max=MAX_SERVER_PROCESSES,
+        help="Server processes sharing the address and the data dir (Linux; see the README "
+        "for what they share and what each holds on its own).")] = 1,
     data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -97,47 +109,161 @@ def serve(
 
     The address is taken before anything else, so a busy port fails at once, with nothing
     started or written. Exit status: 2 for invalid settings, 3 when the address cannot be
-    taken or the start fails.
+    taken or the start fails; with --workers above 1, 0 after SIGTERM/SIGINT stopped every
+    process cleanly and 1 when server processes kept dying (or had to be killed).
     """
-    from ragd.container import StartupMetrics
-
-    startup = StartupMetrics()
+    # With several processes, this one only supervises: it imports nothing heavy (each
+    # child measures its own start-up).
+    startup = _startup_metrics() if workers == 1 else None
     settings = _settings(config, host=host, port=port, data_dir=data_dir)
     sockets = _listen(settings.host, settings.port)
 
-    import uvicorn
-
-    from ragd.app import create_app
     from ragd.ops.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format, production=settings.is_production)
-    base = f"http://{settings.host}:{settings.port}"
+    try:
+        if workers == 1:
+            status = _serve_one(settings, sockets, startup)
+        else:
+            status = _serve_many(settings, sockets, workers)
+    finally:
+        for sock in sockets:
+            sock.close()
+    if status:
+        raise typer.Exit(status)
+
+
+def _startup_metrics() -> Any:
+    from ragd.container import StartupMetrics
+
+    return StartupMetrics()
+
+
+def _base_url(settings: Any) -> str:
+    return f"http://{settings.host}:{settings.port}"
+
+
+def _serve_one(settings: Any, sockets: list[socket.socket], startup: Any) -> int:
+    """The whole server in this process."""
 
     async def announce(services: Any) -> None:
-        created = None
-        if settings.should_bootstrap_admin:
-            created = await services.accounts.bootstrap_admin(services.settings.data_dir)
-        lines = [f"ragd {__version__} ({settings.env}) serving {base}  data dir: "
+        created = await _bootstrap_admin(services)
+        lines = [f"ragd {__version__} ({settings.env}) serving {_base_url(settings)}  data dir: "
                  f"{settings.data_dir.resolve()}"]
-        if created is not None:
-            lines += [
-                "First start: created a platform admin (saved in "
-                f"{created.path}, mode 0600):",
-                f"  email:    {created.email}",
-                f"  password: {created.password}",
-            ]
-        lines += [
-            "Log in:",
-            f"  curl -s -X POST {base}/api/v1/auth/login -H 'content-type: application/json' \\",
-            "       -d '{\"email\": \"<email>\", \"password\": \"<password>\"}'",
-        ]
-        if settings.registration_open:
-            lines.append(f"  or create your own tenant: POST {base}/api/v1/auth/register")
-        if settings.serves_api_docs:
-            lines.append(f"API docs: {base}/docs")
+        lines += _credential_lines(created) + _login_lines(settings)
         print("\n".join(lines), file=sys.stderr, flush=True)
 
-    application = create_app(settings, startup=startup, on_startup=announce)
+    return _run_server(settings, sockets, startup, announce)
+
+
+def _serve_many(settings: Any, sockets: list[socket.socket], workers: int) -> int:
+    """``workers`` forked server processes on the sockets bound here (see ragd.ops.supervisor).
+
+    What must happen once is done here or under the data dir's start-up lock: the data dir
+    and the development JWT secret are created before forking (N processes generating their
+    own secret would refuse each other's tokens); migrations and the first admin run under
+    the lock in whichever child comes first. Only slot 0 runs the ingestion workers, so their
+    number (and the memory parsing and embedding take) does not grow with N.
+    """
+    from ragd.ops.supervisor import Supervisor
+    from ragd.settings import with_runtime_secret
+
+    try:
+        settings = with_runtime_secret(settings)
+    except RagdError as exc:
+        _fail(exc.message, STARTUP_FAILED)
+    except OSError as exc:
+        _fail(f"cannot prepare the data dir {settings.data_dir}: {exc.strerror or exc}",
+              STARTUP_FAILED)
+    ingestion_workers = settings.ingestion.workers
+    quiet = settings.model_copy(
+        update={"ingestion": settings.ingestion.model_copy(update={"workers": 0})}
+    )
+
+    def child(slot: int, ready: Callable[[], None]) -> int:
+        async def announce(services: Any) -> None:
+            created = await _bootstrap_admin(services)
+            if created is not None:
+                print("\n".join(_credential_lines(created)), file=sys.stderr, flush=True)
+            ready()
+
+        return _run_server(settings if slot == 0 else quiet, sockets, _startup_metrics(),
+                           announce)
+
+    def on_ready(pids: list[int]) -> None:
+        memory = settings.memory
+        lines = [
+            f"ragd {__version__} ({settings.env}) serving {_base_url(settings)} with {workers} "
+            f"processes (pids {', '.join(map(str, pids))})  data dir: "
+            f"{settings.data_dir.resolve()}",
+            f"  each process: memory soft limit {memory.soft_limit_mb:.0f} MB, emergency "
+            f"{memory.emergency_limit_mb:.0f} MB (RAGD_MEMORY__*); ingestion workers: "
+            f"{ingestion_workers} in the first process only",
+        ]
+        total_mb = _physical_memory_mb()
+        if total_mb and workers * memory.emergency_limit_mb > total_mb:
+            lines.append(
+                f"  warning: {workers} x {memory.emergency_limit_mb:.0f} MB exceeds this "
+                f"machine's {total_mb:.0f} MB; lower RAGD_MEMORY__SOFT_LIMIT_MB and "
+                "RAGD_MEMORY__EMERGENCY_LIMIT_MB or --workers")
+        print("\n".join(lines + _login_lines(settings)), file=sys.stderr, flush=True)
+
+    return Supervisor(child, workers, on_ready=on_ready).run()
+
+
+def _physical_memory_mb() -> float | None:
+    try:
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return None
+    return pages * size / 2**20
+
+
+async def _bootstrap_admin(services: Any) -> Any:
+    """The first platform admin on an empty database (once, whichever process comes first)."""
+    from ragd.container import startup_lock
+
+    if not services.settings.should_bootstrap_admin:
+        return None
+    async with startup_lock(services.settings):
+        return await services.accounts.bootstrap_admin(services.settings.data_dir)
+
+
+def _credential_lines(created: Any) -> list[str]:
+    if created is None:
+        return []
+    return [
+        f"First start: created a platform admin (saved in {created.path}, mode 0600):",
+        f"  email:    {created.email}",
+        f"  password: {created.password}",
+    ]
+
+
+def _login_lines(settings: Any) -> list[str]:
+    base = _base_url(settings)
+    lines = [
+        "Log in:",
+        f"  curl -s -X POST {base}/api/v1/auth/login -H 'content-type: application/json' \\",
+        "       -d '{\"email\": \"<email>\", \"password\": \"<password>\"}'",
+    ]
+    if settings.registration_open:
+        lines.append(f"  or create your own tenant: POST {base}/api/v1/auth/register")
+    if settings.serves_api_docs:
+        lines.append(f"API docs: {base}/docs")
+    return lines
+
+
+def _run_server(
+    settings: Any, sockets: list[socket.socket], startup: Any,
+    on_startup: Callable[[Any], Awaitable[None]],
+) -> int:
+    """Serve the app on ``sockets`` until a stop signal; 0, or STARTUP_FAILED when the
+    application's start-up failed (uvicorn logged why)."""
+    import uvicorn
+
+    from ragd.app import create_app
+
+    application = create_app(settings, startup=startup, on_startup=on_startup)
     server = uvicorn.Server(uvicorn.Config(
         application,
         host=settings.host,
@@ -148,20 +274,9 @@ def serve(
         timeout_keep_alive=5,
         timeout_graceful_shutdown=10,
     ))
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.run(sockets=sockets)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for sock in sockets:
-            sock.close()
-    if not server.started:  # the lifespan failed (uvicorn logged why)
-        raise typer.Exit(STARTUP_FAILED)
-
-
-#: Exit status of ``ragd serve`` when it cannot start (uvicorn's own code for this).
-STARTUP_FAILED = 3
-LISTEN_BACKLOG = 2048
+    return 0 if server.started else STARTUP_FAILED
 
 
 def _listen(host: str, port: int) -> list[socket.socket]:

@@ -269,7 +269,14 @@ class IndexManager:
     def _flush_locked(self, tenant_id: str, parts: Partitions) -> None:
         with self._file_lock(tenant_id):
             parts.lexical.flush()
-            parts.vectors.flush()
+            # Another process on the data dir may have saved as much or more since this one
+            # last synced: adopt that save rather than write an older state over it (which
+            # also leaves close() nothing older to save).
+            saved = read_applied_seq(self._tenant_dir(tenant_id) / "vectors")
+            if saved >= parts.vectors.applied_seq:
+                parts.vectors.refresh()
+            else:
+                parts.vectors.flush()
 
     def memory_bytes(self) -> int:
         return sum(

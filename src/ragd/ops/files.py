@@ -12,30 +12,36 @@ preparation; it knows nothing about any of them.
   fsyncs the directory: readers see the old or the new file, never a partial one, and the new
   one survives a crash once the call returns.
 * A **lock** is an ``flock`` on a lock file: exclusive for writers, shared for readers; it is
-  released when its descriptor closes, so a process that dies releases it too.
+  released when its descriptor closes, so a process that dies releases it too. Taken
+  without waiting, it elects a **leader**: the one process (of ``ragd serve --workers N``,
+  say) that does work one process is enough for, replaced by another when it dies.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 __all__ = [
     "ChangeSignal",
     "FileChangeSignal",
+    "Leadership",
     "atomic_write",
     "directory_bytes",
     "file_signature",
     "fsync",
     "lock_file",
+    "locked",
     "read_json",
     "tmp_path_for",
+    "try_lock_file",
     "write_json_atomic",
 ]
 
@@ -158,15 +164,74 @@ def directory_bytes(directory: Path) -> int:
 
 # -- locks --------------------------------------------------------------------------------
 
+#: How often :func:`locked` tries again. Polling, rather than a blocking ``flock`` in a
+#: thread, keeps a cancelled wait clean: no thread stays blocked on a descriptor being closed.
+LOCK_RETRY_SECONDS = 0.05
+
 
 def lock_file(path: Path, *, shared: bool = False) -> contextlib.AbstractContextManager[None]:
     """Take an ``flock`` on ``path`` (created ``0600`` if missing), blocking until it is
     granted: exclusive, or ``shared`` with other shared holders. The lock is held on return
     (so a caller can take it in a worker thread); leaving the returned context releases it.
     """
+    return _flock(path, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+
+
+def try_lock_file(path: Path) -> contextlib.AbstractContextManager[None] | None:
+    """:func:`lock_file` (exclusive) without waiting: the held lock, or None when another
+    holder has it."""
+    try:
+        return _flock(path, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return None
+
+
+@contextlib.asynccontextmanager
+async def locked(path: Path) -> AsyncIterator[None]:
+    """Hold an exclusive lock on ``path`` for the block, waiting (on the event loop) for any
+    other holder to let go first."""
+    while (held := try_lock_file(path)) is None:  # noqa: ASYNC110 - no event: another process
+        await asyncio.sleep(LOCK_RETRY_SECONDS)
+    with held:
+        yield
+
+
+class Leadership:
+    """One holder among the processes sharing a data dir.
+
+    The first process whose :meth:`acquire` finds the lock on ``path`` free holds it until it
+    exits (or calls :meth:`release`); the others get False and may ask again later, so one of
+    them takes over once the holder is gone (the kernel drops a dead holder's lock).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._held: contextlib.AbstractContextManager[None] | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._held is not None
+
+    def acquire(self) -> bool:
+        """True when this process holds the lock (now or already); never waits."""
+        if self._held is None:
+            held = try_lock_file(self._path)
+            if held is None:
+                return False
+            held.__enter__()
+            self._held = held
+        return True
+
+    def release(self) -> None:
+        if self._held is not None:
+            held, self._held = self._held, None
+            held.__exit__(None, None, None)
+
+
+def _flock(path: Path, operation: int) -> contextlib.AbstractContextManager[None]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        fcntl.flock(fd, operation)
     except BaseException:
         os.close(fd)
         raise

@@ -8,6 +8,7 @@ report (paths kept from the backend ragd replaces), plus ``/metrics`` for Promet
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
@@ -95,6 +96,10 @@ class HealthOut(BaseModel):
     checks: list[Check]
     version: str | None = None
     uptime_seconds: float | None = None
+    pid: int | None = Field(
+        default=None, description="The server process that answered (`ragd serve --workers N` "
+        "runs N of them; the figures are that process's own)."
+    )
     llm_providers: list[dict[str, Any]] | None = Field(
         default=None, description="The LLM provider chain: name, type, status."
     )
@@ -238,7 +243,7 @@ async def health(services: Annotated[Services, Depends(get_services)],
     providers = [{"name": p.name, "type": p.type, "status": p.status}
                  for p in _llm_providers(services)]
     return HealthOut(status=overall, version=__version__, uptime_seconds=_uptime(services),
-                     checks=checks, llm_providers=providers)
+                     pid=os.getpid(), checks=checks, llm_providers=providers)
 
 
 @router.get("/memory")
