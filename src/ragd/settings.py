@@ -290,6 +290,13 @@ class IngestionSettings(SettingsGroup):
     keywords_enabled: bool = True
     keywords_top_n: int = Field(default=5, ge=1, le=50)
     embed_batch: int = Field(default=64, ge=1, le=4096)
+    commit_batch_chunks: int = Field(
+        default=1000, ge=1, le=100_000,
+        description=(
+            "A document version of more chunks is written in batches of this many (each a "
+            "short transaction) before one transaction makes it searchable."
+        ),
+    )
     max_attempts: int = Field(default=3, ge=1, le=100)
     lease_seconds: float = Field(default=60.0, ge=1, le=3600)
     poll_interval_seconds: float = Field(default=1.0, gt=0, le=60)

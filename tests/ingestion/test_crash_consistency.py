@@ -57,6 +57,8 @@ STARTUP_KILL_EVERY = 5
 STARTUP_DELAY = (0.1, 1.5)
 #: A mid-job kill: this long after the worker was first seen holding a job.
 MID_JOB_DELAY = (0.0, 3.0)
+#: Chunks per staged batch of a large version in the killed workers (the default is 1000).
+COMMIT_BATCH = 3
 #: How long a mid-job worker runs between two checks made with it frozen.
 PROBE_SECONDS = 0.05
 #: Enough that a job killed at every attempt of the scenario (one per kill at most, then the
@@ -166,6 +168,9 @@ def _env(model_cache: Path, **extra: str) -> dict[str, str]:
         RAGD_INGESTION__POLL_INTERVAL_SECONDS="0.1",
         RAGD_INGESTION__MAX_ATTEMPTS=str(MAX_ATTEMPTS), PYTHONUNBUFFERED="1",
         RAGD_INGESTION__KEYWORDS_ENABLED=str(KEYWORDS).lower(),
+        # Versions of more than 3 chunks (most of these) are staged in batches before they
+        # are activated, so kills also land between batches.
+        RAGD_INGESTION__COMMIT_BATCH_CHUNKS=str(COMMIT_BATCH),
     )
     env.update(extra)
     return env

@@ -33,7 +33,8 @@ __all__ = [
 ]
 
 IDENTITY_STORES: Mapping[str, Callable[[Database], IdentityStore]] = {SQLITE: SqlIdentityStore}
-CATALOGS: Mapping[str, Callable[[Database], Catalog]] = {SQLITE: SqlCatalog}
+#: Each takes the database and ``commit_batch`` (chunks per staged batch of a large version).
+CATALOGS: Mapping[str, Callable[..., Catalog]] = {SQLITE: SqlCatalog}
 CONVERSATIONS: Mapping[str, Callable[[Database], Conversations]] = {SQLITE: SqlConversations}
 #: The job finalisers each catalog needs from the queue (run in the transaction that ends an
 #: ingestion job as failed or cancelled, so its document never looks "in progress").
@@ -47,7 +48,9 @@ def build_identity_store(settings: Settings, db: Database) -> IdentityStore:
 
 def build_catalog(settings: Settings, db: Database) -> Catalog:
     """Collections, documents, versions, chunks and the index change log."""
-    return choose(settings.database_url, CATALOGS, "catalog")(db)
+    return choose(settings.database_url, CATALOGS, "catalog")(
+        db, commit_batch=settings.ingestion.commit_batch_chunks
+    )
 
 
 def build_conversations(settings: Settings, db: Database) -> Conversations:

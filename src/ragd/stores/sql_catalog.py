@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ragd.db.cursor import encode_cursor, newest_first
+from ragd.db.engine import Database
 from ragd.db.tables import (
     ChunkRow,
     CollectionRow,
@@ -55,9 +56,9 @@ from ragd.stores.catalog import (
     Upload,
 )
 from ragd.stores.metadata import check_metadata
-from ragd.stores.sql_changes import SqlChangeLog, np_vector, remove_chunks
+from ragd.stores.sql_changes import SqlChangeLog, active_chunks, np_vector, remove_chunks
 from ragd.stores.sql_reader import SqlChunkReader
-from ragd.stores.sql_versions import SqlVersions, finalise_ingest_job
+from ragd.stores.sql_versions import COMMIT_BATCH, SqlVersions, finalise_ingest_job
 
 
 def _name_key(name: str) -> str:
@@ -67,7 +68,15 @@ def _name_key(name: str) -> str:
 class SqlCatalog(SqlVersions, SqlChangeLog, SqlChunkReader):
     """The SQL catalog: collections and documents here, the version-commit protocol, the
     change log and the search reads from its parts. All writes run in
-    ``Database.transaction()`` (``BEGIN IMMEDIATE``). Built as ``SqlCatalog(db)``."""
+    ``Database.transaction()`` (``BEGIN IMMEDIATE``). Built as ``SqlCatalog(db)``; a version
+    of more than ``commit_batch`` chunks is staged in batches of that many before it is
+    activated."""
+
+    def __init__(self, db: Database, *, commit_batch: int = COMMIT_BATCH) -> None:
+        super().__init__(db)
+        if commit_batch < 1:
+            raise ValueError("commit_batch must be at least 1")
+        self.commit_batch = commit_batch
 
     # -- collections -----------------------------------------------------------------------
 
@@ -390,6 +399,7 @@ class SqlCatalog(SqlVersions, SqlChangeLog, SqlChunkReader):
                         ChunkRow.tenant_id == tenant_id,
                         ChunkRow.document_id == document_id,
                         ChunkRow.ordinal > after,
+                        active_chunks(),
                     )
                     .order_by(ChunkRow.ordinal)
                     .limit(limit)

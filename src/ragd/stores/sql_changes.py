@@ -1,11 +1,13 @@
 """:class:`~ragd.stores.catalog.ChangeLog` over SQLAlchemy: the index change log.
 
-Both sides of the log live here. The writers (:func:`add_chunks`, :func:`remove_chunks`) are
-the only code that inserts or deletes chunk rows, and each appends the matching
-``index_changes`` rows in the caller's transaction, after taking the log's append turn (see
-:mod:`ragd.db.sequence`), so a chunk never changes without its change being logged and seq
-order is commit order. The readers (:class:`SqlChangeLog`) are what the derived indexes
-replay.
+Both sides of the log live here. The writers (:func:`add_chunks`, :func:`remove_chunks`, and
+for a large version :func:`stage_chunks` then :func:`log_upserts`) are the only code that
+inserts or deletes chunk rows, and the rows of an active version are always logged in the
+transaction that makes them active, after taking the log's append turn (see
+:mod:`ragd.db.sequence`), so seq order is commit order. Invariant: a chunk row is in the log
+(and so in the indexes) exactly when its version is its document's active version; staged
+rows of a version still being written are read by nothing. The readers
+(:class:`SqlChangeLog`) are what the derived indexes replay.
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ragd.db.sequence import INDEX_CHANGES, take_append_turn
-from ragd.db.tables import ChunkRow, IndexChangeRow, utcnow
+from ragd.db.tables import ChunkRow, DocumentRow, IndexChangeRow, utcnow
 from ragd.stores._sql_rows import SqlPart, dumps
 from ragd.stores.catalog import Change, IndexEntry, NewChunk, embed_text
 
-__all__ = ["SqlChangeLog", "add_chunks", "np_vector", "remove_chunks"]
+__all__ = [
+    "SqlChangeLog", "active_chunks", "add_chunks", "log_upserts", "np_vector", "remove_chunks",
+    "stage_chunks", "staged_chunks",
+]
 
 
 class SqlChangeLog(SqlPart):
@@ -81,7 +86,8 @@ class SqlChangeLog(SqlPart):
                 (
                     await s.scalars(
                         select(ChunkRow.key)
-                        .where(ChunkRow.tenant_id == tenant_id, ChunkRow.key > after)
+                        .where(ChunkRow.tenant_id == tenant_id, ChunkRow.key > after,
+                               active_chunks())
                         .order_by(ChunkRow.key)
                         .limit(limit)
                     )
@@ -100,7 +106,19 @@ async def add_chunks(
     row the document then has."""
     if not chunks:
         return
-    await take_append_turn(s, INDEX_CHANGES, tenant_id)
+    await stage_chunks(s, tenant_id, collection_id, document_id, version, chunks, now)
+    await log_upserts(s, tenant_id, document_id, now)
+
+
+async def stage_chunks(
+    s: AsyncSession, tenant_id: str, collection_id: str, document_id: str, version: int,
+    chunks: Sequence[NewChunk], now: datetime,
+) -> None:
+    """Insert chunk rows without logging them. Only for a version that is not active yet:
+    such rows are invisible (no index has them, and the catalog's chunk reads take the active
+    version only) until :func:`log_upserts` runs in the transaction that activates it."""
+    if not chunks:
+        return
     await s.execute(
         insert(ChunkRow),
         [
@@ -117,13 +135,41 @@ async def add_chunks(
             for chunk in chunks
         ],
     )
+
+
+async def log_upserts(s: AsyncSession, tenant_id: str, document_id: str, now: datetime) -> int:
+    """Log an ``upsert`` for every chunk row the document has; how many."""
     keys = (await s.scalars(select(ChunkRow.key).where(ChunkRow.document_id == document_id))).all()
+    if not keys:
+        return 0
+    await take_append_turn(s, INDEX_CHANGES, tenant_id)
     await s.execute(
         insert(IndexChangeRow),
         [
             {"tenant_id": tenant_id, "op": "upsert", "chunk_key": key, "created_at": now}
             for key in keys
         ],
+    )
+    return len(keys)
+
+
+def active_chunks() -> Any:
+    """The condition that keeps chunk rows of their document's active version (staged rows
+    of a version still being written are not part of the catalog yet)."""
+    return ChunkRow.version == _active_version()
+
+
+def staged_chunks() -> Any:
+    """Chunk rows of any other version than their document's active one (also when the
+    document has none yet): staged, never logged."""
+    return ChunkRow.version.is_distinct_from(_active_version())
+
+
+def _active_version() -> Any:
+    return (
+        select(DocumentRow.active_version)
+        .where(DocumentRow.id == ChunkRow.document_id)
+        .scalar_subquery()
     )
 
 
