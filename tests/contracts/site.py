@@ -1,0 +1,99 @@
+"""One deployment on a fresh database, with every store family built as the app builds it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from ragd.db.engine import Database
+from ragd.db.sequence import INDEX_CHANGES
+from ragd.db.tables import utcnow
+from ragd.index.base import SearchBackend
+from ragd.index.factory import build_search_backend
+from ragd.jobs.factory import ManagedJobQueue
+from ragd.ops.files import ChangeSignal
+from ragd.ops.signals import build_change_signal
+from ragd.settings import Settings
+from ragd.stores.base import IdentityStore
+from ragd.stores.catalog import Catalog
+from ragd.stores.conversations import Conversations
+from ragd.stores.factory import (
+    build_catalog,
+    build_conversations,
+    build_identity_store,
+    catalog_finalisers,
+)
+from tests.conftest import make_settings
+from tests.contracts.backends import Backend
+
+__all__ = ["Site", "open_site"]
+
+
+@dataclass
+class Site:
+    """A data dir and a database of one backend, seen from one process (one engine).
+
+    :meth:`another_process` is the same deployment seen from a second process: another engine
+    on the same database, the same data dir, stores of its own.
+    """
+
+    backend: Backend
+    settings: Settings
+    db: Database
+    _processes: list[Site] = field(default_factory=list)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.data_dir
+
+    def identity(self) -> IdentityStore:
+        return build_identity_store(self.settings, self.db)
+
+    def catalog(self) -> Catalog:
+        return build_catalog(self.settings, self.db)
+
+    def conversations(self) -> Conversations:
+        return build_conversations(self.settings, self.db)
+
+    def queue(
+        self, *, clock: Callable[[], datetime] = utcnow, lease_seconds: float = 30
+    ) -> ManagedJobQueue:
+        """The job queue, with the catalog's finalisers, reading time from ``clock``."""
+        return self.backend.queue(
+            self.db, lease_seconds=lease_seconds, clock=clock,
+            finalisers=catalog_finalisers(self.settings),
+        )
+
+    def signal(self, channel: str) -> ChangeSignal:
+        return build_change_signal(self.settings, channel)
+
+    def search(self, catalog: Catalog | None = None) -> SearchBackend:
+        """The search backend over ``catalog`` (default: a catalog of this process)."""
+        return build_search_backend(
+            self.settings, catalog or self.catalog(), self.signal(INDEX_CHANGES)
+        )
+
+    def another_process(self) -> Site:
+        other = Site(self.backend, self.settings, _engine(self.settings))
+        self._processes.append(other)
+        return other
+
+    async def close(self) -> None:
+        for other in self._processes:
+            await other.db.dispose()
+        await self.db.dispose()
+
+
+async def open_site(backend: Backend, data_dir: Path) -> Site:
+    """A new deployment of ``backend``: ``data_dir`` and a fresh database."""
+    await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
+    url = await backend.fresh_url(data_dir)
+    settings = make_settings(data_dir, database={"url": url})
+    return Site(backend, settings, _engine(settings))
+
+
+def _engine(settings: Settings) -> Database:
+    return Database(settings.database_url, busy_timeout_ms=settings.database.busy_timeout_ms)
