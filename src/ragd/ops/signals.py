@@ -32,7 +32,11 @@ MARKERS: Mapping[str, Path] = {
 
 
 def _marker_file(settings: Settings, channel: str) -> ChangeSignal:
-    return FileChangeSignal(settings.data_dir / MARKERS[channel])
+    marker = settings.data_dir / MARKERS[channel]
+    # A notification replaces the marker through a sibling file: its directory must exist
+    # even in a process that has not opened the search indexes (which create indexes/).
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    return FileChangeSignal(marker)
 
 
 SIGNALS: Mapping[str, Callable[[Settings, str], ChangeSignal]] = {SQLITE: _marker_file}
