@@ -87,11 +87,18 @@ class Site:
         await self.db.dispose()
 
 
+#: Versions of more chunks than this are staged in batches: small, so that the contract runs
+#: both ways of committing a version (one transaction, and staged batches then activation).
+COMMIT_BATCH = 2
+
+
 async def open_site(backend: Backend, data_dir: Path) -> Site:
     """A new deployment of ``backend``: ``data_dir`` and a fresh database."""
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     url = await backend.fresh_url(data_dir)
-    settings = make_settings(data_dir, database={"url": url})
+    settings = make_settings(
+        data_dir, database={"url": url}, ingestion={"commit_batch_chunks": COMMIT_BATCH}
+    )
     return Site(backend, settings, _engine(settings))
 
 
