@@ -1,8 +1,16 @@
 """``Annotated`` dependencies, each building on the previous one.
 
-``ServicesDep`` -> ``AuthServiceDep``/``AccountServiceDep`` -> ``CurrentPrincipal`` ->
-``TenantAdmin`` / ``PlatformAdmin``. Routes declare what they need; tests swap pieces with
-``app.dependency_overrides``.
+Routes declare the one thing they need, never the whole container: ``get_services`` (the
+container in the app state) is read here only, by the narrow dependencies below.
+
+* services: ``SettingsDep``, ``DatabaseDep``, ``CatalogDep``, ``QueueDep``, ``IngestionDep``,
+  ``SearchDep``, ``AnswersDep``, ``ConversationsDep``, ``RuntimeDep``, ``LlmRouterDep``,
+  ``MemoryDep``, ``MetricsDep``, ``StartupDep``;
+* identity: ``AuthServiceDep``/``AccountServiceDep`` -> ``CurrentPrincipal`` ->
+  ``TenantAdmin`` / ``PlatformAdmin``.
+
+Tests swap pieces with ``app.dependency_overrides``: one narrow dependency, or the whole
+container through ``get_services``.
 """
 
 from __future__ import annotations
@@ -15,11 +23,20 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from ragd.auth.accounts import AccountService
 from ragd.auth.principal import Principal
 from ragd.auth.service import AuthService
-from ragd.container import Services
+from ragd.container import Services, StartupMetrics
+from ragd.db.engine import Database
 from ragd.errors import AuthenticationFailed, PermissionDenied
+from ragd.generation.answer import AnswerService
+from ragd.generation.router import Router
 from ragd.ingestion.service import IngestionService
+from ragd.jobs.queue import JobQueue
+from ragd.models.runtime import ModelRuntime
+from ragd.ops.memory import MemoryManager
+from ragd.ops.metrics import Metrics
+from ragd.retrieval.search import SearchService
 from ragd.settings import Settings
 from ragd.stores.catalog import Catalog
+from ragd.stores.conversations import Conversations
 
 MAX_CREDENTIAL_CHARS = 4096
 
@@ -41,32 +58,82 @@ async def get_services(request: Request) -> Services:
     return services
 
 
-ServicesDep = Annotated[Services, Depends(get_services)]
+_ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-async def get_settings(services: ServicesDep) -> Settings:
+async def get_settings(services: _ServicesDep) -> Settings:
     return services.settings
 
 
-async def get_auth_service(services: ServicesDep) -> AuthService:
-    return services.auth
+async def get_database(services: _ServicesDep) -> Database:
+    return services.db
 
 
-async def get_account_service(services: ServicesDep) -> AccountService:
-    return services.accounts
-
-
-async def get_ingestion(services: ServicesDep) -> IngestionService:
-    return services.ingestion
-
-
-async def get_catalog(services: ServicesDep) -> Catalog:
+async def get_catalog(services: _ServicesDep) -> Catalog:
     return services.catalog
 
 
+async def get_queue(services: _ServicesDep) -> JobQueue:
+    return services.queue
+
+
+async def get_ingestion(services: _ServicesDep) -> IngestionService:
+    return services.ingestion
+
+
+async def get_search(services: _ServicesDep) -> SearchService:
+    return services.search
+
+
+async def get_answers(services: _ServicesDep) -> AnswerService:
+    return services.answers
+
+
+async def get_conversations(services: _ServicesDep) -> Conversations:
+    return services.conversations
+
+
+async def get_runtime(services: _ServicesDep) -> ModelRuntime:
+    return services.runtime
+
+
+async def get_llm_router(services: _ServicesDep) -> Router:
+    return services.router
+
+
+async def get_memory(services: _ServicesDep) -> MemoryManager:
+    return services.memory
+
+
+async def get_metrics(services: _ServicesDep) -> Metrics:
+    return services.metrics
+
+
+async def get_startup(services: _ServicesDep) -> StartupMetrics:
+    return services.startup
+
+
+async def get_auth_service(services: _ServicesDep) -> AuthService:
+    return services.auth
+
+
+async def get_account_service(services: _ServicesDep) -> AccountService:
+    return services.accounts
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-IngestionDep = Annotated[IngestionService, Depends(get_ingestion)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
+QueueDep = Annotated[JobQueue, Depends(get_queue)]
+IngestionDep = Annotated[IngestionService, Depends(get_ingestion)]
+SearchDep = Annotated[SearchService, Depends(get_search)]
+AnswersDep = Annotated[AnswerService, Depends(get_answers)]
+ConversationsDep = Annotated[Conversations, Depends(get_conversations)]
+RuntimeDep = Annotated[ModelRuntime, Depends(get_runtime)]
+LlmRouterDep = Annotated[Router, Depends(get_llm_router)]
+MemoryDep = Annotated[MemoryManager, Depends(get_memory)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+StartupDep = Annotated[StartupMetrics, Depends(get_startup)]
 AuthServiceDep = Annotated[AuthService, Depends(get_auth_service)]
 AccountServiceDep = Annotated[AccountService, Depends(get_account_service)]
 
@@ -76,7 +143,8 @@ ApiKeyCredential = Annotated[str | None, Depends(_api_key_header)]
 
 
 async def get_principal(
-    services: ServicesDep, bearer: BearerCredential, api_key: ApiKeyCredential
+    auth: AuthServiceDep, metrics: MetricsDep, bearer: BearerCredential,
+    api_key: ApiKeyCredential,
 ) -> Principal:
     """Authenticate ``Authorization: Bearer <JWT or API key>`` or ``X-API-Key: <key>``."""
     credential = bearer or api_key
@@ -84,8 +152,8 @@ async def get_principal(
         raise AuthenticationFailed(reason="missing")
     if len(credential) > MAX_CREDENTIAL_CHARS:
         raise AuthenticationFailed(reason="oversized")
-    principal = await services.auth.authenticate(credential)
-    services.metrics.auth_success(principal.method)
+    principal = await auth.authenticate(credential)
+    metrics.auth_success(principal.method)
     return principal
 
 

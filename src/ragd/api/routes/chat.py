@@ -6,42 +6,29 @@ import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, StringConstraints
 
-from ragd.api.deps import CurrentPrincipal, ServicesDep
+from ragd.api.deps import AnswersDep, ConversationsDep, CurrentPrincipal
 from ragd.api.errors import ERROR_RESPONSES
 from ragd.api.fields import Filters, Identifier, Input, NonBlank, SingleLine, WholeNumber
 from ragd.api.routing import ApiRoute
 from ragd.errors import NotFound
 from ragd.generation.answer import (
     Answer,
-    AnswerService,
     ChatEvent,
     ChatInput,
     attempt_dict,
     citation_dict,
 )
-from ragd.stores.conversations import Conversation, Conversations
+from ragd.stores.conversations import Conversation
 
 router = APIRouter(tags=["chat"], responses=ERROR_RESPONSES, route_class=ApiRoute)
 
 ProviderName = Annotated[str, StringConstraints(min_length=1, max_length=64), *SingleLine]
 #: Server-sent events must reach the client as they are produced.
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-async def get_answers(services: ServicesDep) -> AnswerService:
-    return services.answers
-
-
-async def get_conversations(services: ServicesDep) -> Conversations:
-    return services.conversations
-
-
-AnswersDep = Annotated[AnswerService, Depends(get_answers)]
-ConversationsDep = Annotated[Conversations, Depends(get_conversations)]
 
 
 class ChatIn(Input):

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from ragd.api.deps import ServicesDep
+from ragd.api.deps import DatabaseDep
 from ragd.api.errors import error_response
 from ragd.api.routing import ApiRoute
 from ragd.db import migrate
@@ -24,10 +24,10 @@ async def live() -> dict[str, str]:
 
 
 @router.get("/ready", response_model=None)
-async def ready(services: ServicesDep) -> dict[str, Any] | JSONResponse:
+async def ready(db: DatabaseDep) -> dict[str, Any] | JSONResponse:
     """The database answers and its schema is at the revision this build expects."""
     try:
-        revision = await migrate.current_revision(services.db)
+        revision = await migrate.current_revision(db)
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
         logger.warning("readiness: database unreachable", extra={"error": type(exc).__name__})
         revision = None

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from ragd.api.deps import CurrentPrincipal, IngestionDep
+from ragd.api.deps import CurrentPrincipal, IngestionDep, QueueDep
 from ragd.api.errors import ERROR_RESPONSES
 from ragd.api.payloads import JobOut, JobPage
 from ragd.api.routing import ApiRoute
@@ -21,20 +21,20 @@ JobId = Annotated[str, Path(min_length=1, max_length=64)]
 @router.get("")
 async def list_jobs(
     principal: CurrentPrincipal,
-    ingestion: IngestionDep,
+    queue: QueueDep,
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> JobPage:
-    page = await ingestion.queue.list(
+    page = await queue.list(
         principal.tenant_id, status=status, limit=limit, cursor=cursor
     )
     return JobPage(items=[JobOut.of(job) for job in page.items], next_cursor=page.next_cursor)
 
 
 @router.get("/{job_id}")
-async def get_job(job_id: JobId, principal: CurrentPrincipal, ingestion: IngestionDep) -> JobOut:
-    job = await ingestion.queue.get(principal.tenant_id, job_id)
+async def get_job(job_id: JobId, principal: CurrentPrincipal, queue: QueueDep) -> JobOut:
+    job = await queue.get(principal.tenant_id, job_id)
     if job is None:
         raise NotFound("job not found", code="job_not_found")
     return JobOut.of(job)

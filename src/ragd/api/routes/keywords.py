@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter
 from pydantic import BaseModel, Field, StringConstraints
 
-from ragd.api.deps import CurrentPrincipal, ServicesDep
+from ragd.api.deps import CurrentPrincipal, RuntimeDep, SettingsDep
 from ragd.api.errors import ERROR_RESPONSES
 from ragd.api.fields import Input, NonBlank, WholeNumber
 from ragd.api.routing import ApiRoute
@@ -33,17 +33,17 @@ class KeywordsOut(BaseModel):
 
 @router.post("/keywords")
 async def keywords(
-    body: KeywordsIn, principal: CurrentPrincipal, services: ServicesDep
+    body: KeywordsIn, principal: CurrentPrincipal, settings: SettingsDep, runtime: RuntimeDep
 ) -> KeywordsOut:
     """Top phrases (1-2 words by default) ranked by similarity to the text, diversified
     with MMR. The first call loads the embedder."""
-    limit = services.settings.models.keywords_max_chars
+    limit = settings.models.keywords_max_chars
     if len(body.text) > limit:
         raise InvalidInput(f"text exceeds {limit} characters", code="text_too_long")
     if not body.text.strip():
         raise InvalidInput("text must not be blank", code="empty_text")
-    found = await services.runtime.keywords(body.text, top_n=body.top_n)
+    found = await runtime.keywords(body.text, top_n=body.top_n)
     return KeywordsOut(
         keywords=[KeywordOut(keyword=k.keyword, score=round(float(k.score), 6)) for k in found],
-        model=services.runtime.embedder_name,
+        model=runtime.embedder_name,
     )

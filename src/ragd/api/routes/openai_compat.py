@@ -24,18 +24,19 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from pydantic import ConfigDict, Field, StringConstraints
 
-from ragd.api.deps import CurrentPrincipal, ServicesDep
+from ragd.api.deps import AnswersDep, CatalogDep, CurrentPrincipal, RuntimeDep
 from ragd.api.errors import ERROR_RESPONSES
 from ragd.api.fields import Input, NonBlank, WholeNumber
-from ragd.api.routes.chat import SSE_HEADERS, SSE_RESPONSE, answer_out, get_answers
+from ragd.api.routes.chat import SSE_HEADERS, SSE_RESPONSE, answer_out
 from ragd.api.routing import ApiRoute
 from ragd.errors import InvalidInput, NotFound
-from ragd.generation.answer import Answer, AnswerService, ChatEvent, ChatInput
+from ragd.generation.answer import Answer, ChatEvent, ChatInput
 from ragd.generation.base import Message
+from ragd.stores.catalog import Catalog
 
 router = APIRouter(tags=["openai-compatible"], responses=ERROR_RESPONSES, route_class=ApiRoute)
 
@@ -43,9 +44,6 @@ MODEL = "ragd"
 MAX_MESSAGES = 200
 MAX_EMBEDDING_INPUTS = 256
 MAX_EMBEDDING_CHARS = 20_000
-
-AnswersDep = Annotated[AnswerService, Depends(get_answers)]
-
 
 class ChatMessageIn(Input):
     model_config = ConfigDict(extra="allow")
@@ -93,7 +91,7 @@ def _text(content: str | list[dict[str, Any]] | None) -> str:
     return "\n".join(parts)
 
 
-async def _collections(services: Any, tenant_id: str, model: str) -> list[str] | None:
+async def _collections(catalog: Catalog, tenant_id: str, model: str) -> list[str] | None:
     """The collection ids a model name stands for (None: all of the tenant's)."""
     if model == MODEL:
         return None
@@ -101,7 +99,7 @@ async def _collections(services: Any, tenant_id: str, model: str) -> list[str] |
     if not model.startswith(prefix) or not model[len(prefix):]:
         raise NotFound(f"unknown model; use {MODEL!r} or '{MODEL}:<collection name>'",
                        code="model_not_found")
-    collection = await services.catalog.find_collection(tenant_id, model[len(prefix):])
+    collection = await catalog.find_collection(tenant_id, model[len(prefix):])
     if collection is None:
         raise NotFound("unknown model: no such collection", code="model_not_found")
     return [collection.id]
@@ -139,11 +137,10 @@ def _usage(answer: Answer) -> dict[str, int]:
 
 @router.post("/chat/completions", responses=SSE_RESPONSE)
 async def chat_completions(
-    body: CompletionIn, principal: CurrentPrincipal, answers: AnswersDep,
-    services: ServicesDep,
+    body: CompletionIn, principal: CurrentPrincipal, answers: AnswersDep, catalog: CatalogDep,
 ) -> Any:
     """A grounded answer in the chat-completions format (see the module docstring)."""
-    collections = await _collections(services, principal.tenant_id, body.model)
+    collections = await _collections(catalog, principal.tenant_id, body.model)
     chat_input = _chat_input(body, collections)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
@@ -198,12 +195,12 @@ async def _chunks(
 
 
 @router.get("/models")
-async def models(principal: CurrentPrincipal, services: ServicesDep) -> dict[str, Any]:
+async def models(principal: CurrentPrincipal, catalog: CatalogDep) -> dict[str, Any]:
     """``ragd`` plus one ``ragd:<collection>`` model per collection of the tenant."""
     data = [{"id": MODEL, "object": "model", "created": 0, "owned_by": "ragd"}]
     cursor = None
     while True:
-        page = await services.catalog.list_collections(
+        page = await catalog.list_collections(
             principal.tenant_id, limit=500, cursor=cursor
         )
         data += [{"id": f"{MODEL}:{c.name}", "object": "model",
@@ -217,7 +214,7 @@ async def models(principal: CurrentPrincipal, services: ServicesDep) -> dict[str
 
 @router.post("/embeddings")
 async def embeddings(
-    body: EmbeddingsIn, principal: CurrentPrincipal, services: ServicesDep
+    body: EmbeddingsIn, principal: CurrentPrincipal, runtime: RuntimeDep
 ) -> dict[str, Any]:
     """Vectors of the configured embedder (as passages), float or base64 (little-endian
     float32, what the OpenAI SDK asks for by default)."""
@@ -230,7 +227,6 @@ async def embeddings(
     if any(len(text) > MAX_EMBEDDING_CHARS for text in texts):
         raise InvalidInput(f"each input is limited to {MAX_EMBEDDING_CHARS} characters",
                            code="input_too_long")
-    runtime = services.runtime
     # Embedding and tokenising (up to 256 x 20,000 characters) run in the model pool.
     vectors = await runtime.embed(texts, kind="passage")
     tokens = sum(await runtime.count_tokens(texts))

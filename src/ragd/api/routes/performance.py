@@ -19,20 +19,28 @@ from pydantic import BaseModel, ConfigDict, Field
 from ragd import __version__
 from ragd.api.deps import (
     ApiKeyCredential,
+    AuthServiceDep,
     BearerCredential,
+    DatabaseDep,
+    LlmRouterDep,
+    MemoryDep,
+    MetricsDep,
     PlatformAdmin,
-    ServicesDep,
+    RuntimeDep,
+    SettingsDep,
+    StartupDep,
     get_principal,
-    get_services,
     require_platform_admin,
 )
 from ragd.api.errors import ERROR_RESPONSES
 from ragd.api.fields import Input
 from ragd.api.routing import ApiRoute
 from ragd.auth.principal import Principal
-from ragd.container import Services
+from ragd.container import StartupMetrics
 from ragd.errors import AuthenticationFailed, InvalidInput, Unavailable
+from ragd.generation.router import Router
 from ragd.models.registry import UnloadResult
+from ragd.models.runtime import ModelRuntime
 from ragd.ops.memory import read_process_memory
 from ragd.ops.metrics import CONTENT_TYPE
 from ragd.ops.report import build_report
@@ -47,28 +55,30 @@ Status = Literal["ok", "degraded", "critical"]
 
 
 async def performance_reader(
-    services: ServicesDep, bearer: BearerCredential, api_key: ApiKeyCredential
+    settings: SettingsDep, auth: AuthServiceDep, metrics: MetricsDep,
+    bearer: BearerCredential, api_key: ApiKeyCredential,
 ) -> Principal | None:
     """A platform admin, or anyone when ``public_performance`` is on."""
-    if services.settings.public_performance:
+    if settings.public_performance:
         return None
-    return await require_platform_admin(await get_principal(services, bearer, api_key))
+    return await require_platform_admin(await get_principal(auth, metrics, bearer, api_key))
 
 
 Reader = Annotated[Principal | None, Depends(performance_reader)]
 
 
 async def sees_details(
-    services: ServicesDep, bearer: BearerCredential, api_key: ApiKeyCredential
+    settings: SettingsDep, auth: AuthServiceDep, metrics: MetricsDep,
+    bearer: BearerCredential, api_key: ApiKeyCredential,
 ) -> bool:
     """Whether this caller may see figures: a platform admin, or everyone when
     ``public_performance`` is on. Missing or bad credentials just mean "no"."""
-    if services.settings.public_performance:
+    if settings.public_performance:
         return True
     if not (bearer or api_key):
         return False
     try:
-        principal = await get_principal(services, bearer, api_key)
+        principal = await get_principal(auth, metrics, bearer, api_key)
     except (AuthenticationFailed, Unavailable):
         return False
     return principal.is_superuser
@@ -181,14 +191,14 @@ class ModelsCleanupOut(BaseModel):
 # -- helpers -------------------------------------------------------------------------------
 
 
-def _uptime(services: Services) -> float:
-    return round(time.time() - services.startup.started_at, 3)
+def _uptime(startup: StartupMetrics) -> float:
+    return round(time.time() - startup.started_at, 3)
 
 
-def _model_dicts(services: Services) -> list[dict[str, Any]]:
-    info = services.runtime.embedder_info
+def _model_dicts(runtime: ModelRuntime) -> list[dict[str, Any]]:
+    info = runtime.embedder_info
     models = []
-    for stats in services.runtime.registry.stats():
+    for stats in runtime.registry.stats():
         data = asdict(stats)
         if stats.kind == "embedder" and info is not None:
             data["variant"] = info.variant
@@ -210,29 +220,31 @@ def _unload_out(result: UnloadResult) -> UnloadOut:
     # Credentials are optional here: they only add the figures.
     openapi_extra={"security": [{}, {"HTTPBearer": []}, {"APIKeyHeader": []}]},
 )
-async def health(services: Annotated[Services, Depends(get_services)],
-                 details: Details) -> HealthOut:
+async def health(
+    db: DatabaseDep, memory: MemoryDep, runtime: RuntimeDep, startup: StartupDep,
+    llm_router: LlmRouterDep, details: Details,
+) -> HealthOut:
     """Overall status with its checks. Public and cheap; the figures behind them only for
     platform admins (an anonymous caller learns nothing an attacker could size up)."""
     checks: list[Check] = []
     try:
-        await services.db.ping()
+        await db.ping()
         checks.append(Check(name="database", status="ok", detail="reachable"))
     except Exception as exc:  # noqa: BLE001 - any failure is a critical check
         checks.append(Check(name="database", status="critical", detail=type(exc).__name__))
-    sample = services.memory.latest or read_process_memory()
-    memory_status: Status = services.memory.level(sample.rss)
+    sample = memory.latest or read_process_memory()
+    memory_status: Status = memory.level(sample.rss)
     checks.append(Check(
         name="memory", status=memory_status,
-        detail=f"rss {sample.rss / 2**20:.0f} MB; soft {services.memory.soft_bytes / 2**20:.0f} "
-        f"MB, emergency {services.memory.emergency_bytes / 2**20:.0f} MB",
+        detail=f"rss {sample.rss / 2**20:.0f} MB; soft {memory.soft_bytes / 2**20:.0f} "
+        f"MB, emergency {memory.emergency_bytes / 2**20:.0f} MB",
     ))
-    failed = [s.name for s in services.runtime.registry.stats() if s.state == "failed"]
+    failed = [s.name for s in runtime.registry.stats() if s.state == "failed"]
     checks.append(Check(
         name="models", status="degraded" if failed else "ok",
         detail=f"failed: {', '.join(failed)}" if failed else "no failed models",
     ))
-    checks.append(Check(name="uptime", status="ok", detail=f"{_uptime(services):.0f} s"))
+    checks.append(Check(name="uptime", status="ok", detail=f"{_uptime(startup):.0f} s"))
     statuses = {check.status for check in checks}
     overall: Status = (
         "critical" if "critical" in statuses else "degraded" if "degraded" in statuses else "ok"
@@ -241,34 +253,33 @@ async def health(services: Annotated[Services, Depends(get_services)],
         return HealthOut(status=overall,
                          checks=[Check(name=c.name, status=c.status) for c in checks])
     providers = [{"name": p.name, "type": p.type, "status": p.status}
-                 for p in _llm_providers(services)]
-    return HealthOut(status=overall, version=__version__, uptime_seconds=_uptime(services),
+                 for p in _llm_providers(llm_router)]
+    return HealthOut(status=overall, version=__version__, uptime_seconds=_uptime(startup),
                      pid=os.getpid(), checks=checks, llm_providers=providers)
 
 
 @router.get("/memory")
-async def memory(services: ServicesDep, _: Reader) -> dict[str, Any]:
+async def memory(memory: MemoryDep, _: Reader) -> dict[str, Any]:
     """RSS/VMS/percent, thresholds, caches, per-model memory and recent cleanup events."""
-    return services.memory.snapshot()
+    return memory.snapshot()
 
 
 @router.get("/models")
-async def models(services: ServicesDep, _: Reader) -> ModelsOut:
+async def models(runtime: RuntimeDep, settings: SettingsDep, _: Reader) -> ModelsOut:
     """Every registered model with its state and figures (nothing is loaded by asking)."""
-    info = services.runtime.embedder_info
-    embedder: dict[str, Any] = {"name": services.runtime.embedder_name,
-                                "type": services.settings.models.embedder}
+    info = runtime.embedder_info
+    embedder: dict[str, Any] = {"name": runtime.embedder_name,
+                                "type": settings.models.embedder}
     if info is not None:
         embedder.update(asdict(info))
     return ModelsOut(
-        models=[ModelOut(**data) for data in _model_dicts(services)],
+        models=[ModelOut(**data) for data in _model_dicts(runtime)],
         embedder=embedder,
-        reranker="none" if not services.runtime.reranker_configured
-        else services.settings.models.reranker,
+        reranker="none" if not runtime.reranker_configured else settings.models.reranker,
     )
 
 
-def _llm_providers(services: Services) -> list[LlmProvider]:
+def _llm_providers(llm_router: Router) -> list[LlmProvider]:
     return [
         LlmProvider(
             name=status.name, type=status.kind, model=status.model, status=status.state,
@@ -278,54 +289,55 @@ def _llm_providers(services: Services) -> list[LlmProvider]:
             last_error=None if status.last_error is None else asdict(status.last_error),
             last_success_at=status.last_success_at, breaker=asdict(status.breaker),
         )
-        for status in services.router.status()
+        for status in llm_router.status()
     ]
 
 
 @router.get("/llm-providers")
-async def llm_providers(services: ServicesDep, _: Reader) -> LlmProvidersOut:
+async def llm_providers(llm_router: LlmRouterDep, _: Reader) -> LlmProvidersOut:
     """Each provider of the chain in order: configured | healthy | degraded | open (breaker),
     latency p50/p95 of recent successes, calls, errors by kind, last error and success."""
-    return LlmProvidersOut(providers=_llm_providers(services))
+    return LlmProvidersOut(providers=_llm_providers(llm_router))
 
 
 @router.get("/startup-metrics")
-async def startup_metrics(services: ServicesDep, _: Reader) -> StartupOut:
-    startup = services.startup
+async def startup_metrics(startup: StartupDep, _: Reader) -> StartupOut:
     return StartupOut(started_at=startup.started_at, phases=dict(startup.phases),
-                      total_seconds=startup.total, uptime_seconds=_uptime(services))
+                      total_seconds=startup.total, uptime_seconds=_uptime(startup))
 
 
 @router.get("/optimization-report")
-async def optimization_report(services: ServicesDep, _: Reader) -> dict[str, Any]:
+async def optimization_report(
+    memory: MemoryDep, runtime: RuntimeDep, startup: StartupDep, _: Reader
+) -> dict[str, Any]:
     """Recommendations derived from the live figures, each with its evidence."""
     return build_report(
-        memory=services.memory.snapshot(),
-        models=_model_dicts(services),
+        memory=memory.snapshot(),
+        models=_model_dicts(runtime),
         now=time.time(),
-        uptime_seconds=_uptime(services),
+        uptime_seconds=_uptime(startup),
     )
 
 
 @router.post("/memory/cleanup")
 async def memory_cleanup(
-    services: ServicesDep, admin: PlatformAdmin, body: MemoryCleanupIn | None = None
+    memory: MemoryDep, admin: PlatformAdmin, body: MemoryCleanupIn | None = None
 ) -> dict[str, Any]:
     """Run a soft (default) or emergency cleanup now and report what it freed."""
     level: Literal["soft", "emergency"] = (
         "emergency" if body is not None and body.emergency else "soft"
     )
-    event = await services.memory.cleanup(level, reason=f"admin request by {admin.user_id}")
+    event = await memory.cleanup(level, reason=f"admin request by {admin.user_id}")
     logger.info("manual memory cleanup", extra={"level": level, "freed": event.freed_bytes})
     return event.to_dict()
 
 
 @router.post("/models/cleanup")
 async def models_cleanup(
-    services: ServicesDep, admin: PlatformAdmin, body: ModelsCleanupIn | None = None
+    runtime: RuntimeDep, admin: PlatformAdmin, body: ModelsCleanupIn | None = None
 ) -> ModelsCleanupOut:
     """Unload the named models (all when no names are given); they reload on next use."""
-    registry = services.runtime.registry
+    registry = runtime.registry
     names = body.names if body is not None and body.names is not None else None
     if names is not None:
         unknown = sorted(set(names) - set(registry.names()))
@@ -343,6 +355,6 @@ async def models_cleanup(
 
 
 @metrics_router.get("/metrics", include_in_schema=True)
-async def prometheus_metrics(services: ServicesDep, _: Reader) -> Response:
+async def prometheus_metrics(metrics: MetricsDep, _: Reader) -> Response:
     """Prometheus text exposition (same access rule as the other performance GETs)."""
-    return Response(services.metrics.render(), media_type=CONTENT_TYPE)
+    return Response(metrics.render(), media_type=CONTENT_TYPE)

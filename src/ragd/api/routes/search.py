@@ -4,22 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from ragd.api.deps import CurrentPrincipal, ServicesDep
+from ragd.api.deps import CurrentPrincipal, SearchDep
 from ragd.api.errors import ERROR_RESPONSES
 from ragd.api.fields import Filters, Identifier, Input, NonBlank, WholeNumber
 from ragd.api.routing import ApiRoute
-from ragd.retrieval.search import MAX_QUERY_CHARS, MAX_TOP_K, SearchRequest, SearchService
+from ragd.retrieval.search import MAX_QUERY_CHARS, MAX_TOP_K, SearchRequest
 
 router = APIRouter(tags=["search"], responses=ERROR_RESPONSES, route_class=ApiRoute)
-
-async def get_search(services: ServicesDep) -> SearchService:
-    return services.search
-
-
-SearchDep = Annotated[SearchService, Depends(get_search)]
 
 
 class SearchIn(Input):
