@@ -372,7 +372,6 @@ async def test_a_large_collection_is_hidden_at_once_and_purged_by_a_job(
     assert await catalog.purge_collection(tenant, docs.id, batch=2) is True
 
 
-@pytest.mark.xfail(strict=True, reason="list_chunks does not hide a collection being deleted")
 async def test_the_chunks_of_a_collection_being_deleted_are_hidden_too(
     catalog: Catalog, queue: ManagedJobQueue, tenant: str
 ) -> None:

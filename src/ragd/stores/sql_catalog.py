@@ -395,11 +395,13 @@ class SqlCatalog(SqlVersions, SqlChangeLog, SqlChunkReader):
             rows = (
                 await s.scalars(
                     select(ChunkRow)
+                    .join(CollectionRow, CollectionRow.id == ChunkRow.collection_id)
                     .where(
                         ChunkRow.tenant_id == tenant_id,
                         ChunkRow.document_id == document_id,
                         ChunkRow.ordinal > after,
                         active_chunks(),
+                        CollectionRow.status == "active",  # one being deleted hides them
                     )
                     .order_by(ChunkRow.ordinal)
                     .limit(limit)
