@@ -119,11 +119,12 @@ def supervising(tmp_path: Path, mode: str, count: int) -> Iterator[Parent]:
 
 
 def _gone(pid: int) -> bool:
+    """No such process, or only its zombie (an orphan's waits for whoever adopted it)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
         return True
-    return False
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def _all_ready(parent: Parent) -> list[int]:
@@ -162,6 +163,16 @@ def test_a_killed_child_is_replaced_in_its_slot(tmp_path: Path) -> None:
         assert parent.wait() == 0, parent.log.read_text()
     assert _gone(replacement)
     assert "a server process died; replacing it" in parent.log.read_text()
+
+
+@pytest.mark.slow
+def test_children_stop_when_the_parent_is_killed(tmp_path: Path) -> None:
+    """No orphan keeps serving unsupervised: the kernel sends each child SIGTERM."""
+    with supervising(tmp_path, "serve", 2) as parent:
+        pids = eventually_sync(lambda: _all_ready(parent), what="every child is ready")
+        parent.proc.kill()
+        parent.proc.wait(HANG_TIMEOUT)
+        eventually_sync(lambda: all(_gone(pid) for pid in pids), what="the children stopped")
 
 
 @pytest.mark.slow

@@ -24,12 +24,14 @@ The contract with a child (``target(slot, ready) -> exit status``):
 
 SIGTERM or SIGINT to the parent: SIGTERM to every child, which finish their requests and
 shut down; then :data:`STOPPED` (0) if they all ended cleanly. A second signal, or
-``stop_timeout`` seconds, SIGKILLs what is left.
+``stop_timeout`` seconds, SIGKILLs what is left. If the parent itself dies (SIGKILL, the OOM
+killer), the kernel sends every child SIGTERM (Linux), so none serves on unsupervised.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import selectors
@@ -64,6 +66,7 @@ STARTUP_FAILED = 3
 ChildTarget = Callable[[int, Callable[[], None]], int]
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 #: How a child that was told to stop may end: normally, or re-raising the stop signal
 #: (uvicorn does that after a graceful shutdown).
 _CLEAN_ENDS = frozenset({0, -signal.SIGTERM, -signal.SIGINT})
@@ -265,10 +268,11 @@ class Supervisor:
 
     def _spawn(self, slot: int) -> None:
         ready_r, ready_w = os.pipe()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, which never returns from here
             os.close(ready_r)
-            self._child(slot, ready_w)
+            self._child(slot, ready_w, parent)
         os.close(ready_w)
         child = _Child(slot=slot, pid=pid, ready_fd=ready_r)
         self._children[ready_r] = child
@@ -277,10 +281,13 @@ class Supervisor:
 
     # -- the child ----------------------------------------------------------------------------
 
-    def _child(self, slot: int, ready_w: int) -> NoReturn:  # pragma: no cover - in the child
+    def _child(  # pragma: no cover - in the child
+        self, slot: int, ready_w: int, parent: int
+    ) -> NoReturn:
         """Run the target in a freshly forked child and exit with its status."""
         status = 1
         try:
+            _stop_with(parent)
             # Nothing of the parent's supervision belongs here: default signal handling (the
             # server installs its own), and none of the parent's descriptors but the sockets.
             signal.set_wakeup_fd(-1)
@@ -307,3 +314,17 @@ class Supervisor:
                 with contextlib.suppress(Exception):
                     stream.flush()
             os._exit(status)
+
+
+def _stop_with(parent: int) -> None:  # pragma: no cover - in the child
+    """Have the kernel send this child SIGTERM when the supervisor dies, however it dies
+    (SIGKILL, the OOM killer), so that no server keeps the port unsupervised (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
