@@ -174,6 +174,28 @@ async def test_another_process_applies_notified_changes_before_it_searches(
         )
 
 
+async def test_a_search_after_notify_sees_the_commit_in_every_process(
+    site: Site, catalog: Catalog, queue: ManagedJobQueue, search: SearchBackend, tenant: str
+) -> None:
+    """The pipeline notifies right after the commit that makes a document "ready", before
+    it syncs: a search that follows, here or in another process, must not miss it."""
+    collection_id = await new_collection(catalog, tenant)
+    await ingest(catalog, queue, tenant, collection_id, HARBOUR, seed=1)
+    await search.sync(tenant)
+    with _opened(site.another_process().search()) as there:
+        assert _keys(await there.lexical_search(tenant, "harbour", 10))  # opened and in step
+        assert _keys(await search.lexical_search(tenant, "harbour", 10))
+        glacier = await ingest(catalog, queue, tenant, collection_id, GLACIER, seed=3)
+        search.notify()  # no sync
+        for backend in (search, there):
+            assert _keys(await backend.lexical_search(tenant, "glaciers", 10)) == {
+                glacier.keys[0]
+            }
+            assert (await backend.dense_search(tenant, unit_vector(3), 1))[0].key == (
+                glacier.keys[0]
+            )
+
+
 async def test_verify_compares_with_the_chunk_rows_and_rebuild_refills_from_them(
     catalog: Catalog, queue: ManagedJobQueue, search: SearchBackend, tenant: str
 ) -> None:

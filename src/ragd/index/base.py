@@ -193,7 +193,8 @@ class SearchBackend(Protocol):
         ...
 
     def notify(self) -> None:
-        """Tell the other processes that the change log moved (after :meth:`sync`)."""
+        """The change log moved (call it right after the commit, before :meth:`sync`): a
+        search that starts after this, in any process, sees the committed changes."""
         ...
 
     async def sync_all(self) -> int:

@@ -130,7 +130,10 @@ class IndexManager:
     # -- keeping in step -------------------------------------------------------------------
 
     def notify(self) -> None:
-        """Tell other processes that the change log moved (they sync before searching)."""
+        """The change log moved: every search leg, in this process and in the others that
+        share the signal, syncs its tenant's partitions before it searches again."""
+        for parts in self._tenants.values():
+            parts.dirty = True
         self._signal.notify()
 
     async def ensure_fresh(self, tenant_id: str) -> Partitions:

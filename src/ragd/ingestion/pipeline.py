@@ -243,8 +243,10 @@ class IngestionPipeline:
             if outcome is CommitOutcome.LEASE_LOST:
                 raise Stop(cancelled=False)
             if outcome in (CommitOutcome.COMMITTED, CommitOutcome.ALREADY_COMMITTED):
-                await self._indexes.sync(tenant_id)
+                # First the signal, so that a search anywhere that follows "ready" syncs
+                # before it runs; then this process's partitions, so the next one is fast.
                 self._indexes.notify()
+                await self._indexes.sync(tenant_id)
         state.timings["total"] = round(sum(state.timings.values()), 6)
         await self._queue.set_stage(job.id, worker_id, "index", total, total)  # final state
         if outcome in (CommitOutcome.SUPERSEDED, CommitOutcome.GONE):
@@ -318,8 +320,8 @@ class CollectionPurger:
                 removed += 100
                 if not await self._queue.set_stage(job.id, worker_id, "delete", removed, 0):
                     return
-            await self._indexes.sync(job.tenant_id)
             self._indexes.notify()
+            await self._indexes.sync(job.tenant_id)
         except Busy:
             await release_busy(self._queue, job, worker_id)
             return

@@ -160,5 +160,5 @@ class IngestionService:
         return retried
 
     async def _reindex(self, tenant_id: str) -> None:
+        self.indexes.notify()  # first, so no search that follows the delete can miss it
         await self.indexes.sync(tenant_id)
-        self.indexes.notify()
