@@ -385,8 +385,9 @@ async def _time_pair(
 
 async def micro_bench(cfg: dict[str, int]) -> dict[str, Any]:
     from ragd.container import open_services
+    from ragd.db.sequence import AUTH_EVENTS
     from ragd.errors import AuthenticationFailed
-    from ragd.ops.files import FileChangeSignal
+    from ragd.ops.signals import build_change_signal
     from ragd.settings import load_settings
 
     n, repeats = cfg["micro_iterations"], cfg["micro_repeats"]
@@ -408,8 +409,8 @@ async def micro_bench(cfg: dict[str, int]) -> dict[str, Any]:
                 user_id=ids["user_id"], tenant_id=ids["tenant_id"], session_id=revoked_session,
                 role="member", is_superuser=False,
             )
-            # The same marker file the revocation list stats on every request.
-            signal = FileChangeSignal(services.settings.data_dir / "auth-events.marker")
+            # The same signal (a marker file on SQLite) the revocation list checks per request.
+            signal = build_change_signal(services.settings, AUTH_EVENTS)
             revocation.revoked_sessions.clear()
             rows: dict[str, Any] = {}
             expires = _far_future()

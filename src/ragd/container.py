@@ -1,7 +1,9 @@
 """Everything stateful in one process, built and torn down together.
 
 :func:`open_services` is used by the FastAPI lifespan and by CLI commands that work on the
-data dir directly, so both get the same wiring.
+data dir directly, so both get the same wiring. Each family (identity store, catalog,
+conversations, job queue, change signals, search backend) is built by its factory, keyed on
+the database backend, and :class:`Services` holds it by its Protocol only.
 """
 
 from __future__ import annotations
@@ -23,28 +25,36 @@ from ragd.auth.revocation import RevocationList
 from ragd.auth.service import AuthService
 from ragd.auth.tokens import TokenService
 from ragd.db import migrate
+from ragd.db.backends import supported_backend
 from ragd.db.engine import Database
+from ragd.db.sequence import AUTH_EVENTS, INDEX_CHANGES
 from ragd.generation.answer import AnswerService
 from ragd.generation.providers.factory import build_routes
 from ragd.generation.router import Router
-from ragd.index.manager import IndexManager
+from ragd.index.base import SearchBackend
+from ragd.index.factory import build_search_backend
 from ragd.ingestion.pipeline import CollectionPurger, IngestionPipeline
 from ragd.ingestion.service import IngestionService
 from ragd.ingestion.worker import WorkerPool
-from ragd.jobs.queue import SqlJobQueue
+from ragd.jobs.factory import ManagedJobQueue, build_job_queue
 from ragd.models.registry import ModelRegistry
 from ragd.models.runtime import ModelRuntime
-from ragd.ops.files import FileChangeSignal, Leadership, locked
+from ragd.ops.files import Leadership, locked
 from ragd.ops.memory import MemoryManager
 from ragd.ops.metrics import Metrics
+from ragd.ops.signals import build_change_signal
 from ragd.ops.telemetry import install_live_metrics
 from ragd.retrieval.search import SearchService
 from ragd.settings import Settings, ensure_data_dir, with_runtime_secret
 from ragd.stores.base import IdentityStore
-from ragd.stores.catalog import DELETE_COLLECTION_JOB, INGEST_JOB
-from ragd.stores.identity import SqlIdentityStore
-from ragd.stores.sql_catalog import SqlCatalog, finalise_ingest_job
-from ragd.stores.sql_conversations import SqlConversations
+from ragd.stores.catalog import DELETE_COLLECTION_JOB, INGEST_JOB, Catalog
+from ragd.stores.conversations import Conversations
+from ragd.stores.factory import (
+    build_catalog,
+    build_conversations,
+    build_identity_store,
+    catalog_finalisers,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -86,12 +96,12 @@ class Services:
     metrics: Metrics
     runtime: ModelRuntime
     memory: MemoryManager
-    catalog: SqlCatalog
-    queue: SqlJobQueue
-    indexes: IndexManager
+    catalog: Catalog
+    queue: ManagedJobQueue
+    indexes: SearchBackend
     ingestion: IngestionService
     search: SearchService
-    conversations: SqlConversations
+    conversations: Conversations
     router: Router
     answers: AnswerService
     migrations_applied: bool = False
@@ -113,6 +123,7 @@ async def open_services(
 ) -> AsyncIterator[Services]:
     """Open the database (migrating it), build the services, and close them on exit."""
     startup = startup or StartupMetrics()
+    supported_backend(settings.database_url)  # before anything is created or opened
     owner_only_dir(ensure_data_dir(settings))
     settings = with_runtime_secret(settings)
     startup.phase("settings")
@@ -131,10 +142,10 @@ async def open_services(
             startup.phase("database")
             applied = await migrate.upgrade(db)
         startup.phase("migrations")
-        store = SqlIdentityStore(db)
+        store = build_identity_store(settings, db)
         revocation = RevocationList(
             store,
-            FileChangeSignal(settings.data_dir / "auth-events.marker"),
+            build_change_signal(settings, AUTH_EVENTS),
             sync_interval=settings.auth.revocation_sync_seconds,
         )
         await revocation.load()
@@ -155,15 +166,14 @@ async def open_services(
         memory = MemoryManager(settings.memory)
         runtime.attach(memory)
         install_live_metrics(metrics, runtime=runtime, memory=memory)
-        catalog = SqlCatalog(db)
-        queue = SqlJobQueue(
-            db, lease_seconds=settings.ingestion.lease_seconds,
-            finalisers={INGEST_JOB: finalise_ingest_job},
+        catalog = build_catalog(settings, db)
+        queue = build_job_queue(settings, db, finalisers=catalog_finalisers(settings))
+        indexes = build_search_backend(
+            settings, catalog, build_change_signal(settings, INDEX_CHANGES)
         )
-        indexes = IndexManager(catalog, settings.data_dir / "indexes")
         ingestion = IngestionService(catalog, queue, indexes, settings.ingestion)
         search = SearchService(catalog, indexes, runtime)
-        conversations = SqlConversations(db)
+        conversations = build_conversations(settings, db)
         # Providers are built from configuration only: no network call, no model load.
         router = Router(build_routes(settings.llm, runtime), settings.llm)
         answers = AnswerService(search, router, conversations, settings.llm)

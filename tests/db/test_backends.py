@@ -119,3 +119,15 @@ def test_each_change_log_has_its_own_signal(tmp_path: Path) -> None:
     assert not auth.changed()
     with pytest.raises(ValueError, match="unknown change log"):
         build_change_signal(settings, "documents")
+
+
+async def test_the_app_refuses_an_unsupported_backend_before_opening_anything(
+    tmp_path: Path,
+) -> None:
+    from ragd.container import open_services
+
+    settings = make_settings(tmp_path / "data", database={"url": POSTGRES})
+    with pytest.raises(ConfigurationError, match="supported: sqlite"):
+        async with open_services(settings):
+            pass
+    assert not (tmp_path / "data").exists()
