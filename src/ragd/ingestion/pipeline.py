@@ -176,6 +176,13 @@ class IngestionPipeline:
             await self._queue.complete(job.id, worker_id, {"skipped": 1.0})
             return
         document, content, collection = started
+        if document.active_version == version:
+            # An earlier attempt committed this version and then could not record the job's
+            # end (the database was busy, the worker died): only the bookkeeping is left.
+            self._indexes.notify()
+            await self._indexes.sync(tenant_id)
+            await self._queue.complete(job.id, worker_id, {"skipped": 1.0})
+            return
         info = await self._runtime.embedder_details()
         check_embedder(
             (collection.embedder_name, collection.embedder_dimension),
