@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -20,6 +21,29 @@ from ragd.app import create_app
 from ragd.settings import Settings, load_settings
 from tests.loop_clock import LoopClock
 from tests.shared_data import DATA_SETS, EVAL, require
+
+
+def _dump_tasks(_signum: int, _frame: object) -> None:
+    """``kill -USR1 <pytest pid>``: print every pending asyncio task's await chain to stderr
+    (a hung test waits in some ``await`` that no thread dump shows)."""
+    try:
+        tasks = asyncio.all_tasks()
+    except RuntimeError:
+        return
+    for task in tasks:
+        sys.stderr.write(f"--- {task.get_name()}\n")
+        coro: Any = task.get_coro()
+        while coro is not None:
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
+            if frame is not None:
+                sys.stderr.write(
+                    f"    {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}\n"
+                )
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
+    sys.stderr.flush()
+
+
+signal.signal(signal.SIGUSR1, _dump_tasks)
 
 TEST_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 STRONG_PASSWORD = "violet-harbour-trumpet-42"
