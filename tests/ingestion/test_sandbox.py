@@ -446,9 +446,12 @@ async def test_the_real_parser_runs_in_the_sandbox(path: str, expected_format: s
 
 
 def test_zz_the_callers_memory_stays_bounded(baseline_rss: int) -> None:
-    """Runs last in this module: everything above grew this process's RSS by < 50 MB."""
+    """Runs last in this module: what the children allocate on purpose (4 GiB, a 1 GiB
+    decompression) never shows up in this process. The bound is a quarter of the smallest of
+    those, far above the allocator's noise (tens of MB, depending on what the suite ran
+    before: 60 MB was seen), far below any of them held here."""
     grown = psutil.Process().memory_info().rss - baseline_rss
-    assert grown < 50 * MIB, f"RSS grew by {grown / MIB:.0f} MB"
+    assert grown < 256 * MIB, f"RSS grew by {grown / MIB:.0f} MB"
 
 
 # --- the pool of pre-started children ----------------------------------------------------------
