@@ -6,8 +6,8 @@ import asyncio
 import logging
 import math
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,25 +67,33 @@ class Database:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         """A session for reads; anything it writes is rolled back."""
-        try:
+        with self._busy_as_error():
             async with self._reads() as session:
                 yield session
-        except OperationalError as exc:
-            if not _is_busy(exc):
-                raise
-            raise Busy(retry_after=_retry_after(self._write_budget)) from exc
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A session in a write transaction, committed when the block exits cleanly."""
         async with self._write_turn():
-            try:
+            with self._busy_as_error():
                 async with self._writes() as session, session.begin():
                     yield session
-            except OperationalError as exc:
-                if not _is_busy(exc):
-                    raise
-                raise Busy(retry_after=_retry_after(self._write_budget)) from exc
+
+    @contextmanager
+    def _busy_as_error(self) -> Iterator[None]:
+        """SQLite's "database is locked" (SQLITE_BUSY: another writer kept the lock past the
+        budget) as :class:`Busy`; any other error unchanged."""
+        try:
+            yield
+        except OperationalError as exc:
+            message = str(exc.orig).lower()
+            if "database is locked" not in message and "database is busy" not in message:
+                raise
+            raise self._busy() from exc
+
+    def _busy(self) -> Busy:
+        """Busy, with a retry hint of a fraction of the write budget (at least a second)."""
+        return Busy(retry_after=max(1, math.ceil(self._write_budget / 5)))
 
     @property
     def waiting_writers(self) -> int:
@@ -110,7 +118,7 @@ class Database:
             async with asyncio.timeout(self._write_budget):
                 await lane.acquire()
         except TimeoutError:
-            raise Busy(retry_after=_retry_after(self._write_budget)) from None
+            raise self._busy() from None
         finally:
             self._waiting -= 1
         self._lane_holder = task
@@ -127,17 +135,6 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-
-
-def _is_busy(exc: OperationalError) -> bool:
-    """SQLite's "database is locked" (SQLITE_BUSY): another writer kept the lock too long."""
-    message = str(exc.orig).lower()
-    return "database is locked" in message or "database is busy" in message
-
-
-def _retry_after(budget: float) -> int:
-    """A client retry hint: a fraction of the write budget, at least a second."""
-    return max(1, math.ceil(budget / 5))
 
 
 def owner_only(path: Path) -> None:
