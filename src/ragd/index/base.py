@@ -197,6 +197,12 @@ class SearchBackend(Protocol):
         search that starts after this, in any process, sees the committed changes."""
         ...
 
+    async def publish(self, tenant_id: str) -> int:
+        """What a writer calls after its commit: :meth:`notify` first (so no search that
+        follows it, anywhere, misses the commit), then :meth:`sync` of the tenant here (so
+        the next search is fast); returns how many changes were applied."""
+        ...
+
     async def sync_all(self) -> int:
         """Catch up every tenant that is behind the change log (startup recovery)."""
         ...

@@ -163,6 +163,10 @@ class IndexManager:
         parts = await self.ensure_fresh(tenant_id)
         return await asyncio.to_thread(parts.vectors.search, vector, limit, scope)
 
+    async def publish(self, tenant_id: str) -> int:
+        self.notify()
+        return await self.sync(tenant_id)
+
     async def sync(self, tenant_id: str) -> int:
         """Apply every change after the partitions' marks; returns how many were applied."""
         parts = await self.partitions(tenant_id)

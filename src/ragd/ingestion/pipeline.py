@@ -179,8 +179,7 @@ class IngestionPipeline:
         if document.active_version == version:
             # An earlier attempt committed this version and then could not record the job's
             # end (the database was busy, the worker died): only the bookkeeping is left.
-            self._indexes.notify()
-            await self._indexes.sync(tenant_id)
+            await self._indexes.publish(tenant_id)
             await self._queue.complete(job.id, worker_id, {"skipped": 1.0})
             return
         info = await self._runtime.embedder_details()
@@ -250,10 +249,7 @@ class IngestionPipeline:
             if outcome is CommitOutcome.LEASE_LOST:
                 raise Stop(cancelled=False)
             if outcome in (CommitOutcome.COMMITTED, CommitOutcome.ALREADY_COMMITTED):
-                # First the signal, so that a search anywhere that follows "ready" syncs
-                # before it runs; then this process's partitions, so the next one is fast.
-                self._indexes.notify()
-                await self._indexes.sync(tenant_id)
+                await self._indexes.publish(tenant_id)
         state.timings["total"] = round(sum(state.timings.values()), 6)
         await self._queue.set_stage(job.id, worker_id, "index", total, total)  # final state
         if outcome in (CommitOutcome.SUPERSEDED, CommitOutcome.GONE):
@@ -327,8 +323,7 @@ class CollectionPurger:
                 removed += 100
                 if not await self._queue.set_stage(job.id, worker_id, "delete", removed, 0):
                     return
-            self._indexes.notify()
-            await self._indexes.sync(job.tenant_id)
+            await self._indexes.publish(job.tenant_id)
         except Busy:
             await release_busy(self._queue, job, worker_id)
             return

@@ -121,7 +121,7 @@ class IngestionService:
     async def delete_document(self, tenant_id: str, document_id: str) -> None:
         if not await self.catalog.delete_document(tenant_id, document_id):
             raise NotFound("document not found", code="document_not_found")
-        await self._reindex(tenant_id)
+        await self.indexes.publish(tenant_id)
 
     async def delete_collection(self, tenant_id: str, collection_id: str) -> CollectionRemoval:
         removal = await self.catalog.delete_collection(
@@ -131,7 +131,7 @@ class IngestionService:
         if removal is None:
             raise NotFound("collection not found", code="collection_not_found")
         if removal.job is None:
-            await self._reindex(tenant_id)
+            await self.indexes.publish(tenant_id)
         else:
             self._wake()
         return removal
@@ -158,7 +158,3 @@ class IngestionService:
             )
         self._wake()
         return retried
-
-    async def _reindex(self, tenant_id: str) -> None:
-        self.indexes.notify()  # first, so no search that follows the delete can miss it
-        await self.indexes.sync(tenant_id)
