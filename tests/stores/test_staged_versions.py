@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
 from ragd.db import migrate
 from ragd.db.engine import Database
-from ragd.db.tables import utcnow
+from ragd.db.tables import ChunkRow, utcnow
 from ragd.jobs.queue import Job, SqlJobQueue
 from ragd.stores.catalog import INGEST_JOB, CommitOutcome, NewChunk, VersionCommit
 from ragd.stores.identity import SqlIdentityStore
@@ -260,10 +261,7 @@ async def test_a_deleted_document_takes_its_staged_rows_with_it(world: World) ->
 
 
 async def _rows(world: World, document_id: str) -> int:
-    from sqlalchemy import func, select
-
-    from ragd.db.tables import ChunkRow
-
+    """Chunk rows of the document, staged ones included (what no catalog read shows)."""
     async with world.db.read() as s:
         count = await s.scalar(
             select(func.count()).select_from(ChunkRow).where(ChunkRow.document_id == document_id)
