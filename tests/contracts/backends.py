@@ -25,8 +25,9 @@ from ragd.db import migrate
 from ragd.db.engine import Database
 from ragd.jobs.factory import ManagedJobQueue
 from ragd.jobs.queue import Finaliser, SqlJobQueue
+from tests.postgres import shared_postgres
 
-__all__ = ["BACKENDS", "Backend", "SqliteBackend"]
+__all__ = ["BACKENDS", "Backend", "PostgresBackend", "SqliteBackend"]
 
 Clock = Callable[[], datetime]
 
@@ -82,6 +83,27 @@ class SqliteBackend:
         return SqlJobQueue(db, lease_seconds=lease_seconds, clock=clock, finalisers=finalisers)
 
 
+class PostgresBackend:
+    """A database per test on the run's one PostgreSQL, copied from a migrated template."""
+
+    name = "postgresql"
+
+    def start(self, workdir: Path) -> None:
+        shared_postgres()  # started once per run, stopped at its end
+
+    def stop(self) -> None:
+        pass
+
+    async def fresh_url(self, data_dir: Path) -> str:
+        return await shared_postgres().fresh_database("contract")
+
+    def queue(
+        self, db: Database, *, lease_seconds: float, clock: Clock,
+        finalisers: Mapping[str, Finaliser],
+    ) -> ManagedJobQueue:
+        return SqlJobQueue(db, lease_seconds=lease_seconds, clock=clock, finalisers=finalisers)
+
+
 def _url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path.resolve()}"
 
@@ -95,4 +117,6 @@ async def _migrate(url: str) -> None:
 
 
 #: Every backend the suite knows, by the name the ``backend`` fixture's ids show.
-BACKENDS: Mapping[str, Callable[[], Backend]] = {SqliteBackend.name: SqliteBackend}
+BACKENDS: Mapping[str, Callable[[], Backend]] = {
+    SqliteBackend.name: SqliteBackend, PostgresBackend.name: PostgresBackend,
+}

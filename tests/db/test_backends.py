@@ -31,6 +31,7 @@ from ragd.stores.sql_conversations import SqlConversations
 from tests.conftest import make_settings
 
 POSTGRES = "postgresql+asyncpg://ragd:s3cret-pw@db.example:5432/ragd"
+MYSQL = "mysql+aiomysql://ragd:s3cret-pw@db.example:3306/ragd"
 
 
 @pytest.mark.parametrize(("url", "name"), [
@@ -45,11 +46,12 @@ def test_the_backend_is_the_urls_dialect_without_its_driver(url: str, name: str)
 
 def test_an_unsupported_backend_is_named_with_the_supported_ones_and_no_secret() -> None:
     with pytest.raises(ConfigurationError) as caught:
-        supported_backend(POSTGRES)
+        supported_backend(MYSQL)
     message = str(caught.value)
-    assert "'postgresql' is not supported (supported: sqlite)" in message
+    assert "'mysql' is not supported (supported: postgresql, sqlite)" in message
     assert "s3cret" not in message and "db.example" not in message
     assert supported_backend("sqlite+aiosqlite:///x.db") == "sqlite"
+    assert supported_backend(POSTGRES) == "postgresql"
 
 
 def test_a_malformed_url_is_a_configuration_error() -> None:
@@ -83,10 +85,11 @@ def _factories(settings: Settings, db: Database) -> dict[str, Callable[[], Any]]
 async def test_every_family_refuses_an_unsupported_backend_by_name(
     tmp_path: Path, family: str
 ) -> None:
-    settings = make_settings(tmp_path / "data", database={"url": POSTGRES})
+    settings = make_settings(tmp_path / "data", database={"url": MYSQL})
     db = Database("sqlite+aiosqlite://")  # never connected: the factories only read the URL
     try:
-        with pytest.raises(ConfigurationError, match=rf"^{family}: .*supported: sqlite"):
+        with pytest.raises(ConfigurationError,
+                           match=rf"^{family}: .*supported: postgresql, sqlite"):
             _factories(settings, db)[family]()
     finally:
         await db.dispose()
@@ -126,8 +129,8 @@ async def test_the_app_refuses_an_unsupported_backend_before_opening_anything(
 ) -> None:
     from ragd.container import open_services
 
-    settings = make_settings(tmp_path / "data", database={"url": POSTGRES})
-    with pytest.raises(ConfigurationError, match="supported: sqlite"):
+    settings = make_settings(tmp_path / "data", database={"url": MYSQL})
+    with pytest.raises(ConfigurationError, match="supported: postgresql, sqlite"):
         async with open_services(settings):
             pass
     assert not (tmp_path / "data").exists()

@@ -22,11 +22,12 @@ from sqlalchemy.exc import ArgumentError
 
 from ragd.errors import ConfigurationError
 
-__all__ = ["BACKENDS", "SQLITE", "backend_name", "choose", "supported_backend"]
+__all__ = ["BACKENDS", "POSTGRESQL", "SQLITE", "backend_name", "choose", "supported_backend"]
 
 SQLITE = "sqlite"
+POSTGRESQL = "postgresql"
 #: The backends the database layer and every store family support.
-BACKENDS: tuple[str, ...] = (SQLITE,)
+BACKENDS: tuple[str, ...] = (SQLITE, POSTGRESQL)
 
 T = TypeVar("T")
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -45,6 +45,7 @@ class Database:
         self.url = url
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        self.is_postgresql = parsed.get_backend_name() == "postgresql"
         self._write_budget = busy_timeout_ms / 1000
         self._lane: asyncio.Lock | None = None
         self._lane_holder: asyncio.Task[Any] | None = None
@@ -56,6 +57,18 @@ class Database:
             # Readers never block each other in WAL mode; keep enough connections pooled for
             # typical concurrency so they are not reopened (and re-PRAGMAed) per request.
             kwargs.update(pool_size=16, max_overflow=16)
+        elif self.is_postgresql:
+            # Every replica and worker holds its own pool: keep it modest (the server's
+            # max_connections is shared by all of them). A lock wait past the write budget
+            # (a row, or a change log's append turn) fails as Busy instead of queueing forever.
+            kwargs.update(
+                pool_size=10, max_overflow=10, pool_pre_ping=True, pool_recycle=1800,
+                connect_args={"server_settings": {
+                    "application_name": "ragd",
+                    "lock_timeout": str(int(busy_timeout_ms)),
+                    "idle_in_transaction_session_timeout": "600000",
+                }},
+            )
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             _install_sqlite_hooks(self.engine, busy_timeout_ms)
@@ -81,13 +94,13 @@ class Database:
 
     @contextmanager
     def _busy_as_error(self) -> Iterator[None]:
-        """SQLite's "database is locked" (SQLITE_BUSY: another writer kept the lock past the
-        budget) as :class:`Busy`; any other error unchanged."""
+        """A write that could not get its turn within the budget as :class:`Busy`: SQLite's
+        "database is locked" (SQLITE_BUSY), PostgreSQL's lock timeout, deadlock or
+        serialization failure (the transaction was rolled back); any other error unchanged."""
         try:
             yield
-        except OperationalError as exc:
-            message = str(exc.orig).lower()
-            if "database is locked" not in message and "database is busy" not in message:
+        except DBAPIError as exc:
+            if not _is_busy(exc):
                 raise
             raise self._busy() from exc
 
@@ -135,6 +148,23 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+#: PostgreSQL SQLSTATEs of a transaction that lost a race for a lock (nothing was written):
+#: lock_not_available (lock_timeout), deadlock_detected, serialization_failure.
+_PG_BUSY = frozenset({"55P03", "40P01", "40001"})
+
+
+def _is_busy(exc: DBAPIError) -> bool:
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if sqlstate is None:
+        cause = getattr(orig, "__cause__", None)
+        sqlstate = getattr(cause, "sqlstate", None)
+    if sqlstate in _PG_BUSY:
+        return True
+    message = str(orig).lower()
+    return "database is locked" in message or "database is busy" in message
 
 
 def owner_only(path: Path) -> None:

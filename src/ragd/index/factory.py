@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from ragd.db.backends import SQLITE, choose
+from ragd.db.backends import POSTGRESQL, SQLITE, choose
 from ragd.index.base import SearchBackend
 from ragd.index.manager import IndexManager
 from ragd.ops.files import ChangeSignal
@@ -29,7 +29,7 @@ def _embedded(settings: Settings, catalog: Catalog, signal: ChangeSignal) -> Sea
     return IndexManager(catalog, settings.data_dir / INDEX_DIR, signal=signal)
 
 
-SEARCH_BACKENDS: Mapping[str, BackendBuilder] = {SQLITE: _embedded}
+SEARCH_BACKENDS: Mapping[str, BackendBuilder] = {SQLITE: _embedded, POSTGRESQL: _embedded}
 
 
 def build_search_backend(

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Protocol
 
-from ragd.db.backends import SQLITE, choose
+from ragd.db.backends import POSTGRESQL, SQLITE, choose
 from ragd.db.engine import Database
 from ragd.jobs.queue import Finaliser, JobQueue, SqlJobQueue
 from ragd.settings import Settings
@@ -40,7 +40,7 @@ def _sql_queue(
     )
 
 
-QUEUES: Mapping[str, QueueBuilder] = {SQLITE: _sql_queue}
+QUEUES: Mapping[str, QueueBuilder] = {SQLITE: _sql_queue, POSTGRESQL: _sql_queue}
 
 
 def build_job_queue(

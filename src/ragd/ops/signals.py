@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from ragd.db.backends import SQLITE, choose
+from ragd.db.backends import POSTGRESQL, SQLITE, choose
 from ragd.db.sequence import AUTH_EVENTS, INDEX_CHANGES
 from ragd.ops.files import ChangeSignal, FileChangeSignal
 from ragd.settings import Settings
@@ -39,7 +39,7 @@ def _marker_file(settings: Settings, channel: str) -> ChangeSignal:
     return FileChangeSignal(marker)
 
 
-SIGNALS: Mapping[str, Callable[[Settings, str], ChangeSignal]] = {SQLITE: _marker_file}
+SIGNALS: Mapping[str, Callable[[Settings, str], ChangeSignal]] = {SQLITE: _marker_file, POSTGRESQL: _marker_file}
 
 
 def build_change_signal(settings: Settings, channel: str) -> ChangeSignal:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from ragd.db.backends import SQLITE, choose
+from ragd.db.backends import POSTGRESQL, SQLITE, choose
 from ragd.db.engine import Database
 from ragd.jobs.queue import Finaliser
 from ragd.settings import Settings
@@ -32,13 +32,19 @@ __all__ = [
     "catalog_finalisers",
 ]
 
-IDENTITY_STORES: Mapping[str, Callable[[Database], IdentityStore]] = {SQLITE: SqlIdentityStore}
+IDENTITY_STORES: Mapping[str, Callable[[Database], IdentityStore]] = {
+    SQLITE: SqlIdentityStore, POSTGRESQL: SqlIdentityStore,
+}
 #: Each takes the database and ``commit_batch`` (chunks per staged batch of a large version).
-CATALOGS: Mapping[str, Callable[..., Catalog]] = {SQLITE: SqlCatalog}
-CONVERSATIONS: Mapping[str, Callable[[Database], Conversations]] = {SQLITE: SqlConversations}
+CATALOGS: Mapping[str, Callable[..., Catalog]] = {SQLITE: SqlCatalog, POSTGRESQL: SqlCatalog}
+CONVERSATIONS: Mapping[str, Callable[[Database], Conversations]] = {
+    SQLITE: SqlConversations, POSTGRESQL: SqlConversations,
+}
 #: The job finalisers each catalog needs from the queue (run in the transaction that ends an
 #: ingestion job as failed or cancelled, so its document never looks "in progress").
-FINALISERS: Mapping[str, Mapping[str, Finaliser]] = {SQLITE: {INGEST_JOB: finalise_ingest_job}}
+FINALISERS: Mapping[str, Mapping[str, Finaliser]] = {
+    SQLITE: {INGEST_JOB: finalise_ingest_job}, POSTGRESQL: {INGEST_JOB: finalise_ingest_job},
+}
 
 
 def build_identity_store(settings: Settings, db: Database) -> IdentityStore:
