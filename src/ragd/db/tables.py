@@ -14,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -155,6 +156,16 @@ class AuthEventRow(Base):
     subject: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
 
+
+
+class RateLimitRow(Base):
+    """A rate limiter's state for one key (GCRA: the bucket's theoretical arrival time, in
+    seconds since the epoch), shared by every process that serves logins."""
+
+    __tablename__ = "rate_limits"
+
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    tat: Mapped[float] = mapped_column(Float, index=True)
 
 
 class JobRow(Base):
