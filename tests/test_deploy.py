@@ -557,5 +557,6 @@ def test_the_build_context_holds_only_what_the_build_needs() -> None:
         assert (ROOT / source).exists(), source
         assert not _ignored(source, patterns), f"{source} is copied but left out of the context"
     for private in ("deploy/.env", "data/ragd.db", ".venv/bin/python", ".git/config",
-                    "bench/results/x.json", "src/ragd/__pycache__/x.pyc"):
+                    "bench/results/x.json", "src/ragd/__pycache__/x.pyc",
+                    "src/ragd.egg-info/PKG-INFO"):
         assert _ignored(private, patterns), private
