@@ -15,12 +15,14 @@ from ragd.container import (
     PRUNE_INTERVAL_SECONDS,
     FileLeader,
     Services,
+    build_workers,
     housekeeping_leader,
     open_services,
     run_housekeeping,
 )
 from ragd.db.locks import AdvisoryLeadership, Leader
 from ragd.settings import Settings
+from ragd.stores.catalog import DELETE_COLLECTION_JOB
 from tests.conftest import make_settings
 from tests.loop_clock import LoopClock
 from tests.postgres import PostgresServer
@@ -103,3 +105,33 @@ async def test_on_postgresql_the_lead_moves_when_the_leaders_connection_drops(
         finally:
             await leader.release()
             await follower.release()
+
+
+async def test_on_postgresql_a_worker_process_wakes_on_another_processes_enqueue(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    url = await postgres.fresh_database("wiring")
+    api = make_settings(tmp_path / "api", database={"url": url}, ingestion={"workers": 0})
+    worker = make_settings(tmp_path / "worker", database={"url": url})
+    # Polling once an hour (past any validation: model_copy): only NOTIFY can wake it.
+    worker = worker.model_copy(update={
+        "ingestion": worker.ingestion.model_copy(update={"poll_interval_seconds": 3600.0}),
+    })
+    async with open_services(api) as replica, open_services(worker) as host:
+        assert replica.listener is not None and host.listener is not None
+        pool = build_workers(host, 1)
+        pool.start()
+        try:
+            await eventually(lambda: pool.idle == 1, what="the worker waits for work")
+            tenant = await replica.store.create_tenant("acme")
+            job = await replica.queue.enqueue(
+                tenant.id, DELETE_COLLECTION_JOB, {"collection_id": "gone"}
+            )
+
+            async def finished() -> bool:
+                current = await replica.queue.get(tenant.id, job.id)
+                return current is not None and current.status == "succeeded"
+
+            await eventually(finished, what="the other process ran the job")
+        finally:
+            await pool.stop()

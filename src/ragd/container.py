@@ -27,6 +27,7 @@ from ragd.auth.tokens import TokenService
 from ragd.db import migrate
 from ragd.db.backends import supported_backend
 from ragd.db.engine import Database
+from ragd.db.listen import Listener, build_listener
 from ragd.db.locks import HOUSEKEEPING, STARTUP, AdvisoryLeadership, Leader, advisory_lock
 from ragd.db.migrate import SchemaGate
 from ragd.db.sequence import AUTH_EVENTS, INDEX_CHANGES
@@ -109,6 +110,8 @@ class Services:
     schema: SchemaGate
     migrations_applied: bool = False
     workers: WorkerPool | None = None
+    #: This process's LISTEN connection (PostgreSQL; None on SQLite).
+    listener: Listener | None = None
 
 
 def owner_only_dir(path: Path) -> None:
@@ -135,6 +138,7 @@ async def open_services(
         busy_timeout_ms=settings.database.busy_timeout_ms,
         echo=settings.database.echo,
     )
+    listener: Listener | None = None
     try:
         # Processes starting together on a new data dir take turns: the first connection's
         # switch of a new SQLite file to WAL fails at once ("database is locked", whatever
@@ -151,6 +155,9 @@ async def open_services(
             else:
                 schema = await migrate.schema_gate(db)
         startup.phase("migrations")
+        listener = build_listener(settings.database_url)
+        if listener is not None:
+            await listener.start()  # never fails: polling covers what it does not hear
         store = build_identity_store(settings, db)
         revocation = RevocationList(
             store,
@@ -210,6 +217,7 @@ async def open_services(
             answers=answers,
             schema=schema,
             migrations_applied=applied,
+            listener=listener,
         )
         try:
             yield services
@@ -218,6 +226,8 @@ async def open_services(
             await runtime.close()
             indexes.close()
     finally:
+        if listener is not None:
+            await listener.close()
         await db.dispose()
 
 
@@ -326,7 +336,9 @@ def build_workers(services: Services, concurrency: int) -> WorkerPool:
         poll_interval=services.settings.ingestion.poll_interval_seconds,
     )
     pool.add_cleanup(pipeline.close)
-    services.ingestion.set_wake(pool.wake)
+    services.ingestion.set_wake(pool.wake)  # this process's enqueues: at once, any backend
+    if services.listener is not None:
+        pool.listen(services.listener)  # every process's, through NOTIFY (PostgreSQL)
     return pool
 
 

@@ -43,6 +43,7 @@ from sqlalchemy.orm import Mapper
 from ragd.db.clock import database_now
 from ragd.db.cursor import encode_cursor, newest_first
 from ragd.db.engine import Database
+from ragd.db.listen import channel_name, notify_on_commit
 from ragd.db.tables import JobRow, utcnow
 from ragd.errors import Conflict, InvalidInput, NotFound
 
@@ -58,8 +59,10 @@ BACKOFF_MAX = timedelta(minutes=5)
 Finaliser = Callable[[AsyncSession, "Job"], Awaitable[None]]
 #: A job's error text is kept to this many characters.
 MAX_ERROR_CHARS = 4000
-#: The PostgreSQL channel a job's kind is announced on when it becomes due at once.
-JOBS_CHANNEL = "ragd_jobs"
+#: The wake-up a job's kind is announced on when it becomes due at once (a PostgreSQL
+#: channel: :data:`JOBS_CHANNEL`).
+JOBS = "jobs"
+JOBS_CHANNEL = channel_name(JOBS)
 #: Where the queue reads the time (an injected clock; None: the database's).
 Clock = Callable[[], datetime]
 
@@ -493,17 +496,17 @@ def _due(now: datetime) -> Any:
 
 async def announce_job(session: AsyncSession, kind: str) -> None:
     """Tell the listening worker pools (PostgreSQL ``NOTIFY``, sent when the transaction of
-    ``session`` commits, dropped if it rolls back) that a ``kind`` job is due now."""
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(
-            text("SELECT pg_notify(:channel, :kind)"), {"channel": JOBS_CHANNEL, "kind": kind}
-        )
+    ``session`` commits, dropped if it rolls back; nothing on SQLite) that a ``kind`` job is
+    due now."""
+    await notify_on_commit(session, JOBS, kind)
 
 
 @event.listens_for(JobRow, "after_insert")
 def _announce_inserted(_mapper: Mapper[JobRow], connection: Connection, row: JobRow) -> None:
     """Every job row inserted, by the queue or by a producer in its own transaction
-    (:func:`new_job_row`), is announced in that transaction: no producer can forget to."""
+    (:func:`new_job_row`), is announced in that transaction: no producer can forget to.
+    (A flush event gets the session's connection, not the session: the statement is
+    :func:`announce_job`'s, sent directly.)"""
     if connection.dialect.name == "postgresql":
         connection.execute(
             text("SELECT pg_notify(:channel, :kind)"), {"channel": JOBS_CHANNEL, "kind": row.kind}
