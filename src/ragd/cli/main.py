@@ -166,8 +166,8 @@ def _serve_many(settings: Any, sockets: list[socket.socket], workers: int) -> in
     advisory lock on PostgreSQL): the data dir and the development JWT secret are created
     before forking (N processes generating their own secret would refuse each other's
     tokens); migrations and the first admin run under the lock in whichever child comes
-    first. Only slot 0 runs the ingestion workers, so their
-    number (and the memory parsing and embedding take) does not grow with N.
+    first. Only slot 0 runs the ingestion workers, so their number (and the memory parsing
+    and embedding take) does not grow with N.
     """
     from ragd.ops.supervisor import Supervisor
     from ragd.settings import with_runtime_secret

@@ -18,8 +18,9 @@ injected one (tests), else the database's (:func:`ragd.db.clock.database_now`: P
 clock, so hosts whose clocks disagree neither steal live leases nor keep dead ones; the host's
 on SQLite, where every process shares one host). A job that a producer added in its own
 transaction (:func:`new_job_row`) carries the producer host's time; it is due at once
-whatever that clock said (``run_after == created_at`` on a first attempt means "never
-deferred"), so a producer whose clock runs ahead does not hold its jobs back.
+whatever that clock said (a first attempt whose ``run_after`` is not after its
+``created_at`` was never deferred), so a producer whose clock runs ahead does not hold its
+jobs back; deferrals (backoff, release) are the queue's own, on its clock.
 
 **Wake-up.** On PostgreSQL every transaction that adds a job, or queues one again at once,
 sends ``NOTIFY`` on :data:`JOBS_CHANNEL` (payload: the job's kind), delivered when it commits;
