@@ -27,6 +27,7 @@ from ragd.auth.tokens import TokenService
 from ragd.db import migrate
 from ragd.db.backends import supported_backend
 from ragd.db.engine import Database
+from ragd.db.listen import Listener, build_listener
 from ragd.db.sequence import AUTH_EVENTS, INDEX_CHANGES
 from ragd.generation.answer import AnswerService
 from ragd.generation.providers.factory import build_routes
@@ -106,6 +107,8 @@ class Services:
     answers: AnswerService
     migrations_applied: bool = False
     workers: WorkerPool | None = None
+    #: This process's LISTEN connection (PostgreSQL; None on SQLite).
+    listener: Listener | None = None
 
 
 def owner_only_dir(path: Path) -> None:
@@ -132,6 +135,7 @@ async def open_services(
         busy_timeout_ms=settings.database.busy_timeout_ms,
         echo=settings.database.echo,
     )
+    listener: Listener | None = None
     try:
         # Processes starting together on a new data dir take turns: the first connection's
         # switch of a new SQLite file to WAL fails at once ("database is locked", whatever
@@ -142,11 +146,16 @@ async def open_services(
             startup.phase("database")
             applied = await migrate.upgrade(db)
         startup.phase("migrations")
+        # Subscribed before it starts and before any state is read from the database: a
+        # change committed after that is heard, one committed before is in what is read.
+        listener = build_listener(settings.database_url)
+        auth_signal = build_change_signal(settings, AUTH_EVENTS, listener)
+        index_signal = build_change_signal(settings, INDEX_CHANGES, listener)
+        if listener is not None:
+            await listener.start()  # never fails: the signals read the logs until it connects
         store = build_identity_store(settings, db)
         revocation = RevocationList(
-            store,
-            build_change_signal(settings, AUTH_EVENTS),
-            sync_interval=settings.auth.revocation_sync_seconds,
+            store, auth_signal, sync_interval=settings.auth.revocation_sync_seconds,
         )
         await revocation.load()
         tokens = TokenService(settings)
@@ -168,9 +177,7 @@ async def open_services(
         install_live_metrics(metrics, runtime=runtime, memory=memory)
         catalog = build_catalog(settings, db)
         queue = build_job_queue(settings, db, finalisers=catalog_finalisers(settings))
-        indexes = build_search_backend(
-            settings, catalog, build_change_signal(settings, INDEX_CHANGES)
-        )
+        indexes = build_search_backend(settings, catalog, index_signal)
         ingestion = IngestionService(catalog, queue, indexes, settings.ingestion)
         search = SearchService(catalog, indexes, runtime)
         conversations = build_conversations(settings, db)
@@ -200,6 +207,7 @@ async def open_services(
             router=router,
             answers=answers,
             migrations_applied=applied,
+            listener=listener,
         )
         try:
             yield services
@@ -208,6 +216,8 @@ async def open_services(
             await runtime.close()
             indexes.close()
     finally:
+        if listener is not None:
+            await listener.close()
         await db.dispose()
 
 
