@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ragd.auth.accounts import AccountService
 from ragd.auth.passwords import PasswordHasher
+from ragd.auth.ratelimit import RateLimiter, keying_secret
 from ragd.auth.revocation import RevocationList
 from ragd.auth.service import AuthService
 from ragd.auth.tokens import TokenService
@@ -54,6 +55,7 @@ from ragd.stores.factory import (
     build_catalog,
     build_conversations,
     build_identity_store,
+    build_rate_limits,
     catalog_finalisers,
 )
 
@@ -167,6 +169,7 @@ async def open_services(
         )
         auth = AuthService(
             store, tokens, passwords, revocation, settings.auth,
+            throttle=RateLimiter(build_rate_limits(settings, db), keying_secret(settings)),
             allow_registration=settings.registration_open,
         )
         accounts = AccountService(store, auth, revocation)

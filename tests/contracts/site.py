@@ -26,8 +26,10 @@ from ragd.stores.factory import (
     build_catalog,
     build_conversations,
     build_identity_store,
+    build_rate_limits,
     catalog_finalisers,
 )
+from ragd.stores.rate_limits import RateLimits
 from tests.conftest import make_settings
 from tests.contracts.backends import Backend
 from tests.waiting import eventually
@@ -72,6 +74,9 @@ class Site:
 
     def conversations(self) -> Conversations:
         return build_conversations(self.settings, self.db)
+
+    def rate_limits(self) -> RateLimits:
+        return build_rate_limits(self.settings, self.db)
 
     def queue(
         self, *, clock: Callable[[], datetime] = utcnow, lease_seconds: float = 30
