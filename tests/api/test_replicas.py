@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -24,7 +25,7 @@ from fastapi import FastAPI
 from ragd.app import create_app
 from ragd.container import Services
 from ragd.db.listen import channel_name
-from ragd.db.sequence import AUTH_EVENTS
+from ragd.db.sequence import AUTH_EVENTS, INDEX_CHANGES
 from ragd.settings import Settings
 from tests.conftest import (
     STRONG_PASSWORD,
@@ -237,3 +238,30 @@ async def test_hostile_login_values_are_throttled_or_refused_never_a_500(
             assert all(status in (401, 422, 429) for status in statuses), (value, statuses)
             if statuses[0] == 401:
                 assert statuses == [401, 401, 429], value
+
+
+# -- the listener's lifecycle -----------------------------------------------------------------
+
+
+async def test_each_replica_listens_while_it_runs_and_hangs_up_when_it_stops(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    settings, _ = await _pair("postgresql", tmp_path, postgres)
+    database = settings.database_url.rsplit("/", 1)[1]
+    app = create_app(settings)
+    async with running(app):
+        listener = app.state.services.listener
+        assert listener is not None
+        assert listener.listening(AUTH_CHANNEL)
+        assert listener.listening(channel_name(INDEX_CHANGES))
+        pid = listener.server_pid
+    conn = await asyncpg.connect(postgres.dsn(database))
+    try:
+        async def hung_up() -> bool:
+            count = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid)
+            return count == 0
+
+        await eventually(hung_up, what="the listener's session ended")
+    finally:
+        await conn.close()
