@@ -263,10 +263,26 @@ class ApiKeyRepository(Protocol):
 
 
 class AuthEventLog(Protocol):
+    """The auth event log and the state a revocation list is built from.
+
+    Appends commit in sequence order (``ragd.db.sequence``), so "every event after N" is
+    complete once read; numbers may have gaps (a rolled-back append). Old events are pruned.
+    An append notifies the deployment's processes when it commits, where the backend can
+    (PostgreSQL: NOTIFY on the ``auth_events`` channel, ``ragd.db.listen``).
+    """
+
     async def events_since(self, seq: int, *, limit: int = 1000) -> list[AuthEvent]: ...
 
+    async def pruned_through(self, seq: int) -> bool:
+        """True when the log holds no event numbered ``seq`` or below: pruning may have
+        reached past ``seq``, and events after it may be gone too. False means no event
+        after ``seq`` was pruned, so a gap after it is only a rolled-back append."""
+        ...
+
     async def revocation_snapshot(self, now: datetime) -> RevocationSnapshot:
-        """Full state for a revocation list starting from scratch."""
+        """Full state for a revocation list starting from scratch, read as one consistent
+        snapshot: exactly the state after event ``last_seq``, so an event committed while
+        it is read can be neither half in it nor missed by a sync from ``last_seq``."""
         ...
 
     async def session_revoked(self, session_id: str) -> datetime | None:

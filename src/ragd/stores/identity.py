@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ragd.db.engine import Database
+from ragd.db.listen import notify_on_commit
 from ragd.db.sequence import AUTH_EVENTS, take_append_turn
 from ragd.db.tables import (
     ApiKeyRow,
@@ -83,9 +84,15 @@ def _ensure_outranks(acting: Privilege, row: UserRow) -> None:
 
 
 async def _event(session: AsyncSession, kind: EventKind, subject: str) -> None:
-    """Log an auth change; its seq is drawn in commit order (see :mod:`ragd.db.sequence`)."""
+    """Log an auth change; its seq is drawn in commit order (see :mod:`ragd.db.sequence`).
+
+    On PostgreSQL the transaction also notifies the ``auth_events`` channel, delivered to
+    every replica's listener exactly when it commits (once per transaction, whatever the
+    number of events), so their next request syncs.
+    """
     await take_append_turn(session, AUTH_EVENTS)
     session.add(AuthEventRow(kind=kind, subject=subject, created_at=utcnow()))
+    await notify_on_commit(session, AUTH_EVENTS)
 
 
 class SqlIdentityStore:
@@ -563,8 +570,24 @@ class SqlIdentityStore:
                 events.append(AuthEvent(seq=row.seq, kind=kind, subject=row.subject))
             return events
 
+    async def pruned_through(self, seq: int) -> bool:
+        # Events are pruned oldest first (by creation time, stamped after the append turn):
+        # while one numbered seq or below is left, none after it has gone.
+        async with self._db.read() as s:
+            kept = await s.scalar(
+                select(AuthEventRow.seq).where(AuthEventRow.seq <= seq).limit(1)
+            )
+            return kept is None
+
     async def revocation_snapshot(self, now: datetime) -> RevocationSnapshot:
         async with self._db.read() as s:
+            # One snapshot for the watermark and every table. SQLite: the read session is one
+            # transaction already (WAL: one snapshot from its first read). PostgreSQL reads
+            # each statement at a new snapshot unless asked for REPEATABLE READ.
+            if s.get_bind().dialect.name == "postgresql":
+                await s.connection(execution_options={
+                    "isolation_level": "REPEATABLE READ", "postgresql_readonly": True,
+                })
             last_seq = int(await s.scalar(select(func.max(AuthEventRow.seq))) or 0)
             sessions = await s.execute(
                 select(SessionRow.id, SessionRow.expires_at).where(
