@@ -329,11 +329,6 @@ class AuthService:
                 raise InvalidInput(f"expires_at {exc}", code="invalid_expiry") from None
             if expires_at <= utcnow():
                 raise InvalidInput("expires_at must be in the future", code="invalid_expiry")
-        existing = await self._store.list_api_keys(principal.tenant_id, principal.user_id)
-        if len(existing) >= MAX_API_KEYS_PER_USER:
-            raise InvalidInput(
-                f"at most {MAX_API_KEYS_PER_USER} API keys per user", code="too_many_keys"
-            )
         plaintext, key_id, secret_hash = apikeys.generate()
         key = await self._store.create_api_key(
             principal.tenant_id,
@@ -342,6 +337,7 @@ class AuthService:
             name=clean,
             secret_hash=secret_hash,
             expires_at=expires_at,
+            max_keys=MAX_API_KEYS_PER_USER,
         )
         return key, plaintext
 

@@ -251,7 +251,12 @@ class ApiKeyRepository(Protocol):
         name: str,
         secret_hash: str,
         expires_at: datetime | None,
-    ) -> ApiKey: ...
+        max_keys: int | None = None,
+    ) -> ApiKey:
+        """Store a new key. With ``max_keys``, refuse (:class:`~ragd.errors.InvalidInput`,
+        ``too_many_keys``) when the user already has that many, checked in the transaction
+        that creates it, so concurrent creations cannot pass the limit together."""
+        ...
 
     async def list_api_keys(self, tenant_id: str, user_id: str) -> list[ApiKey]: ...
 
