@@ -51,6 +51,7 @@ from tests.contracts.content import (
     version_commit,
 )
 from tests.contracts.site import Site, open_site
+from tests.postgres import PostgresServer
 from tests.waiting import eventually
 
 HASH = "argon2id$not-a-real-hash"
@@ -313,6 +314,60 @@ async def test_uploads_racing_a_collection_deletion_leave_nothing_behind(
     assert await _replayed(catalog, tenant) == await _stored(catalog, tenant) == set()
 
 
+async def test_every_catalog_write_at_once_never_deadlocks_and_keeps_the_log_true(
+    site: Site, catalog: Catalog, queue: ManagedJobQueue, tenant: str
+) -> None:
+    """Every write of the catalog on one collection at once, through two processes: they
+    lock in one order, so none waits for another in a cycle (PostgreSQL would fail one as
+    Busy), and afterwards the change log still says exactly what the catalog holds."""
+    collection_id = await new_collection(catalog, tenant)
+    other = site.another_process().catalog()
+    ready = [await ingest(catalog, queue, tenant, collection_id, [f"ready {n}"], seed=n)
+             for n in range(2)]
+    pending = []
+    for n in range(4):
+        accepted = await catalog.add_document(
+            tenant, collection_id, upload(f"pending {n}"), max_attempts=3
+        )
+        assert accepted.job is not None
+        job = await claim(queue, accepted.job.id, f"worker-{n}")
+        texts = [f"pending {n} part {part}" for part in range(1 + 2 * n)]  # some staged
+        pending.append(version_commit(
+            job, accepted.document.id, 1, chunks(accepted.document.id, 1, texts),
+            worker=f"worker-{n}",
+        ))
+    d0, d1 = (r.document.id for r in ready)
+    results = await _both(
+        catalog.commit_version(pending[0]), other.commit_version(pending[1]),
+        catalog.commit_version(pending[2]), other.commit_version(pending[3]),
+        other.replace_document(tenant, d0, upload("ready 0, edited"), max_attempts=3),
+        catalog.replace_document(tenant, pending[0].document_id, upload("p0, edited"),
+                                 max_attempts=3),
+        catalog.delete_document(tenant, d1), other.delete_document(tenant, pending[1].document_id),
+        catalog.finish_version(tenant, pending[2].document_id, 1, "failed", "broken"),
+        other.start_version(tenant, pending[3].document_id, 1),
+        catalog.add_document(tenant, collection_id, upload("new"), max_attempts=3),
+        other.add_document(tenant, collection_id, upload("new"), max_attempts=3),
+        other.update_collection(tenant, collection_id, name="Renamed"),
+    )
+    assert _unexpected(results) == []
+    assert await _replayed(catalog, tenant) == await _stored(catalog, tenant)
+    page = await catalog.list_documents(tenant, collection_id=collection_id, limit=100)
+    for document in page.items:  # "ready" only when the latest version is the active one
+        assert document.status != "ready" or document.active_version == document.latest_version
+    # And the collection's deletion racing what is left.
+    jobs = await _queued_ingest_jobs(queue, tenant)
+    results = await _both(
+        other.delete_collection(tenant, collection_id, inline_chunks=1000, max_attempts=3),
+        catalog.add_document(tenant, collection_id, upload("too late"), max_attempts=3),
+        *(catalog.replace_document(tenant, d, upload(f"again {d}"), max_attempts=3)
+          for d in jobs),
+    )
+    assert _unexpected(results, NotFound) == []
+    assert await _replayed(catalog, tenant) == await _stored(catalog, tenant) == set()
+    assert await _queued_ingest_jobs(queue, tenant) == []
+
+
 async def _remove(store: IdentityStore, user: User, action: str, acting: Privilege) -> object:
     if action == "delete":
         return await store.delete_user(user.tenant_id, user.id, acting=acting)
@@ -372,10 +427,9 @@ class Stage:
 
 
 @pytest.fixture
-async def stage(tmp_path: Path) -> AsyncIterator[Stage]:
-    backend = PostgresBackend()
-    backend.start(tmp_path)
-    site = await open_site(backend, tmp_path / "data")
+async def stage(postgres: PostgresServer, tmp_path: Path) -> AsyncIterator[Stage]:
+    # ``postgres`` (a session fixture outside the event loop) has started the server.
+    site = await open_site(PostgresBackend(), tmp_path / "data")
     try:
         yield Stage(site, site.another_process(), site.another_process().db)
     finally:
@@ -416,8 +470,10 @@ async def test_a_lease_taken_over_mid_commit_never_lets_both_workers_own_the_ver
         committing = _start(catalog.commit_version(commit))
         await stage.parked(committing)
         assert not committing.done(), await committing
-        taken = await stage.two.queue().claim("worker-2", [INGEST_JOB])
-    outcome = await committing
+        # The claimer skips a job that is locked (the queue claims with SKIP LOCKED).
+        claiming = _start(stage.two.queue().claim("worker-2", [INGEST_JOB]))
+        await stage.parked(committing, claiming)
+    outcome, taken = await committing, await claiming
     # Either the commit held the job (the takeover found nothing to claim) or the takeover
     # won (the commit found its lease lost): never both a new owner and this commit.
     assert (taken is None) != (outcome is CommitOutcome.LEASE_LOST), (taken, outcome)
