@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -33,7 +34,15 @@ import pytest
 from sqlalchemy import select, text, update
 
 from ragd.db.engine import Database
-from ragd.db.tables import ChunkRow, CollectionRow, ConversationRow, DocumentRow, JobRow, UserRow
+from ragd.db.tables import (
+    ChunkRow,
+    CollectionRow,
+    ConversationRow,
+    DocumentRow,
+    JobRow,
+    SessionRow,
+    UserRow,
+)
 from ragd.errors import Conflict, InvalidInput, NotFound, RagdError
 from ragd.jobs.factory import ManagedJobQueue
 from ragd.stores.base import IdentityStore, Privilege, User
@@ -207,6 +216,38 @@ async def test_suspensions_at_once_leave_an_active_platform_admin(
     assert [r.code for r in results if isinstance(r, Conflict)] == ["last_platform_admin"]
     active = [t for t in tenants if not await identity.tenant_suspended(t)]
     assert len(active) == 1
+
+
+async def test_logins_racing_a_demotion_carry_the_role_they_started_with(
+    site: Site, identity: IdentityStore, tenant: str
+) -> None:
+    await identity.create_user(tenant, "boss@acme.example", HASH, role="admin")
+    admin = await identity.create_user(tenant, "ada@acme.example", HASH, role="admin")
+    stores = [identity, site.another_process().identity()]
+    sessions = [str(uuid.uuid4()) for _ in range(8)]
+    logins = [
+        stores[n % 2].create_session(
+            tenant, admin.id, session_id=session, refresh_jti=str(uuid.uuid4()),
+            expires_at=datetime(2100, 1, 1, tzinfo=UTC),
+        )
+        for n, session in enumerate(sessions)
+    ]
+    demotion = stores[1].update_user(
+        tenant, admin.id, acting=Privilege.TENANT_ADMIN, role="member"
+    )
+    results = await _both(*logins[:4], demotion, *logins[4:])
+    assert _unexpected(results) == []
+    for session, started in zip(sessions, results[:4] + results[5:], strict=True):
+        assert isinstance(started, User)
+        if started.role == "admin":  # started before the demotion: revoked by it
+            assert await identity.session_revoked(session) is not None
+    # No session starts for a user who is inactive or gone.
+    await identity.update_user(tenant, admin.id, acting=PLATFORM, is_active=False)
+    for user_id in (admin.id, str(uuid.uuid4())):
+        assert await identity.create_session(
+            tenant, user_id, session_id=str(uuid.uuid4()), refresh_jti=str(uuid.uuid4()),
+            expires_at=datetime(2100, 1, 1, tzinfo=UTC),
+        ) is None
 
 
 async def test_api_keys_created_at_once_stay_within_the_limit(
@@ -562,6 +603,38 @@ async def test_two_admins_removed_at_once_one_is_refused(
     assert results[0].code == ("last_platform_admin" if platform else "last_admin")
     kept = await identity.get_user(tenant, first.id)
     assert kept is not None and kept.is_active and kept.role == role
+
+
+async def test_a_login_racing_a_demotion_never_keeps_the_old_role(
+    stage: Stage, staged_tenant: str
+) -> None:
+    tenant = staged_tenant
+    identity = stage.one.identity()
+    await identity.create_user(tenant, "boss@acme.example", HASH, role="admin")
+    admin = await identity.create_user(tenant, "ada@acme.example", HASH, role="admin")
+    old_session = str(uuid.uuid4())
+    await identity.create_session(
+        tenant, admin.id, session_id=old_session, refresh_jti=str(uuid.uuid4()),
+        expires_at=datetime(2100, 1, 1, tzinfo=UTC),
+    )
+    # The demotion stops where it revokes the user's sessions, after it changed the role; a
+    # login (its password already checked against the admin) starts a session meanwhile.
+    new_session = str(uuid.uuid4())
+    async with stage.holding(SessionRow.id, old_session):
+        demoting = _start(_remove(identity, admin, "demote", Privilege.TENANT_ADMIN))
+        await stage.parked(demoting)
+        starting = _start(stage.two.identity().create_session(
+            tenant, admin.id, session_id=new_session, refresh_jti=str(uuid.uuid4()),
+            expires_at=datetime(2100, 1, 1, tzinfo=UTC),
+        ))
+        await stage.parked(demoting, starting)
+    demoted, started = await _both(demoting, starting)
+    assert isinstance(demoted, User) and demoted.role == "member"
+    assert await identity.session_revoked(old_session) is not None
+    # The new session's tokens carry the role it started with: the new one, or the session
+    # was revoked with the others.
+    revoked = await identity.session_revoked(new_session) is not None
+    assert revoked or (isinstance(started, User) and started.role == "member"), started
 
 
 async def test_a_platform_admin_deactivated_while_the_others_tenant_is_suspended(

@@ -172,19 +172,23 @@ class AuthService:
         refresh, expires = self._tokens.issue_refresh(
             user_id=user.id, tenant_id=user.tenant_id, session_id=session_id, jti=jti
         )
-        await self._store.create_session(
+        # The tokens carry the role as of the session's start, read where the session is
+        # created: a demotion since the password check is seen here, or revokes the session.
+        current = await self._store.create_session(
             user.tenant_id,
             user.id,
             session_id=session_id,
             refresh_jti=jti,
             expires_at=datetime.fromtimestamp(expires, UTC),
         )
+        if current is None:
+            raise PermissionDenied("this account is disabled", code="account_disabled")
         access, expires_in = self._tokens.issue_access(
-            user_id=user.id,
-            tenant_id=user.tenant_id,
+            user_id=current.id,
+            tenant_id=current.tenant_id,
             session_id=session_id,
-            role=user.role,
-            is_superuser=user.is_superuser,
+            role=current.role,
+            is_superuser=current.is_superuser,
         )
         return TokenPair(access_token=access, refresh_token=refresh, expires_in=expires_in)
 

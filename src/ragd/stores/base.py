@@ -212,8 +212,12 @@ class SessionRepository(Protocol):
         session_id: str,
         refresh_jti: str,
         expires_at: datetime,
-    ) -> None:
-        """Start a session (refresh-token family) with its first refresh token."""
+    ) -> User | None:
+        """Start a session (refresh-token family) with its first refresh token, and return
+        the user as of that start: the role and privilege its tokens may carry. None, and no
+        session, when the user is gone or inactive. A change of the user's role or state
+        (which revokes the user's sessions) is either seen here or revokes this session too;
+        never neither."""
         ...
 
     async def rotate_refresh_token(

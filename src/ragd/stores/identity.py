@@ -410,8 +410,17 @@ class SqlIdentityStore:
         session_id: str,
         refresh_jti: str,
         expires_at: datetime,
-    ) -> None:
+    ) -> User | None:
         async with self._db.transaction() as s:
+            # FOR SHARE: a change of the user's role or state (which holds the user's row
+            # until it has revoked the user's sessions) commits before this reads the user,
+            # or waits for this session to commit and then revokes it too.
+            user = await s.scalar(
+                select(UserRow).where(UserRow.id == user_id, UserRow.tenant_id == tenant_id)
+                .with_for_update(read=True)
+            )
+            if user is None or not user.is_active:
+                return None
             s.add(
                 SessionRow(id=session_id, tenant_id=tenant_id, user_id=user_id,
                            expires_at=expires_at)
@@ -421,6 +430,7 @@ class SqlIdentityStore:
                 RefreshTokenRow(jti=refresh_jti, session_id=session_id, tenant_id=tenant_id,
                                 user_id=user_id, expires_at=expires_at)
             )
+            return _user(user)
 
     async def rotate_refresh_token(
         self,
