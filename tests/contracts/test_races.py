@@ -320,6 +320,16 @@ async def test_names_taken_at_once_are_one_success_and_clean_conflicts(
     assert sum(not isinstance(r, BaseException) for r in tenants) == 1
     assert {r.code for r in tenants if isinstance(r, Conflict)} == {"tenant_exists"}
 
+    registrations = await _both(*(
+        identities[n % 2].create_tenant_with_admin(
+            "Initech" if n % 2 else "INITECH", f"founder{n}@initech.example", HASH
+        )
+        for n in range(8)
+    ))
+    assert _unexpected(registrations, Conflict) == []
+    assert sum(not isinstance(r, BaseException) for r in registrations) == 1
+    assert {r.code for r in registrations if isinstance(r, Conflict)} == {"tenant_exists"}
+
     catalogs = [catalog, site.another_process().catalog()]
     collections = await _both(*(
         catalogs[n % 2].create_collection(

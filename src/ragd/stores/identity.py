@@ -109,6 +109,14 @@ _LAST_PLATFORM_ADMIN = "the last active platform administrator cannot be deactiv
 _PLATFORM_ADMINS = lock_id("platform_admins")
 
 
+async def _ensure_free(s: AsyncSession, tenant_name: str, email: str) -> None:
+    """Refuse a registration whose email or tenant name is taken."""
+    if await s.scalar(select(UserRow.id).where(UserRow.email == email)):
+        raise Conflict("this email cannot be registered", code="email_taken")
+    if await s.scalar(select(TenantRow.id).where(TenantRow.name_key == tenant_name.casefold())):
+        raise Conflict("a tenant with this name already exists", code="tenant_exists")
+
+
 async def _locked_user(s: AsyncSession, tenant_id: str, user_id: str) -> UserRow | None:
     """The tenant's user, locked for a change (``FOR NO KEY UPDATE``: rows that refer to the
     user, such as a login's new session, may still be inserted meanwhile)."""
@@ -208,12 +216,7 @@ class SqlIdentityStore:
     ) -> tuple[Tenant, User]:
         try:
             async with self._db.transaction() as s:
-                if await s.scalar(select(UserRow.id).where(UserRow.email == email)):
-                    raise Conflict("this email cannot be registered", code="email_taken")
-                if await s.scalar(
-                    select(TenantRow.id).where(TenantRow.name_key == tenant_name.casefold())
-                ):
-                    raise Conflict("a tenant with this name already exists", code="tenant_exists")
+                await _ensure_free(s, tenant_name, email)
                 tenant = TenantRow(name=tenant_name, name_key=tenant_name.casefold())
                 tenant.status = "active"
                 s.add(tenant)
@@ -231,6 +234,10 @@ class SqlIdentityStore:
                 await s.flush()
                 return _tenant(tenant), _user(user)
         except IntegrityError:
+            # A registration of this name or email committed after the checks (the unique
+            # constraints): answer as the checks now do.
+            async with self._db.read() as s:
+                await _ensure_free(s, tenant_name, email)
             raise Conflict("this tenant or email already exists", code="conflict") from None
 
     async def get_tenant(self, tenant_id: str) -> Tenant | None:
