@@ -34,6 +34,7 @@ import pytest
 from sqlalchemy import select, text, update
 
 from ragd.db.engine import Database
+from ragd.db.sequence import AUTH_EVENTS, lock_id
 from ragd.db.tables import (
     ChunkRow,
     CollectionRow,
@@ -454,6 +455,17 @@ class Stage:
             finally:
                 await transaction.rollback()
 
+    @asynccontextmanager
+    async def holding_turn(self, lock: int) -> AsyncIterator[None]:
+        """Hold the transaction-scoped advisory lock ``lock`` until the block ends."""
+        async with self._third.engine.connect() as conn:
+            transaction = await conn.begin()
+            try:
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": lock})
+                yield
+            finally:
+                await transaction.rollback()
+
     async def parked(self, *tasks: asyncio.Task[Any]) -> None:
         """Until each of ``tasks`` has finished or waits for a lock."""
         async def settled() -> bool:
@@ -645,6 +657,31 @@ async def test_a_login_racing_a_demotion_never_keeps_the_old_role(
     # was revoked with the others.
     revoked = await identity.session_revoked(new_session) is not None
     assert revoked or (isinstance(started, User) and started.role == "member"), started
+
+
+async def test_a_logout_racing_the_users_deactivation_does_not_deadlock(
+    stage: Stage, staged_tenant: str
+) -> None:
+    tenant = staged_tenant
+    identity = stage.one.identity()
+    user = await identity.create_user(tenant, "ada@acme.example", HASH)
+    session = str(uuid.uuid4())
+    await identity.create_session(tenant, user.id, session_id=session,
+                                  refresh_jti=str(uuid.uuid4()),
+                                  expires_at=datetime(2100, 1, 1, tzinfo=UTC))
+    await identity.create_api_key(tenant, user.id, key_id="key01", name="ci",
+                                  secret_hash="h" * 64, expires_at=None)
+    # Both append auth events; the log's append turn is held, so both queue for it: the
+    # deactivation first (having revoked the key), then the logout (having its session).
+    async with stage.holding_turn(lock_id(AUTH_EVENTS)):
+        deactivating = _start(_remove(identity, user, "deactivate", PLATFORM))
+        await stage.parked(deactivating)
+        logging_out = _start(stage.two.identity().revoke_session(tenant, session, "logout"))
+        await stage.parked(deactivating, logging_out)
+    results = await _both(deactivating, logging_out)
+    assert _unexpected(results) == []  # a deadlock would fail one of them as Busy
+    assert await identity.session_revoked(session) is not None
+    assert await identity.user_blocked(user.id)
 
 
 async def test_a_platform_admin_deactivated_while_the_others_tenant_is_suspended(

@@ -12,8 +12,9 @@ SQLite the one writer already serialises them; there ``FOR UPDATE`` compiles to 
 * an API key is created under a lock on its user's row, so the per-user limit holds;
 * names and emails are unique by constraints, whose violation is a clean Conflict.
 
-Locks are taken in one order, user, tenant, platform turn (then the auth event log's append
-turn), so two transactions never wait for each other in a cycle.
+Locks are taken in one order, user, tenant, platform turn, the user's sessions and keys, and
+last the auth event log's append turn, so two transactions never wait for each other in a
+cycle.
 """
 
 from __future__ import annotations
@@ -122,6 +123,31 @@ async def _locked_user(s: AsyncSession, tenant_id: str, user_id: str) -> UserRow
     user, such as a login's new session, may still be inserted meanwhile)."""
     query = select(UserRow).where(UserRow.id == user_id, UserRow.tenant_id == tenant_id)
     return await s.scalar(query.with_for_update(key_share=True))
+
+
+async def _lock_credentials(s: AsyncSession, tenant_id: str, user_id: str) -> None:
+    """Lock the user's live sessions and keys before revoking them.
+
+    Revoking them appends auth events, and the first append takes the event log's append
+    turn for the rest of the transaction; a logout or a key deletion locks its one row and
+    then takes that turn too. Were the rows locked one by one after the turn, such a logout
+    holding a session of the user would wait for the turn while this waited for its session:
+    a deadlock. Locked first, the logout waits for this whole transaction instead.
+    """
+    await s.execute(
+        select(SessionRow.id)
+        .where(SessionRow.tenant_id == tenant_id, SessionRow.user_id == user_id,
+               SessionRow.revoked_at.is_(None))
+        .order_by(SessionRow.id)
+        .with_for_update()
+    )
+    await s.execute(
+        select(ApiKeyRow.id)
+        .where(ApiKeyRow.tenant_id == tenant_id, ApiKeyRow.user_id == user_id,
+               ApiKeyRow.revoked_at.is_(None))
+        .order_by(ApiKeyRow.id)
+        .with_for_update()
+    )
 
 
 async def _ensure_other_admin(s: AsyncSession, tenant_id: str, user_id: str) -> None:
@@ -355,6 +381,8 @@ class SqlIdentityStore:
                 await _ensure_other_admin(s, tenant_id, user_id)
             if row.is_superuser and deactivates:
                 await _ensure_platform_admin_left(s, _LAST_PLATFORM_ADMIN, excluding_user=user_id)
+            if role_changes or deactivates:
+                await _lock_credentials(s, tenant_id, user_id)
             if role_changes:
                 assert role is not None  # noqa: S101 - narrowed above
                 row.role = role
@@ -381,6 +409,7 @@ class SqlIdentityStore:
                 await _ensure_other_admin(s, tenant_id, user_id)
             if row.is_superuser and row.is_active:
                 await _ensure_platform_admin_left(s, _LAST_PLATFORM_ADMIN, excluding_user=user_id)
+            await _lock_credentials(s, tenant_id, user_id)
             await self._revoke_sessions(s, tenant_id, user_id, "user_deleted")
             await self._revoke_keys(s, tenant_id, user_id)
             await s.delete(row)
