@@ -184,19 +184,23 @@ class AuthService:
         refresh, expires = self._tokens.issue_refresh(
             user_id=user.id, tenant_id=user.tenant_id, session_id=session_id, jti=jti
         )
-        await self._store.create_session(
+        # The tokens carry the role as of the session's start, read where the session is
+        # created: a demotion since the password check is seen here, or revokes the session.
+        current = await self._store.create_session(
             user.tenant_id,
             user.id,
             session_id=session_id,
             refresh_jti=jti,
             expires_at=datetime.fromtimestamp(expires, UTC),
         )
+        if current is None:
+            raise PermissionDenied("this account is disabled", code="account_disabled")
         access, expires_in = self._tokens.issue_access(
-            user_id=user.id,
-            tenant_id=user.tenant_id,
+            user_id=current.id,
+            tenant_id=current.tenant_id,
             session_id=session_id,
-            role=user.role,
-            is_superuser=user.is_superuser,
+            role=current.role,
+            is_superuser=current.is_superuser,
         )
         return TokenPair(access_token=access, refresh_token=refresh, expires_in=expires_in)
 
@@ -342,11 +346,6 @@ class AuthService:
                 raise InvalidInput(f"expires_at {exc}", code="invalid_expiry") from None
             if expires_at <= utcnow():
                 raise InvalidInput("expires_at must be in the future", code="invalid_expiry")
-        existing = await self._store.list_api_keys(principal.tenant_id, principal.user_id)
-        if len(existing) >= MAX_API_KEYS_PER_USER:
-            raise InvalidInput(
-                f"at most {MAX_API_KEYS_PER_USER} API keys per user", code="too_many_keys"
-            )
         plaintext, key_id, secret_hash = apikeys.generate()
         key = await self._store.create_api_key(
             principal.tenant_id,
@@ -355,6 +354,7 @@ class AuthService:
             name=clean,
             secret_hash=secret_hash,
             expires_at=expires_at,
+            max_keys=MAX_API_KEYS_PER_USER,
         )
         return key, plaintext
 

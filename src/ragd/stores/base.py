@@ -212,8 +212,12 @@ class SessionRepository(Protocol):
         session_id: str,
         refresh_jti: str,
         expires_at: datetime,
-    ) -> None:
-        """Start a session (refresh-token family) with its first refresh token."""
+    ) -> User | None:
+        """Start a session (refresh-token family) with its first refresh token, and return
+        the user as of that start: the role and privilege its tokens may carry. None, and no
+        session, when the user is gone or inactive. A change of the user's role or state
+        (which revokes the user's sessions) is either seen here or revokes this session too;
+        never neither."""
         ...
 
     async def rotate_refresh_token(
@@ -251,7 +255,12 @@ class ApiKeyRepository(Protocol):
         name: str,
         secret_hash: str,
         expires_at: datetime | None,
-    ) -> ApiKey: ...
+        max_keys: int | None = None,
+    ) -> ApiKey:
+        """Store a new key. With ``max_keys``, refuse (:class:`~ragd.errors.InvalidInput`,
+        ``too_many_keys``) when the user already has that many, checked in the transaction
+        that creates it, so concurrent creations cannot pass the limit together."""
+        ...
 
     async def list_api_keys(self, tenant_id: str, user_id: str) -> list[ApiKey]: ...
 
