@@ -169,7 +169,7 @@ async def open_services(
         catalog = build_catalog(settings, db)
         queue = build_job_queue(settings, db, finalisers=catalog_finalisers(settings))
         indexes = build_search_backend(
-            settings, catalog, build_change_signal(settings, INDEX_CHANGES)
+            settings, db, catalog, build_change_signal(settings, INDEX_CHANGES)
         )
         ingestion = IngestionService(catalog, queue, indexes, settings.ingestion)
         search = SearchService(catalog, indexes, runtime)
