@@ -165,11 +165,14 @@ class PostgresSearch:
         limit: int,
     ) -> list[Hit]:
         """The HNSW index's nearest neighbours in the scope (iterative scan)."""
+        # The walk is taken because scoring every row of the scope would cost too much:
+        # no sorts, or the planner may still prefer to (it misjudges the scope's size).
         await conn.execute(
             text(
                 "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
                 "set_config('hnsw.ef_search', :ef, true), "
-                "set_config('hnsw.max_scan_tuples', :tuples, true)"
+                "set_config('hnsw.max_scan_tuples', :tuples, true), "
+                "set_config('enable_sort', 'off', true)"
             ),
             {"ef": str(min(1000, max(self._ef_search, limit))),
              "tuples": str(self._max_scan_tuples)},

@@ -5,10 +5,12 @@ Python) translated into a condition the search legs put in their ``WHERE``, so a
 filter narrows the candidates instead of starving the results. The translation never
 excludes a document the Python predicate accepts: it is exact for every operator on strings,
 numbers, booleans, nulls and lists, and for date ranges on the canonical ISO forms
-(``2024-05-01``, ``2024-05-01T10:00[:00[.123456]]`` with an optional ``Z`` or ``+hh:mm``);
-a stored string in any other form passes the SQL condition and the search service's
-Python predicate, which always runs on the loaded documents, decides. Every value and field
-name is a bound parameter; nothing of the filter is spliced into the SQL text.
+(``2024-05-01``, ``2024-05-01T10:00[:00[.123456]]`` with an optional ``Z`` or ``+hh:mm``)
+and on strings that cannot be dates. A stored string that might be a date in another form
+(eight to forty characters starting with four digits: ``20240501``, ``2024-W18-3``) passes
+the SQL condition, and the search service's Python predicate, which always runs on the
+loaded documents, decides. Every value and field name is a bound parameter; nothing of the
+filter is spliced into the SQL text.
 
 The spec must already be valid (``compile_filter`` raised otherwise); anything else raises
 ``ValueError`` here.
@@ -36,6 +38,7 @@ _CANONICAL_DATE = (
 )
 _CANONICAL = re.compile(_CANONICAL_DATE)
 _ZONED = r"(Z|[+-][0-9]{2}:[0-9]{2})$"
+_MAYBE_DATE = r"^[0-9]{4}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,9 +130,15 @@ def _range(sql: _Binder, value: str, op: str, bound: Any) -> str:
         raise ValueError("a range bound is a number or an ISO date")
     text = f"({value} #>> '{{}}')"
     when = sql.bind(_wall_time(bound)) if _CANONICAL.match(bound) else None
+    # What Python's reading of a date requires first (retrieval/filters.py: _as_date).
+    maybe = sql.bind(_MAYBE_DATE)
+    could_be_date = f"(length({text}) BETWEEN 8 AND 40 AND {text} ~ {maybe})"
     if when is None:
-        # A bound the SQL does not parse like Python does: only strings can compare.
-        return f"coalesce(jsonb_typeof({value}) = 'string', false)"
+        # A bound the SQL does not read like Python does: any string that may be a date.
+        return (
+            f"CASE WHEN jsonb_typeof({value}) IS DISTINCT FROM 'string' THEN false "
+            f"ELSE {could_be_date} END"
+        )
     canonical = sql.bind(_CANONICAL_DATE)
     zoned = sql.bind(_ZONED)
     return (
@@ -137,7 +146,7 @@ def _range(sql: _Binder, value: str, op: str, bound: Any) -> str:
         f"WHEN {text} ~ {canonical} AND pg_input_is_valid({text}, 'timestamptz') THEN "
         f"(CASE WHEN {text} ~ {zoned} THEN CAST({text} AS timestamptz) AT TIME ZONE 'UTC' "
         f"ELSE CAST({text} AS timestamp) END) {op} CAST(CAST({when} AS text) AS timestamp) "
-        "ELSE true END"
+        f"ELSE {could_be_date} END"
     )
 
 
