@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ragd.db.engine import Database
@@ -316,11 +317,14 @@ class PostgresSearch:
 
     async def publish(self, tenant_id: str) -> int:
         """After a commit: make sure each embedder dimension in use has its HNSW index (a
-        new dimension's is built here, once, concurrently with writes)."""
+        new dimension's is built here, once, concurrently with writes). The commit is
+        searchable either way (exactly, until the index exists): a failed build is logged
+        and tried again at the next commit, never the commit's failure."""
         await self._ensure_indexes()
         return 0
 
     async def sync_all(self) -> int:
+        """At startup: the HNSW indexes of the dimensions in use (see :meth:`publish`)."""
         await self._ensure_indexes()
         return 0
 
@@ -335,7 +339,13 @@ class PostgresSearch:
             ))).scalars().all())
         for dimension in sorted(dimensions - self._indexed):
             if 0 < dimension <= HNSW_MAX_DIMENSION:
-                await self._ensure_index(int(dimension))
+                try:
+                    await self._ensure_index(int(dimension))
+                except (DBAPIError, OSError):
+                    logger.warning("vector index build failed; searches of this dimension "
+                                   "stay exact until it is built", extra={
+                                       "dimension": dimension}, exc_info=True)
+                    continue
             self._indexed.add(dimension)
 
     async def _ensure_index(self, dimension: int) -> None:
