@@ -560,7 +560,8 @@ def index_verify(
     config: ConfigOpt = None,
 ) -> None:
     """Compare each tenant's BM25 and vector partitions with the chunk rows (exit 1 when a
-    partition is behind, misses entries or holds orphans). Nothing is changed."""
+    partition is behind, misses entries or holds orphans; on PostgreSQL, when chunk rows
+    lack their full-text or vector column). Nothing is changed."""
     settings = _settings(config, data_dir=data_dir)
 
     async def action(services: Any) -> list[dict[str, Any]]:
@@ -591,7 +592,8 @@ def index_verify(
 def index_rebuild(
     tenant: TenantOpt = None, data_dir: DataDirOpt = None, config: ConfigOpt = None
 ) -> None:
-    """Refill each tenant's partitions from the chunk rows in the database."""
+    """Refill each tenant's partitions from the chunk rows in the database (on PostgreSQL:
+    rewrite the rows' full-text and vector columns, and build missing vector indexes)."""
     settings = _settings(config, data_dir=data_dir)
 
     async def action(services: Any) -> list[tuple[str, int]]:

@@ -174,7 +174,9 @@ class SearchBackend(Protocol):
     * The catalog's change log is the source of truth, applied in log order and
       idempotently. After :meth:`sync` returns, every change committed before the call is
       searchable in this process; :meth:`notify` tells the other processes, and each search
-      first applies whatever was notified before it.
+      first applies whatever was notified before it. (A backend that searches the
+      catalog's rows themselves, like the PostgreSQL one, has nothing to apply: a change is
+      searchable everywhere once committed, and :meth:`sync` returns 0.)
     * Search methods never raise on odd query text; scores are higher-is-better and are
       only comparable within one leg.
     """
