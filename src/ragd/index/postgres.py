@@ -143,12 +143,15 @@ class PostgresSearch:
         params = {**where.params, "query": vector_literal(query), "limit": int(limit)}
         async with self._db.read() as s:
             conn = await s.connection()
-            await _custom_plans(conn)
-            size = await self._scope_size(conn, where)
+            if where.chunk_scope:
+                size = await self._scope_size(conn, where)
+            else:
+                size = (await self._tenant_stats(conn, tenant_id)).chunks
             if size > self._exact_max and dimension <= HNSW_MAX_DIMENSION:
                 hits = await self._walk(conn, where, dimension, params, limit)
                 if len(hits) >= limit:
                     return hits
+            await _settings(conn, enable_sort="on")
             return await _dense(conn, _exact_sql(where, dimension), params)
 
     async def _scope_size(self, conn: AsyncConnection, where: _Where) -> int:
@@ -168,15 +171,11 @@ class PostgresSearch:
         """The HNSW index's nearest neighbours in the scope (iterative scan)."""
         # The walk is taken because scoring every row of the scope would cost too much:
         # no sorts, or the planner may still prefer to (it misjudges the scope's size).
-        await conn.execute(
-            text(
-                "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
-                "set_config('hnsw.ef_search', :ef, true), "
-                "set_config('hnsw.max_scan_tuples', :tuples, true), "
-                "set_config('enable_sort', 'off', true)"
-            ),
-            {"ef": str(min(1000, max(self._ef_search, limit))),
-             "tuples": str(self._max_scan_tuples)},
+        await _settings(
+            conn, **{"hnsw.iterative_scan": "relaxed_order",
+                     "hnsw.ef_search": str(min(1000, max(self._ef_search, limit))),
+                     "hnsw.max_scan_tuples": str(self._max_scan_tuples),
+                     "enable_sort": "off"},
         )
         distance = cosine_distance_sql(dimension)
         # relaxed_order returns neighbours nearly in order: materialised, then sorted.
@@ -202,7 +201,6 @@ class PostgresSearch:
             return []
         async with self._db.read() as s:
             conn = await s.connection()
-            await _custom_plans(conn)
             terms = await self._terms(conn, words)
             if not terms:
                 return []  # stop words only
@@ -481,12 +479,17 @@ class _Where:
         )
 
 
-async def _custom_plans(conn: AsyncConnection) -> None:
-    """Plan every statement of this transaction for its own parameters. The driver prepares
-    statements, and after five runs PostgreSQL may switch to a generic plan, one that does
-    not know the tenant, the words or the vector: measured, a lexical search went from
-    30 ms to seconds on its sixth run."""
-    await conn.execute(text("SELECT set_config('plan_cache_mode', 'force_custom_plan', true)"))
+async def _settings(conn: AsyncConnection, **settings: str) -> None:
+    """Set ``settings`` for the rest of the transaction, and custom plans: the driver
+    prepares statements, and after five runs PostgreSQL may switch to a generic plan, one
+    that does not know the tenant, the words or the vector (measured: a lexical search went
+    from 30 ms to seconds on its sixth run)."""
+    wanted = {"plan_cache_mode": "force_custom_plan", **settings}
+    names = list(wanted)
+    calls = ", ".join(f"set_config(:n{i}, :v{i}, true)" for i in range(len(names)))
+    params = {f"n{i}": name for i, name in enumerate(names)}
+    params.update({f"v{i}": wanted[name] for i, name in enumerate(names)})
+    await conn.execute(text(f"SELECT {calls}"), params)  # noqa: S608 - placeholders only
 
 
 def _exact_sql(where: _Where, dimension: int) -> str:
