@@ -29,6 +29,7 @@ from ragd.db.engine import Database
 from ragd.db.pgsearch import vector_literal
 from ragd.errors import InvalidInput
 from ragd.index.base import Hit, Scope
+from ragd.index.bm25 import RARER_THAN_LISTED, Term, bm25_sql, idf, plan, tsquery
 from ragd.index.factory import build_search_backend
 from ragd.index.postgres import PostgresSearch, _Where
 from ragd.index.sql_filter import metadata_condition
@@ -627,3 +628,50 @@ async def _one_broken_tenant(url: str, tmp_path: Path) -> str:
     finally:
         await db.dispose()
     return tenant
+
+
+# -- the BM25 plan (pure) -----------------------------------------------------------------------
+
+_TERMS = st.lists(
+    st.builds(Term, st.text("abcdefgh", min_size=1, max_size=4), st.integers(0, 5000),
+              st.booleans()),
+    max_size=12, unique_by=lambda term: term.lexeme,
+)
+
+
+@given(terms=_TERMS, cap=st.integers(1, 500), budget=st.integers(1, 2000),
+       chunks=st.integers(0, 10_000))
+def test_a_plan_bounds_its_candidates_and_keeps_every_term(
+    terms: list[Term], cap: int, budget: int, chunks: int
+) -> None:
+    planned = plan(terms, chunks=chunks, average_length=100.0,
+                   frequencies={"ab": 0.5, RARER_THAN_LISTED: 0.01}, cap=cap, budget=budget)
+    by_lexeme = {term.lexeme: term for term in terms}
+    assert sum(by_lexeme[lexeme].df for lexeme in planned.rare) <= budget
+    assert all(by_lexeme[lexeme].df < cap for lexeme in planned.rare)
+    assert set(planned.rare) | set(planned.common) == {t.lexeme for t in terms if t.df > 0}
+    assert not set(planned.rare) & set(planned.common)
+    assert planned.terms == [term.lexeme for term in terms]
+    assert all(weight > 0 for weight in planned.idf)
+    assert planned.fill >= budget // 4
+    if planned.matches_nothing:
+        with pytest.raises(ValueError, match="matches nothing"):
+            bm25_sql("AND c.tenant_id = :tenant", {"tenant": "t"}, planned, 10)
+
+
+def test_idf_falls_as_a_term_gets_commoner() -> None:
+    weights = [idf(1000, df) for df in (1, 10, 100, 500, 1000)]
+    assert weights == sorted(weights, reverse=True) and weights[-1] > 0
+
+
+async def test_any_lexeme_is_quoted_into_a_query_of_itself(site: Site) -> None:
+    lexemes = ["plain", "it's", "back\\slash", "a:b", "&|!", "'", "\\'", "x y", "ünï", "<->"]
+    async with site.db.read() as s:
+        for lexeme in lexemes:
+            parsed = (await s.execute(
+                text("SELECT querytree(CAST(:q AS tsquery))"), {"q": tsquery([lexeme], "|")}
+            )).scalar_one()
+            literal = "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
+            assert parsed == literal, lexeme
+    with pytest.raises(ValueError, match="operator"):
+        tsquery(["a"], "<->")

@@ -84,10 +84,12 @@ def plan(
     common: list[str] = []
     spent = 0
     for lexeme, df in sorted(estimated, key=lambda item: (item[1], item[0])):
+        if df <= 0:
+            continue  # in no chunk of the tenant
         if df < cap and spent + df <= budget:
             rare.append(lexeme)
             spent += df
-        elif df > 0:
+        else:
             common.append(lexeme)
     return Plan(
         terms=[lexeme for lexeme, _ in estimated],
