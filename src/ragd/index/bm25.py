@@ -140,10 +140,11 @@ def bm25_sql(
         "avgdl": query.average_length, "limit": int(limit), "fill": max(query.fill, limit),
     }
     sources = []
-    base = f"SELECT c.key FROM chunks c WHERE true {where}"  # noqa: S608 - our fragment
+    # Each source carries what scoring reads, so no candidate is looked up twice.
+    base = f"SELECT c.key, c.token_count, c.lexemes FROM chunks c WHERE true {where}"  # noqa: S608
     if query.rare:
         params["rare"] = tsquery(query.rare, "|")
-        sources.append(f"{base} AND c.lexemes @@ CAST(:rare AS tsquery)")
+        sources.append(f"({base} AND c.lexemes @@ CAST(:rare AS tsquery))")
     if query.common:
         # Rows holding every common term first, then any of them, until the fill: an
         # Append under a LIMIT stops as soon as it has enough.
@@ -152,20 +153,21 @@ def bm25_sql(
         if len(query.common) > 1:
             params["some"] = tsquery(query.common, "|")
             fill = (
-                f"SELECT key FROM (({fill}) UNION ALL "  # noqa: S608 - our fragments
+                f"SELECT * FROM (({fill}) UNION ALL "  # noqa: S608 - our fragments
                 f"({base} AND c.lexemes @@ CAST(:some AS tsquery))) AS either"
             )
         sources.append(f"({fill} LIMIT :fill)")
     # Term frequencies: the query's lexemes marked (setweight) and kept (ts_filter), so
     # unnest reads those few entries of the row's tsvector, not all of it.
     sql = (
-        f"WITH candidates AS MATERIALIZED ({' UNION '.join(sources)}), "  # noqa: S608
+        "WITH candidates AS MATERIALIZED (SELECT DISTINCT ON (key) key, token_count, "  # noqa: S608
+        f"lexemes FROM ({' UNION ALL '.join(sources)}) AS found ORDER BY key), "
         "weights AS (SELECT * FROM unnest(CAST(:terms AS text[]), "
         "CAST(:idf AS float8[])) AS w(term, idf)) "
         "SELECT c.key, sum(w.idf * (m.tf * (CAST(:k1 AS float8) + 1)) / (m.tf + "
         "CAST(:k1 AS float8) * (1 - CAST(:b AS float8) + CAST(:b AS float8) * "
         "c.token_count / CAST(:avgdl AS float8)))) AS score "
-        "FROM candidates JOIN chunks c ON c.key = candidates.key "
+        "FROM candidates AS c "
         "CROSS JOIN LATERAL (SELECT u.lexeme, "
         "CAST(coalesce(array_length(u.positions, 1), 1) AS float8) AS tf "
         "FROM unnest(ts_filter(setweight(c.lexemes, 'A', CAST(:terms AS text[])), '{a}')) "

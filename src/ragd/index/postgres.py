@@ -25,7 +25,7 @@ raises and stop words alone find nothing. Any word may match (OR, like the embed
 leg). Ranking is BM25 over a bounded candidate set (:mod:`ragd.index.bm25`), because
 scoring every match of a common word is what makes full-text ranking slow on big tenants.
 Its term statistics: each query term's document frequency in the tenant is counted up to
-``df_cap`` rows (exact for the terms that discriminate); a common term's is estimated from
+``budget`` rows (exact for the terms that discriminate); a common term's is estimated from
 the planner's statistics of the column (its share of all rows, scaled to the tenant), and a
 term those statistics already call common is not counted at all (counting costs every one
 of its entries in the index). The tenant's chunk count and average length come from its
@@ -81,9 +81,9 @@ EXACT_MAX = 10_000
 EF_SEARCH = 100
 #: Tuples the iterative scan may visit before it gives up (a short walk is redone exactly).
 MAX_SCAN_TUPLES = 20_000
-#: Term frequencies are counted up to this many rows.
-DF_CAP = 200
-#: Rows the lexical leg scores per query (at most about twice this many).
+#: Rows the lexical leg scores per query (at most about twice this many). Term frequencies
+#: are counted up to as many rows: a term that does not fit in the budget is sampled
+#: anyway, so counting it further would not change which rows are scored.
 BUDGET = 500
 #: How long the table's common-lexeme frequencies (``pg_stats``) are reused.
 COMMON_SECONDS = 600.0
@@ -111,7 +111,7 @@ class PostgresSearch:
     def __init__(
         self, db: Database, changes: ChangeLog, *, exact_max: int = EXACT_MAX,
         ef_search: int = EF_SEARCH, max_scan_tuples: int = MAX_SCAN_TUPLES,
-        df_cap: int = DF_CAP, budget: int = BUDGET,
+        budget: int = BUDGET, df_cap: int | None = None,
     ) -> None:
         if not db.is_postgresql:
             raise ValueError("PostgresSearch needs a PostgreSQL database")
@@ -120,8 +120,8 @@ class PostgresSearch:
         self._exact_max = exact_max
         self._ef_search = ef_search
         self._max_scan_tuples = max_scan_tuples
-        self._df_cap = df_cap
         self._budget = budget
+        self._df_cap = budget if df_cap is None else df_cap
         self._stats: dict[str, _TenantStats] = {}
         self._common: tuple[float, dict[str, float]] = (-math.inf, {})
         self._indexed: set[int] = set()
@@ -230,10 +230,13 @@ class PostgresSearch:
         return [Hit(int(row[0]), float(row[1])) for row in rows]
 
     async def _terms(self, conn: AsyncConnection, words: str) -> list[str]:
-        """The query's first ``MAX_TERMS`` distinct terms (stems, stop words dropped)."""
+        """The query's first ``MAX_TERMS`` distinct terms (stems, stop words dropped). The
+        first statement of the search's transaction, so it also asks for custom plans for
+        the statements that follow (see :func:`_settings`)."""
         rows: Sequence[Any] = (await conn.execute(
             text(
-                "SELECT t.lexeme FROM "  # noqa: S608 - our fragments; values are bound
+                "SELECT t.lexeme FROM (SELECT set_config('plan_cache_mode', "  # noqa: S608
+                "'force_custom_plan', true)) AS custom, "
                 f"unnest(to_tsvector('{TEXT_SEARCH_CONFIG}', :words)) AS t "
                 "ORDER BY t.positions[1] LIMIT :max_terms"
             ),
