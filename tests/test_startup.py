@@ -270,3 +270,16 @@ async def test_a_schema_newer_than_this_build_is_refused_at_start(
         async with open_services(settings):
             pass
     assert (await _revision_and_users(url))[0] == "9999"  # nothing was "upgraded"
+
+
+async def test_local_ingestion_refuses_a_schema_behind_this_build(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """``ragd ingest --local`` with migrate_on_start off never writes to an old schema."""
+    from ragd.cli.ingest import IngestError, LocalBackend
+
+    url = await _empty_url("postgresql", postgres, tmp_path)
+    settings = make_settings(tmp_path / "data", database={"url": url, "migrate_on_start": False})
+    with pytest.raises(IngestError, match="ragd db upgrade"):
+        async with LocalBackend(settings, "acme", run_workers=False):
+            pass

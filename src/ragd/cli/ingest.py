@@ -482,6 +482,9 @@ class LocalBackend:
 
         try:
             self._services = await self._stack.enter_async_context(open_services(self.settings))
+            if not self.services.schema.ready:
+                raise IngestError("the database schema is behind this version of ragd: run "
+                                  "`ragd db upgrade` first")
             tenant = await self.services.store.get_tenant(self.tenant)
             if tenant is None:
                 tenant = await self.services.store.get_tenant_by_name(self.tenant)
