@@ -163,6 +163,13 @@ async def test_a_small_tenant_in_a_big_table_gets_complete_results(
         small, unit_vector(42), 12
     )
     assert _keys(hits) == _keys(expected)
+    # Once the planner knows the table's size, the tenant's share (12 of 312 rows) is too
+    # small for a walk of one tuple: searched exactly at once, just as complete.
+    async with site.db.engine.connect() as base:
+        conn = await base.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(text("ANALYZE chunks"))
+    analysed = _backend(site, catalog, exact_max=5, ef_search=1, max_scan_tuples=1)
+    assert _keys(await analysed.dense_search(small, unit_vector(42), 12)) == _keys(expected)
     # The walk alone is short here: the exact scan is what completed the answer.
     async with site.db.read() as s:
         conn = await s.connection()

@@ -15,9 +15,10 @@ the scope (collections, documents) and the metadata filter, all in SQL.
 entries) is searched exactly: every row scored, complete and cheap. A larger one goes
 through the HNSW index of the query's dimension with pgvector's iterative scan
 (``relaxed_order``, re-sorted afterwards): the tenant and scope conditions filter while the
-graph is walked, up to ``max_scan_tuples`` tuples. A walk that comes back short (a tenant
-that is a small share of a huge table, a selective filter) is repeated exactly, so a result
-is never short because of the index.
+graph is walked, up to ``max_scan_tuples`` tuples. A tenant that is too small a share of
+the table for the walk to find ``limit`` of its rows within those tuples is searched
+exactly at once; a walk that still comes back short (a narrow scope, a selective filter) is
+repeated exactly, so a result is never short because of the index.
 
 **Lexical.** The query is only ever split into words (:func:`~ragd.db.pgsearch.search_words`,
 then the ``english`` configuration's stems), never parsed as a query language, so no input
@@ -76,7 +77,7 @@ logger = logging.getLogger(__name__)
 #: pgvector's largest dimension.
 MAX_DIMENSION = 16_000
 #: A tenant or scope with at most this many chunk rows is searched exactly.
-EXACT_MAX = 10_000
+EXACT_MAX = 2_000
 #: HNSW candidate list size (at least the number of hits asked for).
 EF_SEARCH = 100
 #: Tuples the iterative scan may visit before it gives up (a short walk is redone exactly).
@@ -84,7 +85,7 @@ MAX_SCAN_TUPLES = 20_000
 #: Rows the lexical leg scores per query (at most about twice this many). Term frequencies
 #: are counted up to as many rows: a term that does not fit in the budget is sampled
 #: anyway, so counting it further would not change which rows are scored.
-BUDGET = 500
+BUDGET = 250
 #: How long the table's common-lexeme frequencies (``pg_stats``) are reused.
 COMMON_SECONDS = 600.0
 #: Distinct query terms used (the first ones in the query).
@@ -124,6 +125,7 @@ class PostgresSearch:
         self._df_cap = budget if df_cap is None else df_cap
         self._stats: dict[str, _TenantStats] = {}
         self._common: tuple[float, dict[str, float]] = (-math.inf, {})
+        self._table_rows: tuple[float, float] = (-math.inf, -1.0)
         self._indexed: set[int] = set()
 
     # -- dense --------------------------------------------------------------------------
@@ -143,16 +145,35 @@ class PostgresSearch:
         params = {**where.params, "query": vector_literal(query), "limit": int(limit)}
         async with self._db.read() as s:
             conn = await s.connection()
-            if where.chunk_scope:
-                size = await self._scope_size(conn, where)
-            else:
-                size = (await self._tenant_stats(conn, tenant_id)).chunks
-            if size > self._exact_max and dimension <= HNSW_MAX_DIMENSION:
+            tenant = (await self._tenant_stats(conn, tenant_id)).chunks
+            size = await self._scope_size(conn, where) if where.chunk_scope else tenant
+            if (
+                size > self._exact_max and dimension <= HNSW_MAX_DIMENSION
+                and await self._walk_finds(conn, tenant, limit)
+            ):
                 hits = await self._walk(conn, where, dimension, params, limit)
                 if len(hits) >= limit:
                     return hits
             await _settings(conn, enable_sort="on")
             return await _dense(conn, _exact_sql(where, dimension), params)
+
+    async def _walk_finds(self, conn: AsyncConnection, tenant_chunks: int, limit: int) -> bool:
+        """Whether a walk of at most ``max_scan_tuples`` tuples can be expected to meet
+        ``limit`` of the tenant's rows (half the tuples, for rows search may not show):
+        the tenant's share of the table is its chance per tuple. The table's size is the
+        planner's (``pg_class.reltuples``), reused for ``STATS_SECONDS``."""
+        at, rows = self._table_rows
+        now = time.monotonic()
+        if now - at >= STATS_SECONDS:
+            found = (await conn.execute(text(
+                "SELECT reltuples FROM pg_class WHERE oid = to_regclass('chunks')"
+            ))).scalar_one_or_none()
+            rows = float(found or -1.0)
+            self._table_rows = (now, rows)
+        if rows <= 0:  # never analysed: assume the tenant is the table
+            return True
+        share = min(1.0, tenant_chunks / rows)
+        return share > 0 and limit / share <= self._max_scan_tuples / 2
 
     async def _scope_size(self, conn: AsyncConnection, where: _Where) -> int:
         """Chunk rows of the tenant in the scope, counted up to ``exact_max + 1`` (every

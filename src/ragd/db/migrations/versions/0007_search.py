@@ -17,9 +17,10 @@ adds, on PostgreSQL only:
   in SQL;
 * ``ix_chunks_collection_id``: scoped searches count and read a collection's chunks.
 
-Existing rows are backfilled from their text and float32 blobs, in batches. The extensions
-``vector`` and ``btree_gin`` are created when missing (``vector`` needs a superuser, or an
-operator who created it beforehand).
+Existing rows are backfilled from their text and float32 blobs, in batches (then
+``VACUUM ANALYZE chunks`` is worth running: every row was rewritten). The extensions
+``vector`` (0.8 or later) and ``btree_gin`` are created when missing (``vector`` needs a
+superuser, or an operator who created it beforehand). PostgreSQL 16 or later.
 
 Revision ID: 0007
 Revises: 0006
@@ -51,8 +52,17 @@ def upgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name != "postgresql":
         return
+    _require(bind)
     op.execute("CREATE EXTENSION IF NOT EXISTS vector")
     op.execute("CREATE EXTENSION IF NOT EXISTS btree_gin")
+    version: str = bind.execute(sa.text(
+        "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
+    )).scalar_one()
+    if tuple(int(part) for part in str(version).split(".")[:2]) < (0, 8):
+        raise RuntimeError(
+            f"pgvector {version} is installed; ragd needs 0.8 or later (iterative index "
+            "scans): ALTER EXTENSION vector UPDATE"
+        )
     op.execute("ALTER TABLE chunks ADD COLUMN lexemes tsvector")
     op.execute("ALTER TABLE chunks ADD COLUMN embedding vector")
     op.execute("ALTER TABLE chunks ALTER COLUMN embedding SET STORAGE MAIN")
@@ -71,6 +81,13 @@ def upgrade() -> None:
     for dimension in dimensions:
         if dimension <= HNSW_MAX_DIMENSION:
             op.execute(hnsw_sql(int(dimension)))
+
+
+def _require(bind: sa.Connection) -> None:
+    """PostgreSQL 16 or later (metadata filters read dates with ``pg_input_is_valid``)."""
+    version = int(bind.execute(sa.text("SHOW server_version_num")).scalar_one())
+    if version < 160000:
+        raise RuntimeError("ragd needs PostgreSQL 16 or later")
 
 
 def _backfill(bind: sa.Connection) -> None:
