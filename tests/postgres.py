@@ -30,6 +30,8 @@ import asyncpg
 __all__ = ["PostgresServer", "asyncpg_url", "shared_postgres", "start_postgres", "stop_shared"]
 
 _OS_USER = "embedded_postgres"
+#: Read once, at import (the test fixtures clear every RAGD_* variable before each test).
+_EXTERNAL = os.environ.get("RAGD_TEST_PG_URL")
 _counter = itertools.count()
 
 
@@ -117,9 +119,8 @@ def asyncpg_url(url: str) -> str:
 
 def start_postgres() -> PostgresServer:
     """The server named by ``RAGD_TEST_PG_URL``, or a new embedded one (stop() it)."""
-    external = os.environ.get("RAGD_TEST_PG_URL")
-    if external:
-        return PostgresServer(external)
+    if _EXTERNAL:
+        return PostgresServer(_EXTERNAL)
     with warnings.catch_warnings():  # the package's import asks platformdirs for XDG dirs
         warnings.simplefilter("ignore")
         from embedded_postgres._commands import POSTGRES_BIN_PATH

@@ -83,6 +83,19 @@ def test_development_secret_is_generated_once_with_mode_0600(tmp_path: Path) -> 
     assert len(first.jwt_secret.get_secret_value()) >= 32
 
 
+@pytest.mark.parametrize("secret", [None, "short"])
+def test_a_shared_database_needs_an_explicit_secret(tmp_path: Path, secret: str | None) -> None:
+    settings = load_settings(
+        None, data_dir=tmp_path / "d", jwt_secret=secret,
+        database={"url": "postgresql+asyncpg://ragd:pw@db:5432/ragd"},
+    )
+    with pytest.raises(ConfigurationError, match="RAGD_JWT_SECRET is required with a shared"):
+        with_runtime_secret(settings)
+    assert not (tmp_path / "d" / DEV_SECRET_FILE).exists()
+    explicit = settings.model_copy(update={"jwt_secret": SecretStr(TEST_SECRET)})
+    assert with_runtime_secret(explicit).jwt_secret == SecretStr(TEST_SECRET)
+
+
 def test_explicit_secret_is_not_replaced(tmp_path: Path) -> None:
     settings = load_settings(None, data_dir=tmp_path, jwt_secret=TEST_SECRET)
     assert with_runtime_secret(settings).jwt_secret == SecretStr(TEST_SECRET)

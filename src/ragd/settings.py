@@ -89,6 +89,7 @@ OTHER_VARIABLES: Mapping[str, str] = {
     "RAGD_EVAL_DIR": "tests: the evaluation documents",
     "RAGD_FUZZ_EXAMPLES": "tests: cases per operation of the schema fuzzing",
     "RAGD_FUZZ_SEED": "tests: seed of the schema fuzzing",
+    "RAGD_TEST_PG_URL": "tests: an external PostgreSQL server instead of the embedded one",
     "RAGD_BENCH_EVAL": "bench: the evaluation data sets",
     "RAGD_BENCH_MODEL_CACHE": "bench: prepared models",
     "RAGD_BENCH_CORPUS": "bench: the models benchmark corpus",
@@ -696,12 +697,21 @@ def with_runtime_secret(settings: Settings) -> Settings:
     """Return settings that carry a usable JWT secret.
 
     In production the validator already guarantees one. In development, a random secret is
-    generated once and kept in the data dir (mode 0600) so restarts keep sessions valid.
+    generated once and kept in the data dir (mode 0600) so restarts keep sessions valid; not
+    with a shared (PostgreSQL) database, whose processes share no data dir.
     """
     if settings.auth.algorithm != "HS256" or secret_problem(settings.jwt_secret) is None:
         return settings
     if settings.is_production:  # unreachable through load_settings; kept as a guard
         raise ConfigurationError("RAGD_JWT_SECRET is required in production")
+    if not settings.database_url.startswith("sqlite"):
+        # A generated secret lives in one data dir: replicas on a shared database would each
+        # sign with their own, and refuse each other's tokens.
+        raise ConfigurationError(
+            "RAGD_JWT_SECRET is required with a shared database (every replica and worker "
+            f"must sign and verify tokens with the same secret): it "
+            f"{secret_problem(settings.jwt_secret)}"
+        )
     if settings.jwt_secret is not None and settings.jwt_secret.get_secret_value():
         logger.warning(
             "RAGD_JWT_SECRET %s; using the generated development secret instead",

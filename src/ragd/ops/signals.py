@@ -39,7 +39,9 @@ def _marker_file(settings: Settings, channel: str) -> ChangeSignal:
     return FileChangeSignal(marker)
 
 
-SIGNALS: Mapping[str, Callable[[Settings, str], ChangeSignal]] = {SQLITE: _marker_file, POSTGRESQL: _marker_file}
+SIGNALS: Mapping[str, Callable[[Settings, str], ChangeSignal]] = {
+    SQLITE: _marker_file, POSTGRESQL: _marker_file,
+}
 
 
 def build_change_signal(settings: Settings, channel: str) -> ChangeSignal:
