@@ -5,9 +5,15 @@ The replicas run no ingestion workers (``RAGD_INGESTION__WORKERS=0``): every job
 worker's. Nothing passes between the processes except through the database, so these tests
 hold only if revocation, index changes and job state travel through PostgreSQL:
 
-* revocation: a logout, or an API key deleted, through replica A is refused by replica B's
-  very next request. The replicas' periodic revocation sync is set to its longest (300 s), so
-  B cannot pass by having happened to resync: the change must reach it as a notification;
+* revocation: a logout, or an API key deleted, through replica A is refused by replica B. The
+  replicas' periodic revocation sync is set to its longest (300 s), so B cannot pass by having
+  happened to resync: the change must reach it as a notification (LISTEN/NOTIFY). The
+  promise is "B's next request *after the notification arrived* is refused": the
+  notification travels from the database to B on B's listening connection while the test's
+  next request travels to B over HTTP, so a request sent the instant A answered can still
+  race it (measured with bench/revocation_delay.py: B's very first request was refused in
+  199 of 200 logouts, p99 delay 83 ms, on a loaded 2-core box). The tests therefore wait for
+  B's refusal (the hang guard, 60 s, is far below the 300 s sync), then check it holds;
 * search: a document uploaded through A whose job ended is found through B at once;
 * leases: ``kill -9`` of the worker in the middle of a job; a new worker reclaims the job once
   its lease (``RAGD_INGESTION__LEASE_SECONDS``, short here) has expired, and the document ends
@@ -202,9 +208,19 @@ def _login(client: httpx.Client, email: str) -> str:
     return str(body["access_token"])
 
 
-def _refused(response: httpx.Response, code: str) -> None:
-    assert response.status_code == 401, response.text
-    assert response.json()["error"]["code"] == code, response.text
+def _refused_by(client: httpx.Client, headers: dict[str, str], code: str | None = None) -> None:
+    """Until ``client``'s replica refuses ``headers`` (it accepts them until the notification
+    arrives, nothing else), then once more: a revocation does not come undone."""
+    def refused() -> httpx.Response | None:
+        response = client.get("/api/v1/auth/me", headers=headers)
+        assert response.status_code in (200, 401), response.text
+        return response if response.status_code == 401 else None
+
+    for response in (eventually_sync(refused, what="B refuses the revoked credential"),
+                     client.get("/api/v1/auth/me", headers=headers)):
+        assert response.status_code == 401, response.text
+        if code is not None:
+            assert response.json()["error"]["code"] == code, response.text
 
 
 def _upload(client: httpx.Client, tenant: dict[str, Any], title: str, text: str) -> dict[str, Any]:
@@ -252,13 +268,13 @@ def _passages(count: int) -> list[str]:
 # -- revocation -----------------------------------------------------------------------------------
 
 
-def test_a_logout_through_a_is_refused_by_b_on_its_next_request(cluster: Cluster) -> None:
+def test_a_logout_through_a_is_refused_by_b(cluster: Cluster) -> None:
     tenant = _tenant(cluster)
     with _client(cluster.a) as a, _client(cluster.b) as b:
         token = _login(a, tenant["email"])
         _ok(b.get("/api/v1/auth/me", headers=_bearer(token)))  # B knows the session
         assert a.post("/api/v1/auth/logout", headers=_bearer(token)).status_code == 204
-        _refused(b.get("/api/v1/auth/me", headers=_bearer(token)), "token_revoked")
+        _refused_by(b, _bearer(token), "token_revoked")
         # ... and the other session of the same user still works on B.
         _ok(b.get("/api/v1/auth/me", headers=tenant["headers"]))
 
@@ -272,8 +288,7 @@ def test_an_api_key_revoked_through_a_is_refused_through_b(cluster: Cluster) -> 
         _ok(b.get("/api/v1/auth/me", headers=key))  # B has the key cached as valid
         deleted = a.delete(f"/api/v1/auth/api-keys/{created['id']}", headers=tenant["headers"])
         assert deleted.status_code == 204, deleted.text
-        refused = b.get("/api/v1/auth/me", headers=key)
-        assert refused.status_code == 401, refused.text
+        _refused_by(b, key)
 
 
 # -- search ---------------------------------------------------------------------------------------
