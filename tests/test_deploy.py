@@ -38,19 +38,13 @@ from ragd.api.routes import health
 from ragd.app import create_app
 from ragd.cli import app as cli_app
 from ragd.errors import ConfigurationError
-from ragd.settings import ENV_PREFIX, Settings, load_settings, setting_variables
+from ragd.settings import ENV_PREFIX, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 COMPOSE = ROOT / "deploy" / "compose.yaml"
 ENV_EXAMPLE = ROOT / "deploy" / ".env.example"
-
-#: Settings that another branch of issue 13 adds right now. compose.yaml sets them already
-#: (the replicas and the worker must not migrate: the migrate service does, once), so the
-#: settings check accepts exactly these while they are not settings yet. The lead removes an
-#: entry when its branch is merged.
-IN_FLIGHT_SETTINGS = frozenset({"database.migrate_on_start"})
 
 _SHELL_OPERATOR = frozenset("();<>|&")
 _HTTP_PATH = re.compile(r"https?://[^/\s'\"]+(/[^\s'\"?#]*)")
@@ -321,14 +315,10 @@ def _by_setting(service: dict[str, Any]) -> dict[str, str]:
 
 
 def load_service_settings(env: Mapping[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """:func:`load_settings` with exactly ``env`` as the ``RAGD_`` environment (in-flight
-    settings that do not exist yet left out, see :data:`IN_FLIGHT_SETTINGS`)."""
-    known = setting_variables()
+    """:func:`load_settings` with exactly ``env`` as the ``RAGD_`` environment."""
     with monkeypatch.context() as patch:
         for name, value in env.items():
             if name.startswith(ENV_PREFIX):
-                if name not in known and _setting_path(name) in IN_FLIGHT_SETTINGS:
-                    continue
                 patch.setenv(name, value)
         return load_settings()
 

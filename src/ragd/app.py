@@ -48,7 +48,8 @@ def create_app(
     """Build the ASGI app. Nothing stateful is created until the lifespan starts.
 
     ``on_startup`` runs once the services exist and before requests are served (the CLI
-    uses it to bootstrap the first admin and print how to log in).
+    uses it to bootstrap the first admin and print how to log in); while the database schema
+    is behind (``database.migrate_on_start`` off), once it is at head.
     """
 
     @asynccontextmanager
@@ -56,10 +57,13 @@ def create_app(
         async with open_services(settings, startup=startup) as services, background(services):
             app.state.services = services
             if on_startup is not None:
-                await on_startup(services)
+                # Before requests are served; or, while the schema is behind (a replica
+                # started before `ragd db upgrade`), once it is at head.
+                hook = on_startup
+                await services.schema.then(lambda: hook(services))
             services.startup.phase("app_ready")
             logger.info(
-                "ragd ready",
+                "ragd ready" if services.schema.ready else "ragd waiting for the database schema",
                 extra={
                     "env": settings.env,
                     "startup_seconds": services.startup.total,

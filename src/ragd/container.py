@@ -27,6 +27,9 @@ from ragd.auth.tokens import TokenService
 from ragd.db import migrate
 from ragd.db.backends import supported_backend
 from ragd.db.engine import Database
+from ragd.db.listen import Listener, build_listener
+from ragd.db.locks import HOUSEKEEPING, STARTUP, AdvisoryLeadership, Leader, advisory_lock
+from ragd.db.migrate import SchemaGate
 from ragd.db.sequence import AUTH_EVENTS, INDEX_CHANGES
 from ragd.generation.answer import AnswerService
 from ragd.generation.providers.factory import build_routes
@@ -104,8 +107,11 @@ class Services:
     conversations: Conversations
     router: Router
     answers: AnswerService
+    schema: SchemaGate
     migrations_applied: bool = False
     workers: WorkerPool | None = None
+    #: This process's LISTEN connection (PostgreSQL; None on SQLite).
+    listener: Listener | None = None
 
 
 def owner_only_dir(path: Path) -> None:
@@ -132,23 +138,33 @@ async def open_services(
         busy_timeout_ms=settings.database.busy_timeout_ms,
         echo=settings.database.echo,
     )
+    listener: Listener | None = None
     try:
         # Processes starting together on a new data dir take turns: the first connection's
         # switch of a new SQLite file to WAL fails at once ("database is locked", whatever
         # the busy timeout) while another process creates the schema, and the migrations
-        # must run once.
-        async with startup_lock(settings):
+        # must run once. With migrate_on_start off (replicas behind a one-shot
+        # `ragd db upgrade`), a schema behind this build holds back what needs it.
+        applied = False
+        async with startup_lock(settings, db):
             await db.ping()
             startup.phase("database")
-            applied = await migrate.upgrade(db)
+            if settings.database.migrate_on_start:
+                applied = await migrate.upgrade(db)
+                schema = SchemaGate(db, ready=True)
+            else:
+                schema = await migrate.schema_gate(db)
         startup.phase("migrations")
+        listener = build_listener(settings.database_url)
+        if listener is not None:
+            await listener.start()  # never fails: polling covers what it does not hear
         store = build_identity_store(settings, db)
         revocation = RevocationList(
             store,
             build_change_signal(settings, AUTH_EVENTS),
             sync_interval=settings.auth.revocation_sync_seconds,
         )
-        await revocation.load()
+        await schema.then(revocation.load)
         tokens = TokenService(settings)
         passwords = PasswordHasher(
             memory_kib=settings.auth.argon2_memory_kib,
@@ -199,7 +215,9 @@ async def open_services(
             conversations=conversations,
             router=router,
             answers=answers,
+            schema=schema,
             migrations_applied=applied,
+            listener=listener,
         )
         try:
             yield services
@@ -208,13 +226,46 @@ async def open_services(
             await runtime.close()
             indexes.close()
     finally:
+        if listener is not None:
+            await listener.close()
         await db.dispose()
 
 
-def startup_lock(settings: Settings) -> contextlib.AbstractAsyncContextManager[None]:
-    """Held while a process does start-up work that must happen once per data dir (the
-    migrations, the first admin); other processes starting at the same time wait for it."""
+def startup_lock(
+    settings: Settings, db: Database
+) -> contextlib.AbstractAsyncContextManager[None]:
+    """Held while a process does start-up work that must happen once per deployment (the
+    migrations, the first admin); other processes starting at the same time wait for it: a
+    lock file in the data dir, or on PostgreSQL (processes on several hosts) an advisory
+    lock in the database."""
+    if db.is_postgresql:
+        return advisory_lock(db, STARTUP)
     return locked(settings.data_dir / STARTUP_LOCK)
+
+
+class FileLeader:
+    """:class:`~ragd.db.locks.Leader` through an ``flock`` in the data dir
+    (:class:`~ragd.ops.files.Leadership`: the processes of one host)."""
+
+    def __init__(self, path: Path) -> None:
+        self._lead = Leadership(path)
+
+    @property
+    def held(self) -> bool:
+        return self._lead.held
+
+    async def acquire(self) -> bool:
+        return self._lead.acquire()  # never waits: a non-blocking flock
+
+    async def release(self) -> None:
+        self._lead.release()
+
+
+def housekeeping_leader(settings: Settings, db: Database) -> Leader:
+    """Who runs the deletes: one process per data dir, or per database on PostgreSQL."""
+    if db.is_postgresql:
+        return AdvisoryLeadership(db, HOUSEKEEPING)
+    return FileLeader(settings.data_dir / HOUSEKEEPING_LOCK)
 
 
 def build_runtime(settings: Settings, metrics: Metrics) -> ModelRuntime:
@@ -240,23 +291,24 @@ async def run_housekeeping(
     services: Services,
     interval: float = PRUNE_INTERVAL_SECONDS,
     *,
-    leader: Leadership | None = None,
+    leader: Leader | None = None,
 ) -> None:
     """Every ``interval``, forever (a lifespan background task): forget this process's stale
     in-memory entries, and delete expired sessions, tokens, events and old jobs.
 
-    The deletes run in one process only, the holder of the data dir's housekeeping lock: N
-    server processes would otherwise repeat the same deletes N times, each taking the
-    database's write lock. When the holder exits, the next process to try takes over.
+    The deletes run in one process only, the housekeeping leader (:func:`housekeeping_leader`):
+    N processes would otherwise repeat the same deletes N times, each taking write locks.
+    When the leader exits (or, on PostgreSQL, its lock connection drops), the next process
+    to try takes over; two leaders for a moment would only repeat idempotent deletes.
     """
-    leader = leader or Leadership(services.settings.data_dir / HOUSEKEEPING_LOCK)
+    leader = leader or housekeeping_leader(services.settings, services.db)
     try:
         while True:
             await asyncio.sleep(interval)
             services.auth.forget_stale()
-            if not leader.acquire():
-                continue
             try:
+                if not await leader.acquire():
+                    continue
                 removed = await services.auth.prune()
                 jobs = await services.queue.prune(
                     timedelta(days=services.settings.ingestion.job_retention_days)
@@ -267,7 +319,7 @@ async def run_housekeeping(
             if removed or jobs:
                 logger.info("pruned expired rows", extra={"auth_rows": removed, "jobs": jobs})
     finally:
-        leader.release()
+        await leader.release()
 
 
 def build_workers(services: Services, concurrency: int) -> WorkerPool:
@@ -284,7 +336,9 @@ def build_workers(services: Services, concurrency: int) -> WorkerPool:
         poll_interval=services.settings.ingestion.poll_interval_seconds,
     )
     pool.add_cleanup(pipeline.close)
-    services.ingestion.set_wake(pool.wake)
+    services.ingestion.set_wake(pool.wake)  # this process's enqueues: at once, any backend
+    if services.listener is not None:
+        pool.listen(services.listener)  # every process's, through NOTIFY (PostgreSQL)
     return pool
 
 
@@ -311,17 +365,24 @@ async def run_index_checkpoints(services: Services, interval: float = 30.0) -> N
 
 @asynccontextmanager
 async def background(services: Services) -> AsyncIterator[None]:
-    """Run housekeeping, the memory monitor, index recovery and the in-process workers."""
-    tasks = [
-        asyncio.create_task(run_housekeeping(services), name="ragd-housekeeping"),
-        asyncio.create_task(services.memory.run(), name="ragd-memory-monitor"),
-        asyncio.create_task(recover_indexes(services), name="ragd-index-recovery"),
-        asyncio.create_task(run_index_checkpoints(services), name="ragd-index-checkpoints"),
-    ]
-    workers = services.settings.ingestion.workers
-    if workers > 0:
-        services.workers = build_workers(services, workers)
-        services.workers.start()
+    """Run housekeeping, the memory monitor, index recovery and the in-process workers (all
+    but the monitor once the schema is there: see ``SchemaGate``)."""
+    tasks = [asyncio.create_task(services.memory.run(), name="ragd-memory-monitor")]
+
+    async def start() -> None:
+        tasks.extend([
+            asyncio.create_task(run_housekeeping(services), name="ragd-housekeeping"),
+            asyncio.create_task(recover_indexes(services), name="ragd-index-recovery"),
+            asyncio.create_task(run_index_checkpoints(services), name="ragd-index-checkpoints"),
+        ])
+        workers = services.settings.ingestion.workers
+        if workers > 0:
+            services.workers = build_workers(services, workers)
+            services.workers.start()
+
+    await services.schema.then(start)
+    if not services.schema.ready:
+        tasks.append(asyncio.create_task(services.schema.wait(), name="ragd-schema-wait"))
     try:
         yield
     finally:

@@ -136,6 +136,17 @@ class DatabaseSettings(SettingsGroup):
         ),
     )
     echo: bool = False
+    migrate_on_start: bool = Field(
+        default=True,
+        description=(
+            "Bring the schema to this version's head when a process starts (under a lock: "
+            "once however many start together). Turn it off for API replicas and workers "
+            "when a one-shot `ragd db upgrade` migrates (scale-out): a process whose schema "
+            "is behind then starts, answers /health/ready with 503 and other requests with "
+            "503 schema_pending, and becomes ready by itself once the schema is at head. A "
+            "schema newer than this version is an error at start either way."
+        ),
+    )
 
 
 class AuthSettings(SettingsGroup):

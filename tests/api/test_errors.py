@@ -574,7 +574,7 @@ async def test_health_ready(api: httpx.AsyncClient, settings: Settings) -> None:
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["status"] == "ready"
-    assert body["checks"] == {"database": "ok", "migrations": "ok"}
+    assert body["checks"] == {"database": "ok", "migrations": "ok", "startup": "ok"}
     _assert_no_secrets(response, settings)
 
 
@@ -598,7 +598,7 @@ async def test_ready_is_503_when_schema_revision_is_wrong(
 ) -> None:
     db_path = settings.data_dir / "ragd.db"
     assert db_path.is_file()
-    await asyncio.to_thread(_set_revision, db_path, "0000")
+    await asyncio.to_thread(_set_revision, db_path, "0005")  # an older revision
 
     response = await api.get("/health/ready")
     assert_error(response, 503, "not_ready")
@@ -606,6 +606,11 @@ async def test_ready_is_503_when_schema_revision_is_wrong(
     assert {"check": "migrations", "status": "pending"} in details
     assert {"check": "database", "status": "ok"} in details
     _assert_no_secrets(response, settings)
+
+    await asyncio.to_thread(_set_revision, db_path, "9999")  # one this build does not know
+    response = await api.get("/health/ready")
+    assert_error(response, 503, "not_ready")
+    assert {"check": "migrations", "status": "ahead"} in response.json()["error"]["details"]
 
     live = await api.get("/health/live")
     assert live.status_code == 200

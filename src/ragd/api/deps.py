@@ -1,7 +1,10 @@
 """``Annotated`` dependencies, each building on the previous one.
 
 Routes declare the one thing they need, never the whole container: ``get_services`` (the
-container in the app state) is read here only, by the narrow dependencies below.
+container in the app state) is read here only, by the narrow dependencies below. It answers
+503 ``schema_pending`` while the process waits for its schema (``SchemaGate``), so no route
+runs a query against tables that are not there yet; only the readiness probe
+(``SchemaGateDep``) looks past it.
 
 * services: ``SettingsDep``, ``DatabaseDep``, ``CatalogDep``, ``QueueDep``, ``IngestionDep``,
   ``SearchDep``, ``AnswersDep``, ``ConversationsDep``, ``RuntimeDep``, ``LlmRouterDep``,
@@ -25,7 +28,8 @@ from ragd.auth.principal import Principal
 from ragd.auth.service import AuthService
 from ragd.container import Services, StartupMetrics
 from ragd.db.engine import Database
-from ragd.errors import AuthenticationFailed, PermissionDenied
+from ragd.db.migrate import SchemaGate
+from ragd.errors import AuthenticationFailed, PermissionDenied, Unavailable
 from ragd.generation.answer import AnswerService
 from ragd.generation.router import Router
 from ragd.ingestion.service import IngestionService
@@ -53,8 +57,29 @@ async def bearer_token(
     return credentials.credentials if credentials is not None else None
 
 
+#: Seconds a client is told to wait while the schema is being brought to head.
+SCHEMA_RETRY_AFTER = 5
+
+
+class SchemaPending(Unavailable):
+    """The database schema is behind this server's version (a migration is pending)."""
+
+    code = "schema_pending"
+
+    def __init__(self) -> None:
+        super().__init__("the database is being upgraded to this server's version; retry shortly")
+        self.retry_after = SCHEMA_RETRY_AFTER
+
+
+async def get_schema_gate(request: Request) -> SchemaGate:
+    services: Services = request.app.state.services
+    return services.schema
+
+
 async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
+    if not services.schema.ready:
+        raise SchemaPending()
     return services
 
 
@@ -121,6 +146,7 @@ async def get_account_service(services: _ServicesDep) -> AccountService:
     return services.accounts
 
 
+SchemaGateDep = Annotated[SchemaGate, Depends(get_schema_gate)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]

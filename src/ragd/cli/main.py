@@ -73,6 +73,9 @@ def _run(settings: Any, action: Callable[[Any], Awaitable[T]]) -> T:
 
     async def main() -> T:
         async with open_services(settings) as services:
+            if not services.schema.ready:
+                raise RagdError("the database schema is behind this version of ragd: run "
+                                "`ragd db upgrade` first")
             return await action(services)
 
     try:
@@ -159,11 +162,12 @@ def _serve_one(settings: Any, sockets: list[socket.socket], startup: Any) -> int
 def _serve_many(settings: Any, sockets: list[socket.socket], workers: int) -> int:
     """``workers`` forked server processes on the sockets bound here (see ragd.ops.supervisor).
 
-    What must happen once is done here or under the data dir's start-up lock: the data dir
-    and the development JWT secret are created before forking (N processes generating their
-    own secret would refuse each other's tokens); migrations and the first admin run under
-    the lock in whichever child comes first. Only slot 0 runs the ingestion workers, so their
-    number (and the memory parsing and embedding take) does not grow with N.
+    What must happen once is done here or under the start-up lock (the data dir's, or an
+    advisory lock on PostgreSQL): the data dir and the development JWT secret are created
+    before forking (N processes generating their own secret would refuse each other's
+    tokens); migrations and the first admin run under the lock in whichever child comes
+    first. Only slot 0 runs the ingestion workers, so their number (and the memory parsing
+    and embedding take) does not grow with N.
     """
     from ragd.ops.supervisor import Supervisor
     from ragd.settings import with_runtime_secret
@@ -220,12 +224,14 @@ def _physical_memory_mb() -> float | None:
 
 
 async def _bootstrap_admin(services: Any) -> Any:
-    """The first platform admin on an empty database (once, whichever process comes first)."""
+    """The first platform admin on an empty database: once, whichever process comes first,
+    on whichever host (the "any user yet?" check and the creation run under the start-up
+    lock, an advisory lock on PostgreSQL; the unique email backs it up)."""
     from ragd.container import startup_lock
 
     if not services.settings.should_bootstrap_admin:
         return None
-    async with startup_lock(services.settings):
+    async with startup_lock(services.settings, services.db):
         return await services.accounts.bootstrap_admin(services.settings.data_dir)
 
 
@@ -374,8 +380,14 @@ def config_show(data_dir: DataDirOpt = None, config: ConfigOpt = None) -> None:
 
 @db_app.command("upgrade")
 def db_upgrade(data_dir: DataDirOpt = None, config: ConfigOpt = None) -> None:
-    """Apply pending migrations (the server also does this at start)."""
+    """Apply pending migrations (the server also does this at start, unless
+    database.migrate_on_start is off). Safe to run from several places at once: the
+    migrations run once, under a lock."""
     settings = _settings(config, data_dir=data_dir)
+    # This command migrates whatever the replicas' setting says.
+    settings = settings.model_copy(update={
+        "database": settings.database.model_copy(update={"migrate_on_start": True})
+    })
     started = time.perf_counter()
 
     async def action(services: Any) -> bool:
@@ -511,6 +523,18 @@ def worker(
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         async with open_services(settings) as services:
+            if not services.schema.ready:
+                print("ragd worker: waiting for the database schema (ragd db upgrade)",
+                      file=sys.stderr, flush=True)
+                waiting = asyncio.create_task(services.schema.wait())
+                stopped = asyncio.create_task(stop.wait())
+                await asyncio.wait((waiting, stopped), return_when=asyncio.FIRST_COMPLETED)
+                for task in (waiting, stopped):
+                    task.cancel()
+                await asyncio.gather(waiting, stopped, return_exceptions=True)
+                if not services.schema.ready:
+                    print("ragd worker: stopped", file=sys.stderr, flush=True)
+                    return
             await recover_indexes(services)
             pool = build_workers(services, concurrency)
             monitor = asyncio.create_task(services.memory.run(), name="ragd-memory-monitor")

@@ -62,7 +62,9 @@ class IngestionService:
         self._wake = wake
 
     def set_wake(self, wake: Callable[[], None]) -> None:
-        """Called after every enqueue (the in-process worker pool claims at once)."""
+        """Called after every enqueue: this process's worker pool claims at once. (Pools in
+        other processes hear of it on PostgreSQL through the ``NOTIFY`` that the enqueuing
+        transaction sends, see ``jobs/queue.py``; on SQLite they poll.)"""
         self._wake = wake
 
     async def prepare(

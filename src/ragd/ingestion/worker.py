@@ -3,6 +3,11 @@
 It runs inside ``ragd serve`` (``ingestion.workers`` loops) and as ``ragd worker``
 processes against the same database. Each loop has its own worker id for its whole lifetime
 (host, pid, random suffix), which the queue uses to fence stale workers.
+
+An idle loop claims again when it is woken, or every ``poll_interval`` seconds otherwise:
+woken in-process by the service that enqueued (:meth:`WorkerPool.wake`), and on PostgreSQL
+by the ``NOTIFY`` every committed job sends (:meth:`WorkerPool.listen`), so a job enqueued
+on any host starts at once. Polling stays as the fallback for a lost notification.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 
-from ragd.jobs.queue import Job, JobQueue
+from ragd.db.listen import Listener
+from ragd.jobs.queue import JOBS_CHANNEL, Job, JobQueue
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +54,23 @@ class WorkerPool:
         self._cleanups: list[Callable[[], Awaitable[None]]] = []
         self.processed = 0
         self.busy = 0
+        #: Loops waiting for work (between an empty claim and the next wake-up or poll).
+        self.idle = 0
 
     def wake(self) -> None:
-        """A job was enqueued in this process: claim now instead of at the next poll."""
+        """A job was enqueued: claim now instead of at the next poll."""
         self._wake.set()
+
+    def listen(self, listener: Listener) -> None:
+        """Wake on every job of a handled kind that any process commits (PostgreSQL
+        ``NOTIFY`` on :data:`~ragd.jobs.queue.JOBS_CHANNEL`), and after the listener
+        reconnects (notifications sent meanwhile were lost)."""
+        listener.subscribe(JOBS_CHANNEL, self._announced)
+        listener.on_reconnect(self.wake)
+
+    def _announced(self, kind: str) -> None:
+        if not kind or kind in self._handlers:
+            self.wake()
 
     def add_cleanup(self, cleanup: Callable[[], Awaitable[None]]) -> None:
         """Run ``cleanup`` after the loops stopped (e.g. a handler's child processes)."""
@@ -89,16 +108,22 @@ class WorkerPool:
         kinds = list(self._handlers)
         logger.info("worker started", extra={"worker_id": worker_id})
         while True:
+            # Cleared before the claim, not after it: a wake-up for a job committed while
+            # the claim runs (too late for its snapshot) must not be lost.
+            self._wake.clear()
             try:
                 job = await self._queue.claim(worker_id, kinds)
             except Exception:  # noqa: BLE001 - a locked or unavailable DB: retry later
                 logger.warning("claiming a job failed", exc_info=True)
                 job = None
             if job is None:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._poll):
-                        await self._wake.wait()
+                self.idle += 1
+                try:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self._poll):
+                            await self._wake.wait()
+                finally:
+                    self.idle -= 1
                 continue
             self.busy += 1
             try:

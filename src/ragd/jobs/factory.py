@@ -2,7 +2,9 @@
 
 The queue lives in the database it coordinates through (claims, leases, finalisers in the
 transaction that ends a job), so its backend is the database's: SQL rows with leases on
-SQLite, the same rows with ``SKIP LOCKED`` on PostgreSQL.
+SQLite, the same rows with ``SKIP LOCKED`` on PostgreSQL, where leases run on the server's
+clock (no clock is injected here) and every job that becomes due is announced with
+``NOTIFY`` (``jobs.queue.JOBS_CHANNEL``).
 """
 
 from __future__ import annotations

@@ -11,6 +11,20 @@ The queue knows nothing about what a job does. A worker loop looks like::
 
 A worker that dies stops heartbeating; once its lease expires another worker claims the job
 again (a new attempt), so every stage must be idempotent.
+
+**Time.** Every time the queue writes or compares (``run_after``, lease expiry, heartbeats,
+backoff, ``finished_at``) comes from one clock, read inside the transaction that uses it: an
+injected one (tests), else the database's (:func:`ragd.db.clock.database_now`: PostgreSQL's
+clock, so hosts whose clocks disagree neither steal live leases nor keep dead ones; the host's
+on SQLite, where every process shares one host). A job that a producer added in its own
+transaction (:func:`new_job_row`) carries the producer host's time; it is due at once
+whatever that clock said (a first attempt whose ``run_after`` is not after its
+``created_at`` was never deferred), so a producer whose clock runs ahead does not hold its
+jobs back; deferrals (backoff, release) are the queue's own, on its clock.
+
+**Wake-up.** On PostgreSQL every transaction that adds a job, or queues one again at once,
+sends ``NOTIFY`` on :data:`JOBS_CHANNEL` (payload: the job's kind), delivered when it commits;
+worker pools that listen claim at once instead of at their next poll.
 """
 
 from __future__ import annotations
@@ -21,12 +35,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol, cast
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, delete, event, or_, select, text
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapper
 
+from ragd.db.clock import database_now
 from ragd.db.cursor import encode_cursor, newest_first
 from ragd.db.engine import Database
+from ragd.db.listen import channel_name, notify_on_commit
 from ragd.db.tables import JobRow, utcnow
 from ragd.errors import Conflict, InvalidInput, NotFound
 
@@ -42,6 +60,12 @@ BACKOFF_MAX = timedelta(minutes=5)
 Finaliser = Callable[[AsyncSession, "Job"], Awaitable[None]]
 #: A job's error text is kept to this many characters.
 MAX_ERROR_CHARS = 4000
+#: The wake-up a job's kind is announced on when it becomes due at once (a PostgreSQL
+#: channel: :data:`JOBS_CHANNEL`).
+JOBS = "jobs"
+JOBS_CHANNEL = channel_name(JOBS)
+#: Where the queue reads the time (an injected clock; None: the database's).
+Clock = Callable[[], datetime]
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +192,12 @@ class SqlJobQueue:
 
     On SQLite every state change runs in ``Database.transaction()`` (``BEGIN IMMEDIATE``),
     which serialises claimers across connections and processes. On PostgreSQL the claim
-    query uses ``FOR UPDATE SKIP LOCKED`` for the same effect.
+    query uses ``FOR UPDATE SKIP LOCKED``: a claimer passes over the rows other claimers hold
+    and takes the next due one, so concurrent workers neither wait on one row nor get the
+    same job.
+
+    ``clock`` replaces the database's clock (see the module docstring); tests inject one to
+    move time instead of waiting for it.
     """
 
     def __init__(
@@ -176,7 +205,7 @@ class SqlJobQueue:
         db: Database,
         *,
         lease_seconds: float = 30,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Clock | None = None,
         finalisers: Mapping[str, Finaliser] | None = None,
     ) -> None:
         if lease_seconds <= 0:
@@ -185,6 +214,10 @@ class SqlJobQueue:
         self._db = db
         self._lease = timedelta(seconds=lease_seconds)
         self._clock = clock
+
+    async def _now(self, s: AsyncSession) -> datetime:
+        """The time for this transaction's reads and writes."""
+        return self._clock() if self._clock is not None else await database_now(s)
 
     # -- producers and tenants -------------------------------------------------------------
 
@@ -195,18 +228,17 @@ class SqlJobQueue:
             raise InvalidInput("max_attempts must be at least 1")
         if not kind or len(kind) > 32:
             raise InvalidInput("job kind must be 1 to 32 characters")
-        now = self._clock()
         try:
-            return await self._insert(tenant_id, kind, payload, max_attempts, now)
+            return await self._insert(tenant_id, kind, payload, max_attempts)
         except IntegrityError:
             # The only constraint an insert can break is the tenant foreign key.
             raise NotFound("tenant not found", code="tenant_not_found") from None
 
     async def _insert(
-        self, tenant_id: str, kind: str, payload: Mapping[str, Any], max_attempts: int,
-        now: datetime,
+        self, tenant_id: str, kind: str, payload: Mapping[str, Any], max_attempts: int
     ) -> Job:
         async with self._db.transaction() as s:
+            now = await self._now(s)
             row = new_job_row(tenant_id, kind, payload, max_attempts=max_attempts, now=now)
             s.add(row)
             await s.flush()
@@ -242,8 +274,8 @@ class SqlJobQueue:
         return JobPage(items=items, next_cursor=next_cursor)
 
     async def cancel(self, tenant_id: str, job_id: str) -> Job | None:
-        now = self._clock()
         async with self._db.transaction() as s:
+            now = await self._now(s)
             row = await _tenant_row(s, tenant_id, job_id)
             if row is None:
                 return None
@@ -259,8 +291,8 @@ class SqlJobQueue:
             return job_from_row(row)
 
     async def retry(self, tenant_id: str, job_id: str) -> Job | None:
-        now = self._clock()
         async with self._db.transaction() as s:
+            now = await self._now(s)
             row = await _tenant_row(s, tenant_id, job_id)
             if row is None:
                 return None
@@ -282,6 +314,7 @@ class SqlJobQueue:
             row.finished_at = None
             row.updated_at = now
             await s.flush()
+            await announce_job(s, row.kind)
             return job_from_row(row)
 
     # -- workers ---------------------------------------------------------------------------
@@ -291,19 +324,15 @@ class SqlJobQueue:
             raise InvalidInput("worker_id must be 1 to 64 characters")
         if not kinds:
             return None
-        now = self._clock()
-        due = or_(
-            and_(JobRow.status == "queued", JobRow.run_after <= now),
-            and_(JobRow.status == "running", JobRow.lease_expires_at <= now),
-        )
-        query = (
-            select(JobRow)
-            .where(JobRow.kind.in_(list(kinds)), due)
-            .order_by(JobRow.created_at, JobRow.id)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        )
         async with self._db.transaction() as s:
+            now = await self._now(s)
+            query = (
+                select(JobRow)
+                .where(JobRow.kind.in_(list(kinds)), _due(now))
+                .order_by(JobRow.created_at, JobRow.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            )
             while True:
                 row = (await s.scalars(query)).first()
                 if row is None:
@@ -333,8 +362,8 @@ class SqlJobQueue:
     async def prune(self, older_than: timedelta) -> int:
         """Delete finished jobs (succeeded, failed, cancelled) that ended before
         ``now - older_than``; returns how many. Queued and running jobs are never touched."""
-        cutoff = self._clock() - older_than
         async with self._db.transaction() as s:
+            cutoff = await self._now(s) - older_than
             result = await s.execute(
                 delete(JobRow).where(
                     JobRow.status.in_(("succeeded", "failed", "cancelled")),
@@ -351,8 +380,8 @@ class SqlJobQueue:
             await finaliser(s, job_from_row(row))
 
     async def heartbeat(self, job_id: str, worker_id: str) -> bool:
-        now = self._clock()
         async with self._db.transaction() as s:
+            now = await self._now(s)
             row = await _owned_row(s, job_id, worker_id)
             if row is None:
                 return False
@@ -368,8 +397,8 @@ class SqlJobQueue:
     async def set_stage(
         self, job_id: str, worker_id: str, stage: str, done: int, total: int
     ) -> bool:
-        now = self._clock()
         async with self._db.transaction() as s:
+            now = await self._now(s)
             row = await _owned_row(s, job_id, worker_id)
             if row is None:
                 return False
@@ -384,8 +413,8 @@ class SqlJobQueue:
     async def complete(
         self, job_id: str, worker_id: str, timings: Mapping[str, float] | None = None
     ) -> bool:
-        now = self._clock()
         async with self._db.transaction() as s:
+            now = await self._now(s)
             row = await _owned_row(s, job_id, worker_id)
             if row is None:
                 return False
@@ -397,8 +426,8 @@ class SqlJobQueue:
     async def fail(
         self, job_id: str, worker_id: str, error: str, *, retryable: bool = True
     ) -> bool:
-        now = self._clock()
         async with self._db.transaction() as s:
+            now = await self._now(s)
             row = await _owned_row(s, job_id, worker_id)
             if row is None:
                 return False
@@ -418,8 +447,8 @@ class SqlJobQueue:
             return True
 
     async def release(self, job_id: str, worker_id: str, *, delay: timedelta) -> bool:
-        now = self._clock()
         async with self._db.transaction() as s:
+            now = await self._now(s)
             row = await _owned_row(s, job_id, worker_id)
             if row is None:
                 return False
@@ -433,11 +462,13 @@ class SqlJobQueue:
             row.lease_owner = None
             row.lease_expires_at = None
             row.updated_at = now
+            if delay <= timedelta(0):
+                await announce_job(s, row.kind)
             return True
 
     async def mark_cancelled(self, job_id: str, worker_id: str) -> bool:
-        now = self._clock()
         async with self._db.transaction() as s:
+            now = await self._now(s)
             row = await _owned_row(s, job_id, worker_id)
             if row is None:
                 return False
@@ -447,6 +478,40 @@ class SqlJobQueue:
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def _due(now: datetime) -> Any:
+    """Claimable at ``now``: queued and due (or never deferred: a producer's clock may be
+    ahead of the queue's), or running on an expired lease."""
+    return or_(
+        and_(
+            JobRow.status == "queued",
+            or_(
+                JobRow.run_after <= now,
+                and_(JobRow.attempts == 0, JobRow.run_after <= JobRow.created_at),
+            ),
+        ),
+        and_(JobRow.status == "running", JobRow.lease_expires_at <= now),
+    )
+
+
+async def announce_job(session: AsyncSession, kind: str) -> None:
+    """Tell the listening worker pools (PostgreSQL ``NOTIFY``, sent when the transaction of
+    ``session`` commits, dropped if it rolls back; nothing on SQLite) that a ``kind`` job is
+    due now."""
+    await notify_on_commit(session, JOBS, kind)
+
+
+@event.listens_for(JobRow, "after_insert")
+def _announce_inserted(_mapper: Mapper[JobRow], connection: Connection, row: JobRow) -> None:
+    """Every job row inserted, by the queue or by a producer in its own transaction
+    (:func:`new_job_row`), is announced in that transaction: no producer can forget to.
+    (A flush event gets the session's connection, not the session: the statement is
+    :func:`announce_job`'s, sent directly.)"""
+    if connection.dialect.name == "postgresql":
+        connection.execute(
+            text("SELECT pg_notify(:channel, :kind)"), {"channel": JOBS_CHANNEL, "kind": row.kind}
+        )
 
 
 async def _tenant_row(s: AsyncSession, tenant_id: str, job_id: str) -> JobRow | None:
@@ -532,12 +597,15 @@ def job_from_row(row: JobRow) -> Job:
 __all__ = [
     "BACKOFF_BASE",
     "BACKOFF_MAX",
+    "JOBS_CHANNEL",
     "JOB_STATUSES",
+    "Clock",
     "Job",
     "JobPage",
     "JobQueue",
     "JobStatus",
     "SqlJobQueue",
+    "announce_job",
     "backoff_delay",
     "job_from_row",
     "new_job_row",
