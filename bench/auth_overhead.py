@@ -410,7 +410,7 @@ async def micro_bench(cfg: dict[str, int]) -> dict[str, Any]:
                 role="member", is_superuser=False,
             )
             # The same signal (a marker file on SQLite) the revocation list checks per request.
-            signal = build_change_signal(services.settings, AUTH_EVENTS)
+            signal = build_change_signal(services.settings, AUTH_EVENTS, services.listener)
             revocation.revoked_sessions.clear()
             rows: dict[str, Any] = {}
             expires = _far_future()

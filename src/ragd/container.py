@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ragd.auth.accounts import AccountService
 from ragd.auth.passwords import PasswordHasher
+from ragd.auth.ratelimit import RateLimiter, keying_secret
 from ragd.auth.revocation import RevocationList
 from ragd.auth.service import AuthService
 from ragd.auth.tokens import TokenService
@@ -56,6 +57,7 @@ from ragd.stores.factory import (
     build_catalog,
     build_conversations,
     build_identity_store,
+    build_rate_limits,
     catalog_finalisers,
 )
 
@@ -155,14 +157,16 @@ async def open_services(
             else:
                 schema = await migrate.schema_gate(db)
         startup.phase("migrations")
+        # Subscribed before it starts and before any state is read from the database: a
+        # change committed after that is heard, one committed before is in what is read.
         listener = build_listener(settings.database_url)
+        auth_signal = build_change_signal(settings, AUTH_EVENTS, listener)
+        index_signal = build_change_signal(settings, INDEX_CHANGES, listener)
         if listener is not None:
-            await listener.start()  # never fails: polling covers what it does not hear
+            await listener.start()  # never fails: the signals read the logs until it connects
         store = build_identity_store(settings, db)
         revocation = RevocationList(
-            store,
-            build_change_signal(settings, AUTH_EVENTS),
-            sync_interval=settings.auth.revocation_sync_seconds,
+            store, auth_signal, sync_interval=settings.auth.revocation_sync_seconds,
         )
         await schema.then(revocation.load)
         tokens = TokenService(settings)
@@ -174,6 +178,7 @@ async def open_services(
         )
         auth = AuthService(
             store, tokens, passwords, revocation, settings.auth,
+            throttle=RateLimiter(build_rate_limits(settings, db), keying_secret(settings)),
             allow_registration=settings.registration_open,
         )
         accounts = AccountService(store, auth, revocation)
@@ -184,9 +189,7 @@ async def open_services(
         install_live_metrics(metrics, runtime=runtime, memory=memory)
         catalog = build_catalog(settings, db)
         queue = build_job_queue(settings, db, finalisers=catalog_finalisers(settings))
-        indexes = build_search_backend(
-            settings, catalog, build_change_signal(settings, INDEX_CHANGES)
-        )
+        indexes = build_search_backend(settings, catalog, index_signal)
         ingestion = IngestionService(catalog, queue, indexes, settings.ingestion)
         search = SearchService(catalog, indexes, runtime)
         conversations = build_conversations(settings, db)

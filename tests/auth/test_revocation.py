@@ -30,11 +30,35 @@ class GatedStore(SqlIdentityStore):
         self.gate = asyncio.Event()
         self.gate.set()
         self.entered = asyncio.Event()
+        self.reads = 0
 
     async def events_since(self, seq: int, *, limit: int = 1000) -> list[AuthEvent]:
+        self.reads += 1
         self.entered.set()
         await self.gate.wait()
         return await super().events_since(seq, limit=limit)
+
+
+class Transport:
+    """A change signal whose transport the test controls: ``deaf`` (as PostgreSQL's while its
+    listener reconnects: every check says "changed") and ``lose()`` (a reconnect)."""
+
+    def __init__(self) -> None:
+        self.deaf = False
+        self._lost = False
+
+    def lose(self) -> None:
+        self._lost = True
+
+    def changed(self) -> bool:
+        return self.deaf
+
+    def missed(self) -> bool:
+        lost, self._lost = self._lost, False
+        return lost
+
+    def notify(self) -> None:
+        pass
 
 
 @pytest.fixture
@@ -114,6 +138,82 @@ async def test_event_numbers_are_never_reused_after_pruning(db: Database, tmp_pa
     assert watcher.check(user_id=user_id, tenant_id=tenant_id, session_id=sid).reason == (
         "session_revoked"
     )
+    assert watcher.loads == 1  # the new event follows the watermark: nothing was lost
+
+
+async def test_events_pruned_past_the_watermark_reload_in_full(
+    db: Database, tmp_path: Path
+) -> None:
+    store = SqlIdentityStore(db)
+    watcher = RevocationList(store, FileChangeSignal(tmp_path / "marker"), sync_interval=3600)
+    tenant_id, user_id, sid = await _session(store)
+    await store.update_tenant(tenant_id, status="suspended")
+    await store.update_tenant(tenant_id, status="active")
+    await watcher.load()
+    await store.revoke_session(tenant_id, sid, "logout")  # never read by the watcher...
+    async with db.transaction() as s:
+        await s.execute(delete(AuthEventRow))  # ...and pruned, with the watermark's event
+    await store.update_tenant(tenant_id, status="suspended")
+    await watcher.sync()
+    assert watcher.loads == 2
+    assert watcher.check(user_id=user_id, tenant_id=tenant_id, session_id=sid).reason == (
+        "session_revoked"
+    )
+    assert not watcher.check(user_id=user_id, tenant_id=tenant_id, session_id=None).allowed
+
+
+async def test_a_gap_above_a_kept_watermark_is_caught_up_not_reloaded(
+    db: Database, tmp_path: Path
+) -> None:
+    store = SqlIdentityStore(db)
+    watcher = RevocationList(store, FileChangeSignal(tmp_path / "marker"), sync_interval=3600)
+    tenant_id, user_id, sid = await _session(store)
+    await store.update_tenant(tenant_id, status="suspended")
+    await store.update_tenant(tenant_id, status="active")
+    await watcher.load()
+    # A number given up by a rolled-back append (as PostgreSQL's sequences do).
+    async with db.transaction() as s:
+        await s.execute(text("UPDATE sqlite_sequence SET seq = seq + 5 WHERE name = 'auth_events'"))
+    await store.revoke_session(tenant_id, sid, "logout")
+    await watcher.sync()
+    assert watcher.check(user_id=user_id, tenant_id=tenant_id, session_id=sid).reason == (
+        "session_revoked"
+    )
+    assert watcher.loads == 1
+
+
+async def test_a_missed_notification_reloads_in_full(db: Database) -> None:
+    store = SqlIdentityStore(db)
+    transport = Transport()
+    watcher = RevocationList(store, transport, sync_interval=3600)
+    tenant_id, user_id, sid = await _session(store)
+    await watcher.load()
+    await store.revoke_session(tenant_id, sid, "logout")
+    await watcher.refresh_if_changed()  # nothing heard, nothing stale: no query
+    assert watcher.check(user_id=user_id, tenant_id=tenant_id, session_id=sid).allowed
+    transport.lose()
+    await watcher.refresh_if_changed()
+    assert not watcher.check(user_id=user_id, tenant_id=tenant_id, session_id=sid).allowed
+    assert watcher.loads == 2
+
+
+async def test_requests_queued_behind_a_sync_share_the_next_one(db: Database) -> None:
+    """A deaf signal makes every request ask for a sync; those that arrive while one is in
+    flight are all covered by the one after it, not one sync each."""
+    store = GatedStore(db)
+    transport = Transport()
+    watcher = RevocationList(store, transport, sync_interval=3600)
+    await _session(store)
+    await watcher.load()
+    transport.deaf = True
+    store.gate.clear()
+    first = asyncio.create_task(watcher.refresh_if_changed())
+    await store.entered.wait()
+    queued = [asyncio.create_task(watcher.refresh_if_changed()) for _ in range(8)]
+    await settle()
+    store.gate.set()
+    await asyncio.gather(first, *queued)
+    assert store.reads == 2
 
 
 async def test_failed_sync_fails_closed(db: Database, tmp_path: Path) -> None:

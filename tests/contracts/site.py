@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from ragd.db.engine import Database
+from ragd.db.listen import Listener, build_listener, channel_name
 from ragd.db.sequence import INDEX_CHANGES
 from ragd.db.tables import utcnow
 from ragd.index.base import SearchBackend
@@ -24,12 +26,19 @@ from ragd.stores.factory import (
     build_catalog,
     build_conversations,
     build_identity_store,
+    build_rate_limits,
     catalog_finalisers,
 )
+from ragd.stores.rate_limits import RateLimits
 from tests.conftest import make_settings
 from tests.contracts.backends import Backend
+from tests.waiting import eventually
 
 __all__ = ["Site", "open_site"]
+
+#: The channel :meth:`Site.delivered` sends its barriers on.
+BARRIER = channel_name("test_barrier")
+_tokens = itertools.count()
 
 
 @dataclass
@@ -44,6 +53,14 @@ class Site:
     settings: Settings
     db: Database
     _processes: list[Site] = field(default_factory=list)
+    #: Every process of the deployment (this one first), shared by all of them.
+    _family: list[Site] = field(default_factory=list)
+    _listener: Listener | None = None
+    _barriers: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        if not self._family:
+            self._family.append(self)
 
     @property
     def data_dir(self) -> Path:
@@ -58,6 +75,9 @@ class Site:
     def conversations(self) -> Conversations:
         return build_conversations(self.settings, self.db)
 
+    def rate_limits(self) -> RateLimits:
+        return build_rate_limits(self.settings, self.db)
+
     def queue(
         self, *, clock: Callable[[], datetime] = utcnow, lease_seconds: float = 30
     ) -> ManagedJobQueue:
@@ -68,7 +88,34 @@ class Site:
         )
 
     def signal(self, channel: str) -> ChangeSignal:
-        return build_change_signal(self.settings, channel)
+        return build_change_signal(self.settings, channel, self.listener())
+
+    def listener(self) -> Listener | None:
+        """This process's LISTEN connection (PostgreSQL; None on SQLite), made on first use
+        and started by :meth:`delivered`."""
+        if self._listener is None:
+            self._listener = build_listener(self.settings.database_url)
+            if self._listener is not None:
+                self._listener.subscribe(BARRIER, self._barriers.add)
+        return self._listener
+
+    async def delivered(self) -> None:
+        """Start every process's listener, then wait until every notification any process
+        sent so far reached every other process (a barrier sent after them, on each sender's
+        connection, has arrived: notifications arrive in commit order). Nothing to wait for
+        where notifications are files."""
+        listeners = [(p, p.listener()) for p in self._family]
+        started = [(p, listener) for p, listener in listeners if listener is not None]
+        for _, listener in started:
+            await listener.start()
+        for _, sender in started:
+            for receiver, _ in started:
+                token = f"{next(_tokens)}"
+                sender.notify(BARRIER, token)
+                await eventually(receiver._arrived(token), what="a barrier notification")
+
+    def _arrived(self, token: str) -> Callable[[], bool]:
+        return lambda: token in self._barriers
 
     def search(self, catalog: Catalog | None = None) -> SearchBackend:
         """The search backend over ``catalog`` (default: a catalog of this process)."""
@@ -77,13 +124,17 @@ class Site:
         )
 
     def another_process(self) -> Site:
-        other = Site(self.backend, self.settings, _engine(self.settings))
+        other = Site(self.backend, self.settings, _engine(self.settings),
+                     _family=self._family)
+        self._family.append(other)
         self._processes.append(other)
         return other
 
     async def close(self) -> None:
         for other in self._processes:
-            await other.db.dispose()
+            await other.close()
+        if self._listener is not None:
+            await self._listener.close()
         await self.db.dispose()
 
 

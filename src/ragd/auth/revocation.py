@@ -6,11 +6,20 @@ costs no query. Correctness on the *next* request comes from two rules:
 
 1. A process that changes auth state commits, then calls :meth:`RevocationList.sync` before
    answering, so its own next request already sees the change.
-2. It then bumps a change signal (a marker file in the data dir, :mod:`ragd.ops.files`).
-   Every check first compares the marker's ``stat`` (about a microsecond) and, when it moved,
-   reads the new events from the database before deciding. Other processes on the same data
-   dir therefore also see the change on their next request. A periodic sync covers a missed
-   signal.
+2. Every other process hears of it through a change signal (:mod:`ragd.ops.signals`): a
+   marker file in the shared data dir on SQLite, a NOTIFY that the committing transaction
+   itself sends on PostgreSQL (so replicas on other hosts hear it too). Every check first
+   asks the signal (a ``stat``, or a counter the listener bumps) and, when it moved, reads
+   the new events from the database before deciding. A signal that cannot hear (the
+   listener is reconnecting) says "changed" on every check, so each request reads the log
+   rather than trust silence; after a reconnect the list reloads in full. A periodic sync
+   covers anything else.
+
+Catching up is sound because appends to the log commit in sequence order
+(:mod:`ragd.db.sequence`): every event after the watermark is read, none skipped. A gap in
+the numbers is then a rolled-back append (PostgreSQL's sequences are not transactional), or
+pruned events: only when the log no longer holds the watermark itself can events after it
+have been pruned, and the list reloads from the tables instead.
 
 A failing sync never lets a request through: the check raises ``Unavailable`` instead.
 """
@@ -72,6 +81,9 @@ class RevocationList:
         self._wanted = 0  # change signals seen
         self._done = 0  # signals covered by a finished sync
         self._loaded = False
+        self._reload = False  # the signal may have lost notifications: start over
+        #: Full loads from the tables so far (plain data for tests and health pages).
+        self.loads = 0
         self.revoked_sessions: dict[str, datetime] = {}
         self.revoked_key_ids: set[str] = set()
         self.inactive_users: set[str] = set()
@@ -89,7 +101,12 @@ class RevocationList:
             await self._load_locked()
 
     async def _load_locked(self) -> None:
-        snap = await self._events.revocation_snapshot(utcnow())
+        self._reload = False  # a reconnect seen from now on asks for the next load
+        try:
+            snap = await self._events.revocation_snapshot(utcnow())
+        except BaseException:
+            self._reload = True
+            raise
         self.revoked_sessions = dict(snap.revoked_sessions)
         self.revoked_key_ids = set(snap.revoked_key_ids)
         self.inactive_users = set(snap.inactive_user_ids)
@@ -98,6 +115,7 @@ class RevocationList:
         self._last_seq = snap.last_seq
         self._last_sync = self._clock()
         self._loaded = True
+        self.loads += 1
 
     async def sync(self, *, generation: int | None = None) -> None:
         """Apply every event committed since the last sync.
@@ -105,10 +123,12 @@ class RevocationList:
         With ``generation``, return at once if a sync that started after that change signal
         already finished (requests queued behind one sync do not each repeat it).
         """
-        target = self._wanted if generation is None else generation
         async with self._lock:
             if generation is not None and self._done >= generation and not self._stale():
                 return
+            # This sync reads the database after every signal seen so far: it covers them
+            # all, so the requests queued behind it need no sync of their own.
+            target = self._wanted
             await self._sync_locked()
             self._done = max(self._done, target)
 
@@ -116,15 +136,18 @@ class RevocationList:
         return self._clock() - self._last_sync > self._sync_interval
 
     async def _sync_locked(self) -> None:
-        if not self._loaded:
+        if not self._loaded or self._reload:
             await self._load_locked()
             return
         while True:
             events = await self._events.events_since(self._last_seq)
             if not events:
                 break
-            if events[0].seq > self._last_seq + 1 and self._last_seq > 0:
-                # Events were pruned while we were away: start over from the tables.
+            if events[0].seq > self._last_seq + 1 and await self._events.pruned_through(
+                self._last_seq
+            ):
+                # Events after the watermark may have been pruned while we were away (a gap
+                # alone is only a rolled-back append): start over from the tables.
                 await self._load_locked()
                 return
             for event in events:
@@ -161,7 +184,10 @@ class RevocationList:
         waits for a sync covering it, including requests that arrive while another request's
         sync is in flight (they must not slip past with the old state).
         """
-        if self._signal.changed():
+        missed = self._signal.missed()
+        if missed:
+            self._reload = True
+        if self._signal.changed() or missed:
             self._wanted += 1
         if self._wanted > self._done or self._stale():
             try:

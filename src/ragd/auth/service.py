@@ -13,7 +13,7 @@ from email_validator import EmailNotValidError, validate_email
 from ragd.auth import apikeys
 from ragd.auth.passwords import MAX_PASSWORD_CHARS, PasswordHasher, check_password
 from ragd.auth.principal import Principal
-from ragd.auth.ratelimit import RateLimiter
+from ragd.auth.ratelimit import RateLimiter, wait_seconds
 from ragd.auth.revocation import RevocationList
 from ragd.auth.tokens import TokenService, new_jti
 from ragd.db.tables import utcnow
@@ -28,6 +28,7 @@ from ragd.errors import (
 from ragd.hygiene import utc_datetime
 from ragd.settings import AuthSettings
 from ragd.stores.base import ApiKey, IdentityStore, RotateOutcome, Tenant, User
+from ragd.stores.rate_limits import Hit, Rate, Verdict
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class AuthService:
         revocation: RevocationList,
         settings: AuthSettings,
         *,
+        throttle: RateLimiter,
         allow_registration: bool,
     ) -> None:
         self._store = store
@@ -90,9 +92,12 @@ class AuthService:
         self._revocation = revocation
         self._settings = settings
         self._allow_registration = allow_registration
+        # Buckets in the database, shared by every process and replica: N of them do not
+        # give an attacker N times the attempts.
+        self._throttle = throttle
         window = settings.login_window_seconds
-        self._account_limiter = RateLimiter(settings.login_attempts_per_account, window)
-        self._ip_limiter = RateLimiter(settings.login_attempts_per_ip, window)
+        self._per_account = Rate(settings.login_attempts_per_account, window)
+        self._per_address = Rate(settings.login_attempts_per_ip, window)
 
     # -- passwords ------------------------------------------------------------------------
 
@@ -115,7 +120,9 @@ class AuthService:
     ) -> tuple[Tenant, User, TokenPair]:
         if not self._allow_registration:
             raise PermissionDenied("registration is disabled", code="registration_disabled")
-        self._limit(self._ip_limiter, f"register:{client_ip}")
+        await self._limit(
+            self._throttle.bucket("register-address", client_ip, self._per_address)
+        )
         address = normalize_email(email)
         name = tenant_name.strip()
         if not name:
@@ -137,12 +144,16 @@ class AuthService:
         return tenant, user, await self._start_session(user)
 
     async def login(self, *, email: str, password: str, client_ip: str) -> TokenPair:
-        self._limit(self._ip_limiter, f"login:{client_ip}")
-        # Per account *and* address: an attacker who exhausts an account's attempts from
-        # their address cannot lock its owner out, who logs in from another one.
         address = _login_key(email)
-        attempts = f"{address}|{client_ip}"
-        self._limit(self._account_limiter, attempts)
+        # Per address, then per account *and* address: an attacker who exhausts an account's
+        # attempts from their address cannot lock its owner out, who logs in from another.
+        # One transaction for both buckets (one write per attempt).
+        account = self._throttle.bucket(
+            "login-account", f"{address}|{client_ip}", self._per_account
+        )
+        attempt = await self._limit(
+            self._throttle.bucket("login-address", client_ip, self._per_address), account
+        )
         if len(password) > MAX_PASSWORD_CHARS:
             raise _bad_login("bad_password")
         user = await self._store.get_user_by_email(address)
@@ -158,7 +169,8 @@ class AuthService:
         )
         if not user.is_active or not decision.allowed:
             raise PermissionDenied("this account is disabled", code="account_disabled")
-        self._account_limiter.reset(attempts)
+        if attempt.had_earlier_hits(1, self._per_account):
+            await self._throttle.reset(account)  # a first-try login skips this write
         if needs_rehash:
             await self._store.set_password_hash(
                 user.tenant_id, user.id, await self._passwords.hash(password)
@@ -172,27 +184,32 @@ class AuthService:
         refresh, expires = self._tokens.issue_refresh(
             user_id=user.id, tenant_id=user.tenant_id, session_id=session_id, jti=jti
         )
-        await self._store.create_session(
+        # The tokens carry the role as of the session's start, read where the session is
+        # created: a demotion since the password check is seen here, or revokes the session.
+        current = await self._store.create_session(
             user.tenant_id,
             user.id,
             session_id=session_id,
             refresh_jti=jti,
             expires_at=datetime.fromtimestamp(expires, UTC),
         )
+        if current is None:
+            raise PermissionDenied("this account is disabled", code="account_disabled")
         access, expires_in = self._tokens.issue_access(
-            user_id=user.id,
-            tenant_id=user.tenant_id,
+            user_id=current.id,
+            tenant_id=current.tenant_id,
             session_id=session_id,
-            role=user.role,
-            is_superuser=user.is_superuser,
+            role=current.role,
+            is_superuser=current.is_superuser,
         )
         return TokenPair(access_token=access, refresh_token=refresh, expires_in=expires_in)
 
-    @staticmethod
-    def _limit(limiter: RateLimiter, key: str) -> None:
-        wait = limiter.hit(key)
+    async def _limit(self, *buckets: Hit) -> Verdict:
+        verdict = await self._throttle.hit(*buckets)
+        wait = wait_seconds(verdict)
         if wait is not None:
             raise RateLimited("too many attempts; try again later", retry_after=wait)
+        return verdict
 
     # -- refresh and logout -----------------------------------------------------------------
 
@@ -329,11 +346,6 @@ class AuthService:
                 raise InvalidInput(f"expires_at {exc}", code="invalid_expiry") from None
             if expires_at <= utcnow():
                 raise InvalidInput("expires_at must be in the future", code="invalid_expiry")
-        existing = await self._store.list_api_keys(principal.tenant_id, principal.user_id)
-        if len(existing) >= MAX_API_KEYS_PER_USER:
-            raise InvalidInput(
-                f"at most {MAX_API_KEYS_PER_USER} API keys per user", code="too_many_keys"
-            )
         plaintext, key_id, secret_hash = apikeys.generate()
         key = await self._store.create_api_key(
             principal.tenant_id,
@@ -342,6 +354,7 @@ class AuthService:
             name=clean,
             secret_hash=secret_hash,
             expires_at=expires_at,
+            max_keys=MAX_API_KEYS_PER_USER,
         )
         return key, plaintext
 
@@ -359,12 +372,11 @@ class AuthService:
     # -- housekeeping ------------------------------------------------------------------------
 
     async def prune(self) -> int:
-        """Delete expired sessions, tokens and events from the database (one process of those
-        sharing a data dir does it: see ``container.run_housekeeping``)."""
-        return await self._store.prune_expired(utcnow())
+        """Delete expired sessions, tokens and events, and login-throttling buckets that are
+        full again, from the database (one process of those sharing it does it: see
+        ``container.run_housekeeping``)."""
+        return await self._store.prune_expired(utcnow()) + await self._throttle.prune()
 
     def forget_stale(self) -> None:
         """Forget this process's in-memory entries that no longer matter (every process)."""
         self._revocation.forget_expired(utcnow())
-        self._account_limiter.prune()
-        self._ip_limiter.prune()

@@ -52,11 +52,19 @@ __all__ = [
 class ChangeSignal(Protocol):
     """Tells the processes sharing a data dir (or a database) that some state changed.
 
-    The seam a second transport (e.g. PostgreSQL LISTEN/NOTIFY) plugs into.
+    The seam a second transport plugs into: a marker file here, PostgreSQL LISTEN/NOTIFY in
+    ``ops/signals.py``. A signal is a hint about a log that stays the truth: a transport
+    that cannot hear other processes says ``changed()`` on every check rather than never.
     """
 
     def changed(self) -> bool:
         """True once after each change made since the previous call (cheap, non-blocking)."""
+        ...
+
+    def missed(self) -> bool:
+        """True once after the transport may have lost notifications (it reconnected): a
+        user holding state derived from the log rebuilds it rather than catch up from
+        where it was."""
         ...
 
     def notify(self) -> None:
@@ -80,6 +88,9 @@ class FileChangeSignal:
             return False
         self._seen = stamp
         return True
+
+    def missed(self) -> bool:
+        return False  # a marker's stamp only ever moves on: nothing is lost, only merged
 
     def notify(self) -> None:
         # Not fsynced: a marker lost in a crash is covered by its users' periodic sync.

@@ -212,8 +212,12 @@ class SessionRepository(Protocol):
         session_id: str,
         refresh_jti: str,
         expires_at: datetime,
-    ) -> None:
-        """Start a session (refresh-token family) with its first refresh token."""
+    ) -> User | None:
+        """Start a session (refresh-token family) with its first refresh token, and return
+        the user as of that start: the role and privilege its tokens may carry. None, and no
+        session, when the user is gone or inactive. A change of the user's role or state
+        (which revokes the user's sessions) is either seen here or revokes this session too;
+        never neither."""
         ...
 
     async def rotate_refresh_token(
@@ -251,7 +255,12 @@ class ApiKeyRepository(Protocol):
         name: str,
         secret_hash: str,
         expires_at: datetime | None,
-    ) -> ApiKey: ...
+        max_keys: int | None = None,
+    ) -> ApiKey:
+        """Store a new key. With ``max_keys``, refuse (:class:`~ragd.errors.InvalidInput`,
+        ``too_many_keys``) when the user already has that many, checked in the transaction
+        that creates it, so concurrent creations cannot pass the limit together."""
+        ...
 
     async def list_api_keys(self, tenant_id: str, user_id: str) -> list[ApiKey]: ...
 
@@ -263,10 +272,26 @@ class ApiKeyRepository(Protocol):
 
 
 class AuthEventLog(Protocol):
+    """The auth event log and the state a revocation list is built from.
+
+    Appends commit in sequence order (``ragd.db.sequence``), so "every event after N" is
+    complete once read; numbers may have gaps (a rolled-back append). Old events are pruned.
+    An append notifies the deployment's processes when it commits, where the backend can
+    (PostgreSQL: NOTIFY on the ``auth_events`` channel, ``ragd.db.listen``).
+    """
+
     async def events_since(self, seq: int, *, limit: int = 1000) -> list[AuthEvent]: ...
 
+    async def pruned_through(self, seq: int) -> bool:
+        """True when the log holds no event numbered ``seq`` or below: pruning may have
+        reached past ``seq``, and events after it may be gone too. False means no event
+        after ``seq`` was pruned, so a gap after it is only a rolled-back append."""
+        ...
+
     async def revocation_snapshot(self, now: datetime) -> RevocationSnapshot:
-        """Full state for a revocation list starting from scratch."""
+        """Full state for a revocation list starting from scratch, read as one consistent
+        snapshot: exactly the state after event ``last_seq``, so an event committed while
+        it is read can be neither half in it nor missed by a sync from ``last_seq``."""
         ...
 
     async def session_revoked(self, session_id: str) -> datetime | None:

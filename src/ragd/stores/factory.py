@@ -18,17 +18,21 @@ from ragd.stores.base import IdentityStore
 from ragd.stores.catalog import INGEST_JOB, Catalog
 from ragd.stores.conversations import Conversations
 from ragd.stores.identity import SqlIdentityStore
+from ragd.stores.rate_limits import RateLimits
 from ragd.stores.sql_catalog import SqlCatalog, finalise_ingest_job
 from ragd.stores.sql_conversations import SqlConversations
+from ragd.stores.sql_rate_limits import SqlRateLimits
 
 __all__ = [
     "CATALOGS",
     "CONVERSATIONS",
     "FINALISERS",
     "IDENTITY_STORES",
+    "RATE_LIMITS",
     "build_catalog",
     "build_conversations",
     "build_identity_store",
+    "build_rate_limits",
     "catalog_finalisers",
 ]
 
@@ -39,6 +43,10 @@ IDENTITY_STORES: Mapping[str, Callable[[Database], IdentityStore]] = {
 CATALOGS: Mapping[str, Callable[..., Catalog]] = {SQLITE: SqlCatalog, POSTGRESQL: SqlCatalog}
 CONVERSATIONS: Mapping[str, Callable[[Database], Conversations]] = {
     SQLITE: SqlConversations, POSTGRESQL: SqlConversations,
+}
+#: Login throttling's buckets, shared by every process through the database.
+RATE_LIMITS: Mapping[str, Callable[[Database], RateLimits]] = {
+    SQLITE: SqlRateLimits, POSTGRESQL: SqlRateLimits,
 }
 #: The job finalisers each catalog needs from the queue (run in the transaction that ends an
 #: ingestion job as failed or cancelled, so its document never looks "in progress").
@@ -61,6 +69,11 @@ def build_catalog(settings: Settings, db: Database) -> Catalog:
 
 def build_conversations(settings: Settings, db: Database) -> Conversations:
     return choose(settings.database_url, CONVERSATIONS, "conversations")(db)
+
+
+def build_rate_limits(settings: Settings, db: Database) -> RateLimits:
+    """GCRA buckets (login throttling) shared by every process of the deployment."""
+    return choose(settings.database_url, RATE_LIMITS, "rate limits")(db)
 
 
 def catalog_finalisers(settings: Settings) -> Mapping[str, Finaliser]:

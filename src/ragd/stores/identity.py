@@ -1,15 +1,33 @@
-"""SQL implementation of the identity repositories (SQLAlchemy 2, async)."""
+"""SQL implementation of the identity repositories (SQLAlchemy 2, async).
+
+Rules that a write checks by reading first hold because the read goes through a lock (on
+SQLite the one writer already serialises them; there ``FOR UPDATE`` compiles to nothing):
+
+* changing or deleting a user locks the user's row, so two changes of one user take turns;
+* "a tenant keeps an active admin" locks the tenant's row before counting its admins, so two
+  admins removed at once are counted one after the other (the second is refused);
+* "an active platform administrator remains" has no row to lock: the changes that can break
+  it (deactivating or deleting one, suspending a tenant that has some) take turns on one
+  transaction-scoped advisory lock and count after it;
+* an API key is created under a lock on its user's row, so the per-user limit holds;
+* names and emails are unique by constraints, whose violation is a clean Conflict.
+
+Locks are taken in one order, user, tenant, platform turn, the user's sessions and keys, and
+last the auth event log's append turn, so two transactions never wait for each other in a
+cycle.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import and_, delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ragd.db.engine import Database
-from ragd.db.sequence import AUTH_EVENTS, take_append_turn
+from ragd.db.listen import notify_on_commit
+from ragd.db.sequence import AUTH_EVENTS, lock_id, take_append_turn
 from ragd.db.tables import (
     ApiKeyRow,
     AuthEventRow,
@@ -19,7 +37,7 @@ from ragd.db.tables import (
     UserRow,
     utcnow,
 )
-from ragd.errors import Conflict, PermissionDenied
+from ragd.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from ragd.stores.base import (
     ApiKey,
     ApiKeyOwner,
@@ -83,9 +101,123 @@ def _ensure_outranks(acting: Privilege, row: UserRow) -> None:
 
 
 async def _event(session: AsyncSession, kind: EventKind, subject: str) -> None:
-    """Log an auth change; its seq is drawn in commit order (see :mod:`ragd.db.sequence`)."""
+    """Log an auth change; its seq is drawn in commit order (see :mod:`ragd.db.sequence`).
+
+    On PostgreSQL the transaction also notifies the ``auth_events`` channel, delivered to
+    every replica's listener exactly when it commits (once per transaction, whatever the
+    number of events), so their next request syncs.
+    """
     await take_append_turn(session, AUTH_EVENTS)
     session.add(AuthEventRow(kind=kind, subject=subject, created_at=utcnow()))
+    await notify_on_commit(session, AUTH_EVENTS)
+
+
+_LAST_PLATFORM_ADMIN = "the last active platform administrator cannot be deactivated or deleted"
+#: The advisory lock that changes able to remove a platform administrator take turns on.
+_PLATFORM_ADMINS = lock_id("platform_admins")
+
+
+async def _ensure_free(s: AsyncSession, tenant_name: str, email: str) -> None:
+    """Refuse a registration whose email or tenant name is taken."""
+    if await s.scalar(select(UserRow.id).where(UserRow.email == email)):
+        raise Conflict("this email cannot be registered", code="email_taken")
+    if await s.scalar(select(TenantRow.id).where(TenantRow.name_key == tenant_name.casefold())):
+        raise Conflict("a tenant with this name already exists", code="tenant_exists")
+
+
+async def _locked_user(s: AsyncSession, tenant_id: str, user_id: str) -> UserRow | None:
+    """The tenant's user, locked for a change (``FOR NO KEY UPDATE``: rows that refer to the
+    user, such as a login's new session, may still be inserted meanwhile)."""
+    query = select(UserRow).where(UserRow.id == user_id, UserRow.tenant_id == tenant_id)
+    return await s.scalar(query.with_for_update(key_share=True))
+
+
+async def _lock_credentials(s: AsyncSession, tenant_id: str, user_id: str) -> None:
+    """Lock the user's live sessions and keys before revoking them.
+
+    Revoking them appends auth events, and the first append takes the event log's append
+    turn for the rest of the transaction; a logout or a key deletion locks its one row and
+    then takes that turn too. Were the rows locked one by one after the turn, such a logout
+    holding a session of the user would wait for the turn while this waited for its session:
+    a deadlock. Locked first, the logout waits for this whole transaction instead.
+    """
+    await s.execute(
+        select(SessionRow.id)
+        .where(SessionRow.tenant_id == tenant_id, SessionRow.user_id == user_id,
+               SessionRow.revoked_at.is_(None))
+        .order_by(SessionRow.id)
+        .with_for_update()
+    )
+    await s.execute(
+        select(ApiKeyRow.id)
+        .where(ApiKeyRow.tenant_id == tenant_id, ApiKeyRow.user_id == user_id,
+               ApiKeyRow.revoked_at.is_(None))
+        .order_by(ApiKeyRow.id)
+        .with_for_update()
+    )
+
+
+async def _ensure_other_admin(s: AsyncSession, tenant_id: str, user_id: str) -> None:
+    """Refuse to remove ``user_id`` if the tenant has no other active admin. The tenant's
+    row is locked first, so concurrent removals in one tenant count one after the other."""
+    await s.execute(
+        select(TenantRow.id).where(TenantRow.id == tenant_id).with_for_update(key_share=True)
+    )
+    others = await s.scalar(
+        select(func.count())
+        .select_from(UserRow)
+        .where(
+            UserRow.tenant_id == tenant_id,
+            UserRow.role == "admin",
+            UserRow.is_active.is_(True),
+            UserRow.id != user_id,
+        )
+    )
+    if not others:
+        raise Conflict("a tenant must keep at least one active admin", code="last_admin")
+
+
+async def _platform_admins(s: AsyncSession, *, tenant_id: str) -> int:
+    """The tenant's active platform administrators."""
+    return int(await s.scalar(
+        select(func.count()).select_from(UserRow).where(
+            UserRow.tenant_id == tenant_id,
+            UserRow.is_superuser.is_(True),
+            UserRow.is_active.is_(True),
+        )
+    ) or 0)
+
+
+async def _ensure_platform_admin_left(
+    s: AsyncSession, message: str, *, excluding_user: str | None = None,
+    excluding_tenant: str | None = None,
+) -> None:
+    """Refuse a change that would leave no active platform administrator (in an active
+    tenant) besides ``excluding_user`` and those of ``excluding_tenant``.
+
+    Platform administrators have no row of their own to lock, so every change that can
+    remove one first takes its turn on one transaction-scoped advisory lock (PostgreSQL;
+    SQLite's one writer already is that turn), and counts after it: it then sees every such
+    change that took its turn before it.
+    """
+    if s.get_bind().dialect.name == "postgresql":
+        await s.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": _PLATFORM_ADMINS})
+    query = (
+        select(func.count())
+        .select_from(UserRow)
+        .join(TenantRow, TenantRow.id == UserRow.tenant_id)
+        .where(
+            UserRow.is_superuser.is_(True),
+            UserRow.is_active.is_(True),
+            TenantRow.status == "active",
+        )
+    )
+    if excluding_user is not None:
+        query = query.where(UserRow.id != excluding_user)
+    if excluding_tenant is not None:
+        query = query.where(UserRow.tenant_id != excluding_tenant)
+    if not await s.scalar(query):
+        raise Conflict(message, code="last_platform_admin")
 
 
 class SqlIdentityStore:
@@ -117,12 +249,7 @@ class SqlIdentityStore:
     ) -> tuple[Tenant, User]:
         try:
             async with self._db.transaction() as s:
-                if await s.scalar(select(UserRow.id).where(UserRow.email == email)):
-                    raise Conflict("this email cannot be registered", code="email_taken")
-                if await s.scalar(
-                    select(TenantRow.id).where(TenantRow.name_key == tenant_name.casefold())
-                ):
-                    raise Conflict("a tenant with this name already exists", code="tenant_exists")
+                await _ensure_free(s, tenant_name, email)
                 tenant = TenantRow(name=tenant_name, name_key=tenant_name.casefold())
                 tenant.status = "active"
                 s.add(tenant)
@@ -140,6 +267,10 @@ class SqlIdentityStore:
                 await s.flush()
                 return _tenant(tenant), _user(user)
         except IntegrityError:
+            # A registration of this name or email committed after the checks (the unique
+            # constraints): answer as the checks now do.
+            async with self._db.read() as s:
+                await _ensure_free(s, tenant_name, email)
             raise Conflict("this tenant or email already exists", code="conflict") from None
 
     async def get_tenant(self, tenant_id: str) -> Tenant | None:
@@ -165,12 +296,18 @@ class SqlIdentityStore:
     ) -> Tenant | None:
         try:
             async with self._db.transaction() as s:
-                row = await s.get(TenantRow, tenant_id)
+                row = await s.get(TenantRow, tenant_id, with_for_update=True)
                 if row is None:
                     return None
                 if name is not None:
                     row.name, row.name_key = name, name.casefold()
                 if status is not None and status != row.status:
+                    if status == "suspended" and await _platform_admins(s, tenant_id=tenant_id):
+                        # Suspending them deactivates them: someone must stay able to act.
+                        await _ensure_platform_admin_left(
+                            s, "suspending this tenant would leave no active platform "
+                            "administrator", excluding_tenant=tenant_id,
+                        )
                     row.status = status
                     await _event(s, "tenant", tenant_id)
                 await s.flush()
@@ -240,9 +377,7 @@ class SqlIdentityStore:
         is_active: bool | None = None,
     ) -> User | None:
         async with self._db.transaction() as s:
-            row = await s.scalar(
-                select(UserRow).where(UserRow.id == user_id, UserRow.tenant_id == tenant_id)
-            )
+            row = await _locked_user(s, tenant_id, user_id)
             if row is None:
                 return None
             _ensure_outranks(acting, row)
@@ -250,9 +385,11 @@ class SqlIdentityStore:
             deactivates = is_active is False and row.is_active
             reactivates = is_active is True and not row.is_active
             if row.role == "admin" and row.is_active and (role_changes or deactivates):
-                await self._ensure_other_admin(s, tenant_id, user_id)
+                await _ensure_other_admin(s, tenant_id, user_id)
             if row.is_superuser and deactivates:
-                await self._ensure_other_platform_admin(s, user_id)
+                await _ensure_platform_admin_left(s, _LAST_PLATFORM_ADMIN, excluding_user=user_id)
+            if role_changes or deactivates:
+                await _lock_credentials(s, tenant_id, user_id)
             if role_changes:
                 assert role is not None  # noqa: S101 - narrowed above
                 row.role = role
@@ -271,16 +408,15 @@ class SqlIdentityStore:
 
     async def delete_user(self, tenant_id: str, user_id: str, *, acting: Privilege) -> bool:
         async with self._db.transaction() as s:
-            row = await s.scalar(
-                select(UserRow).where(UserRow.id == user_id, UserRow.tenant_id == tenant_id)
-            )
+            row = await _locked_user(s, tenant_id, user_id)
             if row is None:
                 return False
             _ensure_outranks(acting, row)
             if row.role == "admin" and row.is_active:
-                await self._ensure_other_admin(s, tenant_id, user_id)
+                await _ensure_other_admin(s, tenant_id, user_id)
             if row.is_superuser and row.is_active:
-                await self._ensure_other_platform_admin(s, user_id)
+                await _ensure_platform_admin_left(s, _LAST_PLATFORM_ADMIN, excluding_user=user_id)
+            await _lock_credentials(s, tenant_id, user_id)
             await self._revoke_sessions(s, tenant_id, user_id, "user_deleted")
             await self._revoke_keys(s, tenant_id, user_id)
             await s.delete(row)
@@ -307,38 +443,6 @@ class SqlIdentityStore:
         async with self._db.read() as s:
             return int(await s.scalar(select(func.count()).select_from(UserRow)) or 0)
 
-    async def _ensure_other_admin(self, s: AsyncSession, tenant_id: str, user_id: str) -> None:
-        others = await s.scalar(
-            select(func.count())
-            .select_from(UserRow)
-            .where(
-                UserRow.tenant_id == tenant_id,
-                UserRow.role == "admin",
-                UserRow.is_active.is_(True),
-                UserRow.id != user_id,
-            )
-        )
-        if not others:
-            raise Conflict("a tenant must keep at least one active admin", code="last_admin")
-
-    async def _ensure_other_platform_admin(self, s: AsyncSession, user_id: str) -> None:
-        others = await s.scalar(
-            select(func.count())
-            .select_from(UserRow)
-            .join(TenantRow, TenantRow.id == UserRow.tenant_id)
-            .where(
-                UserRow.is_superuser.is_(True),
-                UserRow.is_active.is_(True),
-                UserRow.id != user_id,
-                TenantRow.status == "active",
-            )
-        )
-        if not others:
-            raise Conflict(
-                "the last active platform administrator cannot be deactivated or deleted",
-                code="last_platform_admin",
-            )
-
     # -- sessions and refresh tokens -----------------------------------------------------
 
     async def create_session(
@@ -349,8 +453,17 @@ class SqlIdentityStore:
         session_id: str,
         refresh_jti: str,
         expires_at: datetime,
-    ) -> None:
+    ) -> User | None:
         async with self._db.transaction() as s:
+            # FOR SHARE: a change of the user's role or state (which holds the user's row
+            # until it has revoked the user's sessions) commits before this reads the user,
+            # or waits for this session to commit and then revokes it too.
+            user = await s.scalar(
+                select(UserRow).where(UserRow.id == user_id, UserRow.tenant_id == tenant_id)
+                .with_for_update(read=True)
+            )
+            if user is None or not user.is_active:
+                return None
             s.add(
                 SessionRow(id=session_id, tenant_id=tenant_id, user_id=user_id,
                            expires_at=expires_at)
@@ -360,6 +473,7 @@ class SqlIdentityStore:
                 RefreshTokenRow(jti=refresh_jti, session_id=session_id, tenant_id=tenant_id,
                                 user_id=user_id, expires_at=expires_at)
             )
+            return _user(user)
 
     async def rotate_refresh_token(
         self,
@@ -383,7 +497,9 @@ class SqlIdentityStore:
             token = await s.get(RefreshTokenRow, old_jti)
             if token is None:
                 return Rotation(RotateOutcome.UNKNOWN)
-            session = await s.get(SessionRow, token.session_id)
+            # Locked: a revocation of the session commits before this rotation reads it (and
+            # is refused) or after it (and revokes the new token's session too).
+            session = await s.get(SessionRow, token.session_id, with_for_update=True)
             if session is None:
                 return Rotation(RotateOutcome.UNKNOWN)
             if claimed.rowcount != 1:  # type: ignore[attr-defined]
@@ -474,8 +590,22 @@ class SqlIdentityStore:
         name: str,
         secret_hash: str,
         expires_at: datetime | None,
+        max_keys: int | None = None,
     ) -> ApiKey:
         async with self._db.transaction() as s:
+            if max_keys is not None:
+                # The user's row governs the user's keys: creations take turns on it.
+                if await _locked_user(s, tenant_id, user_id) is None:
+                    raise NotFound("user not found")
+                held = await s.scalar(
+                    select(func.count()).select_from(ApiKeyRow).where(
+                        ApiKeyRow.tenant_id == tenant_id, ApiKeyRow.user_id == user_id
+                    )
+                )
+                if int(held or 0) >= max_keys:
+                    raise InvalidInput(
+                        f"at most {max_keys} API keys per user", code="too_many_keys"
+                    )
             row = ApiKeyRow(
                 key_id=key_id, tenant_id=tenant_id, user_id=user_id, name=name,
                 secret_hash=secret_hash, expires_at=expires_at,
@@ -500,7 +630,7 @@ class SqlIdentityStore:
                     ApiKeyRow.id == api_key_id,
                     ApiKeyRow.tenant_id == tenant_id,
                     ApiKeyRow.user_id == user_id,
-                )
+                ).with_for_update()  # deleted once: a second deletion at once finds nothing
             )
             if row is None:
                 return False
@@ -563,8 +693,24 @@ class SqlIdentityStore:
                 events.append(AuthEvent(seq=row.seq, kind=kind, subject=row.subject))
             return events
 
+    async def pruned_through(self, seq: int) -> bool:
+        # Events are pruned oldest first (by creation time, stamped after the append turn):
+        # while one numbered seq or below is left, none after it has gone.
+        async with self._db.read() as s:
+            kept = await s.scalar(
+                select(AuthEventRow.seq).where(AuthEventRow.seq <= seq).limit(1)
+            )
+            return kept is None
+
     async def revocation_snapshot(self, now: datetime) -> RevocationSnapshot:
         async with self._db.read() as s:
+            # One snapshot for the watermark and every table. SQLite: the read session is one
+            # transaction already (WAL: one snapshot from its first read). PostgreSQL reads
+            # each statement at a new snapshot unless asked for REPEATABLE READ.
+            if s.get_bind().dialect.name == "postgresql":
+                await s.connection(execution_options={
+                    "isolation_level": "REPEATABLE READ", "postgresql_readonly": True,
+                })
             last_seq = int(await s.scalar(select(func.max(AuthEventRow.seq))) or 0)
             sessions = await s.execute(
                 select(SessionRow.id, SessionRow.expires_at).where(

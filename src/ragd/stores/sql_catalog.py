@@ -8,6 +8,13 @@ of the catalog comes from one part per idea, which :class:`SqlCatalog` inherits:
 * :mod:`ragd.stores.sql_changes`: the index change log (its writers, which every chunk insert
   and removal goes through, and its readers for the derived indexes);
 * :mod:`ragd.stores.sql_reader`: the search path's reads.
+
+Every write that decides on what it read locks what it read first, in the order of
+:mod:`ragd.stores._sql_locks` (collection, job, document): so an upload cannot land in a
+collection being deleted, two replacements of one document each add a version, and a
+deletion waits for a version being committed and then removes (and logs) its chunks too.
+Names and content are unique by constraints; losing such a race is a clean
+:class:`~ragd.errors.Conflict` (or, for identical uploads, the duplicate), never a 500.
 """
 
 from __future__ import annotations
@@ -32,8 +39,8 @@ from ragd.db.tables import (
 )
 from ragd.errors import Conflict, InvalidInput, NotFound
 from ragd.jobs.queue import Job, job_from_row, new_job_row
+from ragd.stores._sql_locks import locked_collection, locked_document_and_job
 from ragd.stores._sql_rows import (
-    active_collection,
     chunk,
     collection,
     content,
@@ -148,7 +155,7 @@ class SqlCatalog(SqlVersions, SqlChangeLog, SqlChunkReader):
             metadata = check_metadata(dict(metadata))
         try:
             async with self._db.transaction() as s:
-                row = await active_collection(s, tenant_id, collection_id)
+                row = await locked_collection(s, tenant_id, collection_id, exclusive=True)
                 if row is None:
                     return None
                 if name is not None:
@@ -172,7 +179,9 @@ class SqlCatalog(SqlVersions, SqlChangeLog, SqlChunkReader):
         self, tenant_id: str, collection_id: str, *, inline_chunks: int, max_attempts: int
     ) -> CollectionRemoval | None:
         async with self._db.transaction() as s:
-            row = await active_collection(s, tenant_id, collection_id)
+            # Exclusive: waits for the writes inside the collection that hold it shared
+            # (commits, uploads), which then cannot start until this one has ended.
+            row = await locked_collection(s, tenant_id, collection_id, exclusive=True)
             if row is None:
                 return None
             chunks = int(
@@ -204,7 +213,7 @@ class SqlCatalog(SqlVersions, SqlChangeLog, SqlChunkReader):
                 await s.scalars(
                     select(CollectionRow).where(
                         CollectionRow.id == collection_id, CollectionRow.tenant_id == tenant_id
-                    )
+                    ).with_for_update()
                 )
             ).first()
             if row is None:
@@ -236,19 +245,22 @@ class SqlCatalog(SqlVersions, SqlChangeLog, SqlChunkReader):
         except IntegrityError:
             # Two identical uploads raced: the other one committed first.
             existing = await self._by_content(tenant_id, collection_id, upload.content_sha256)
-            if existing is None:
-                raise
-            return Accepted(document=existing, job=None, duplicate=True)
+            if existing is not None:
+                return Accepted(document=existing, job=None, duplicate=True)
+        # The upload it raced was deleted again meanwhile: nothing is in the way any more.
+        return await self._add_document(tenant_id, collection_id, upload, max_attempts)
 
     async def _add_document(
         self, tenant_id: str, collection_id: str, upload: Upload, max_attempts: int
     ) -> Accepted:
         now = utcnow()
         async with self._db.transaction() as s:
-            if await active_collection(s, tenant_id, collection_id) is None:
+            # Shared: a deletion of the collection waits for this upload (and then cancels
+            # its job), or this upload waits for the deletion and finds no collection.
+            if await locked_collection(s, tenant_id, collection_id, exclusive=False) is None:
                 raise NotFound("collection not found", code="collection_not_found")
             existing = await _document_with_content(
-                s, collection_id, upload.content_sha256
+                s, collection_id, upload.content_sha256, lock=True
             )
             if existing is not None and existing.status in ("failed", "cancelled"):
                 # Uploading it again is the natural way to retry: queue the version again.
@@ -299,9 +311,23 @@ class SqlCatalog(SqlVersions, SqlChangeLog, SqlChunkReader):
     async def replace_document(
         self, tenant_id: str, document_id: str, upload: Upload, *, max_attempts: int
     ) -> Accepted | None:
+        try:
+            return await self._replace_document(tenant_id, document_id, upload, max_attempts)
+        except IntegrityError:
+            # Another document took this content after the check below (the constraint).
+            raise Conflict(
+                "another document of this collection already has this content",
+                code="duplicate_content",
+            ) from None
+
+    async def _replace_document(
+        self, tenant_id: str, document_id: str, upload: Upload, max_attempts: int
+    ) -> Accepted | None:
         now = utcnow()
         async with self._db.transaction() as s:
-            row = await document_row(s, tenant_id, document_id)
+            # The job it supersedes, then the document: a version being committed finishes
+            # first, and of two replacements the second sees the first's version.
+            row = await locked_document_and_job(s, tenant_id, document_id)
             if row is None:
                 return None
             if row.content_sha256 == upload.content_sha256 and row.status not in (
@@ -411,7 +437,9 @@ class SqlCatalog(SqlVersions, SqlChangeLog, SqlChunkReader):
 
     async def delete_document(self, tenant_id: str, document_id: str) -> bool:
         async with self._db.transaction() as s:
-            row = await document_row(s, tenant_id, document_id)
+            # A version being committed finishes first: its chunks are then removed (and
+            # logged) here, never cascaded away unlogged.
+            row = await locked_document_and_job(s, tenant_id, document_id)
             if row is None:
                 return False
             await _cancel_jobs(s, [row.job_id] if row.job_id else [])
@@ -452,16 +480,16 @@ def _document_count_of(collection_id: str) -> Any:
 
 
 async def _document_with_content(
-    s: AsyncSession, collection_id: str, sha256: str
+    s: AsyncSession, collection_id: str, sha256: str, *, lock: bool = False
 ) -> DocumentRow | None:
-    return (
-        await s.scalars(
-            select(DocumentRow).where(
-                DocumentRow.collection_id == collection_id,
-                DocumentRow.content_sha256 == sha256,
-            )
-        )
-    ).first()
+    """The collection's document with this content; ``lock``: for an upload that may queue
+    it again (the collection is already locked)."""
+    query = select(DocumentRow).where(
+        DocumentRow.collection_id == collection_id, DocumentRow.content_sha256 == sha256
+    )
+    if lock:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    return (await s.scalars(query)).first()
 
 
 async def _cancel_jobs(s: AsyncSession, job_ids: Sequence[str]) -> None:

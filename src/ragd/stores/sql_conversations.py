@@ -1,4 +1,11 @@
-"""SQL implementation of :class:`ragd.stores.conversations.Conversations`."""
+"""SQL implementation of :class:`ragd.stores.conversations.Conversations`.
+
+A turn's messages are numbered after the conversation's last one (``max(seq) + 1``), a read
+then a write: two turns of one conversation at once (two tabs, two replicas) would draw the
+same numbers (a unique violation) or interleave. So appending locks the conversation's row
+first (``FOR UPDATE``; SQLite's one writer needs none): turns of one conversation take turns,
+those of different conversations do not wait for each other.
+"""
 
 from __future__ import annotations
 
@@ -91,7 +98,7 @@ class SqlConversations:
         messages: Sequence[NewMessage],
     ) -> bool:
         async with self._db.transaction() as s:
-            row = await _owned(s, tenant_id, user_id, conversation_id)
+            row = await _owned(s, tenant_id, user_id, conversation_id, lock=True)
             if row is None:
                 return False
             last = await s.scalar(
@@ -115,7 +122,7 @@ class SqlConversations:
 
     async def delete(self, tenant_id: str, user_id: str, conversation_id: str) -> bool:
         async with self._db.transaction() as s:
-            row = await _owned(s, tenant_id, user_id, conversation_id)
+            row = await _owned(s, tenant_id, user_id, conversation_id, lock=True)
             if row is None:
                 return False
             await s.execute(
@@ -128,18 +135,18 @@ class SqlConversations:
 
 
 async def _owned(
-    s: AsyncSession, tenant_id: str, user_id: str, conversation_id: str
+    s: AsyncSession, tenant_id: str, user_id: str, conversation_id: str, *,
+    lock: bool = False,
 ) -> ConversationRow | None:
-    found = (
-        await s.scalars(
-            select(ConversationRow).where(
-                ConversationRow.id == conversation_id,
-                ConversationRow.tenant_id == tenant_id,
-                ConversationRow.user_id == user_id,
-            )
-        )
-    ).first()
-    return found
+    """The user's conversation; ``lock``: for a write that numbers or removes messages."""
+    query = select(ConversationRow).where(
+        ConversationRow.id == conversation_id,
+        ConversationRow.tenant_id == tenant_id,
+        ConversationRow.user_id == user_id,
+    )
+    if lock:
+        query = query.with_for_update()
+    return (await s.scalars(query)).first()
 
 
 def _title(text: str) -> str:

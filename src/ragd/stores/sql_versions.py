@@ -4,6 +4,13 @@ A worker starts a version, commits it (its chunks, the previous version's remova
 matching change-log rows in one transaction that first checks the job's lease and that the
 version is still the latest) or finishes it otherwise; :func:`finalise_ingest_job` ends the
 document of an ingestion job that the queue ended itself.
+
+Those checks hold until the commit because they are made through locks
+(:mod:`ragd.stores._sql_locks`): the collection (shared, so that it cannot be deleted under
+the commit), the job (so that its lease cannot be taken over: a claimer skips a locked job)
+and the document (so that it cannot be replaced or deleted) are locked in that order before
+they are read; the embedder is recorded with one conditional update, so that of two first
+ingestions with different embedders the second is refused.
 """
 
 from __future__ import annotations
@@ -13,8 +20,9 @@ from collections.abc import Sequence
 from sqlalchemy import and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ragd.db.tables import ChunkRow, CollectionRow, DocumentRow, DocumentVersionRow, JobRow, utcnow
+from ragd.db.tables import ChunkRow, CollectionRow, DocumentRow, DocumentVersionRow, utcnow
 from ragd.jobs.queue import Job
+from ragd.stores._sql_locks import locked_collection, locked_document, locked_job
 from ragd.stores._sql_rows import (
     SqlPart,
     active_collection,
@@ -59,7 +67,7 @@ class SqlVersions(SqlPart):
         self, tenant_id: str, document_id: str, version: int
     ) -> tuple[Document, DocumentContent, Collection] | None:
         async with self._db.transaction() as s:
-            row = await document_row(s, tenant_id, document_id)
+            row = await locked_document(s, tenant_id, document_id)
             if row is None or row.latest_version != version:
                 return None
             found = await active_collection(s, tenant_id, row.collection_id)
@@ -117,7 +125,7 @@ class SqlVersions(SqlPart):
             if isinstance(checked, CommitOutcome):
                 return checked
             row, found = checked
-            _record_embedder(found, commit)
+            await _record_embedder(s, found, commit)
             if staged:
                 # The previous version's chunks go; the staged ones become the version.
                 await remove_chunks(s, commit.tenant_id, and_(
@@ -161,7 +169,7 @@ class SqlVersions(SqlPart):
         error: str | None,
     ) -> None:
         async with self._db.transaction() as s:
-            row = await document_row(s, tenant_id, document_id)
+            row = await locked_document(s, tenant_id, document_id)
             if row is None or row.latest_version != version:
                 return
             if row.active_version == version and status != "ready":
@@ -209,30 +217,50 @@ async def _check(
     s: AsyncSession, commit: VersionCommit
 ) -> CommitOutcome | tuple[DocumentRow, CollectionRow]:
     """Whether ``commit``'s worker may still write its version: the outcome that stops it,
-    or the document and collection rows to write to."""
-    job = await s.get(JobRow, commit.job_id)
+    or the document and collection rows to write to, locked (collection, job, document)."""
+    seen = await document_row(s, commit.tenant_id, commit.document_id)  # which collection
+    found = None if seen is None else await locked_collection(
+        s, commit.tenant_id, seen.collection_id, exclusive=False
+    )
+    job = await locked_job(s, commit.job_id)
     if job is None or job.status != "running" or job.lease_owner != commit.worker_id:
         return CommitOutcome.LEASE_LOST
-    row = await document_row(s, commit.tenant_id, commit.document_id)
-    if row is None:
+    row = None if found is None else await locked_document(
+        s, commit.tenant_id, commit.document_id
+    )
+    if row is None or found is None:
         return CommitOutcome.GONE
     if row.active_version == commit.version:
         return CommitOutcome.ALREADY_COMMITTED
     if row.latest_version != commit.version:
         return CommitOutcome.SUPERSEDED
-    found = await active_collection(s, commit.tenant_id, row.collection_id)
-    if found is None:
-        return CommitOutcome.GONE
     return row, found
 
 
-def _record_embedder(found: CollectionRow, commit: VersionCommit) -> None:
+async def _record_embedder(s: AsyncSession, found: CollectionRow, commit: VersionCommit) -> None:
+    """Refuse another embedder than the collection's; the first ingestion records its own.
+
+    Recording is one conditional update (only while none is recorded): of two first
+    ingestions with different embedders, the second waits for the first to commit, finds
+    the row no longer matching, reads what the first recorded and is refused.
+    """
     if commit.embedder_name is None:
         return
-    check_embedder(
-        (found.embedder_name, found.embedder_dimension),
-        (commit.embedder_name, commit.embedder_dimension),
-    )
-    if found.embedder_name is None:
-        found.embedder_name = commit.embedder_name
-        found.embedder_dimension = commit.embedder_dimension
+    configured = (commit.embedder_name, commit.embedder_dimension)
+    recorded = (found.embedder_name, found.embedder_dimension)
+    if recorded == (None, None):
+        claimed = await s.execute(
+            update(CollectionRow)
+            .where(CollectionRow.id == found.id, CollectionRow.embedder_name.is_(None))
+            .values(embedder_name=commit.embedder_name,
+                    embedder_dimension=commit.embedder_dimension)
+            .execution_options(synchronize_session=False)
+        )
+        if claimed.rowcount == 1:  # type: ignore[attr-defined]
+            return
+        name, dimension = (await s.execute(
+            select(CollectionRow.embedder_name, CollectionRow.embedder_dimension)
+            .where(CollectionRow.id == found.id)
+        )).one()
+        recorded = (name, dimension)
+    check_embedder(recorded, configured)
