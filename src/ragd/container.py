@@ -189,7 +189,7 @@ async def open_services(
         install_live_metrics(metrics, runtime=runtime, memory=memory)
         catalog = build_catalog(settings, db)
         queue = build_job_queue(settings, db, finalisers=catalog_finalisers(settings))
-        indexes = build_search_backend(settings, catalog, index_signal)
+        indexes = build_search_backend(settings, db, catalog, index_signal)
         ingestion = IngestionService(catalog, queue, indexes, settings.ingestion)
         search = SearchService(catalog, indexes, runtime)
         conversations = build_conversations(settings, db)

@@ -120,7 +120,7 @@ class Site:
     def search(self, catalog: Catalog | None = None) -> SearchBackend:
         """The search backend over ``catalog`` (default: a catalog of this process)."""
         return build_search_backend(
-            self.settings, catalog or self.catalog(), self.signal(INDEX_CHANGES)
+            self.settings, self.db, catalog or self.catalog(), self.signal(INDEX_CHANGES)
         )
 
     def another_process(self) -> Site:

@@ -1,9 +1,10 @@
 """The search backend contract (:class:`~ragd.index.base.SearchBackend`), run against every
-backend: committed chunks become searchable by replaying the catalog's change log (upserts
-and deletes, idempotently); the lexical and dense legs return the tenant's chunks only, within
-a scope when given; another process applies notified changes before it searches; verify
-compares with the chunk rows, rebuild refills from them, and sync_all catches every tenant up.
-Vectors are random unit vectors of the collection's dimension: no model runs here."""
+backend: committed chunks become searchable (by replaying the catalog's change log, upserts
+and deletes idempotently, in the embedded backend; at once on PostgreSQL, which searches the
+rows themselves); the lexical and dense legs return the tenant's chunks only, within a scope
+when given; another process sees notified changes before it searches; verify compares with
+the chunk rows, rebuild refills from them, and sync_all catches every tenant up. Vectors are
+random unit vectors of the collection's dimension: no model runs here."""
 
 from __future__ import annotations
 

@@ -74,7 +74,7 @@ def _factories(settings: Settings, db: Database) -> dict[str, Callable[[], Any]]
         "conversations": lambda: build_conversations(settings, db),
         "job queue": lambda: build_job_queue(settings, db),
         "change signals": lambda: build_change_signal(settings, AUTH_EVENTS),
-        "search backend": lambda: build_search_backend(settings, catalog, signal),
+        "search backend": lambda: build_search_backend(settings, db, catalog, signal),
     }
 
 

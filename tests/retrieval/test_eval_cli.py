@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from pathlib import Path
@@ -12,6 +13,7 @@ from typer.testing import CliRunner
 from ragd.cli import app
 from ragd.cli.evaluate import answer_hit
 from tests.conftest import TEST_SECRET
+from tests.postgres import PostgresServer
 from tests.shared_data import EVAL, require
 
 PYTHON_FAQ = EVAL / "python-faq"
@@ -120,3 +122,47 @@ def test_eval_rejects_a_bad_mode_and_a_malformed_dataset(tmp_path: Path) -> None
     result = CliRunner().invoke(app, ["eval", str(dataset)], env=_env(tmp_path))
     assert result.exit_code == 2 and "queries.jsonl:2" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_eval_on_postgresql_runs_in_a_throwaway_database_there(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    """``--database-url``: the run's database is made on that server, search runs in
+    PostgreSQL, and the database is dropped afterwards (its name is said, never the URL)."""
+    dataset = _slice(tmp_path / "slice", documents=12)
+    out = tmp_path / "report.json"
+    result = CliRunner().invoke(
+        app, ["eval", str(dataset), "--json", str(out), "--database-url", postgres.url()],
+        env=_env(tmp_path),
+    )
+    assert result.exit_code == 0, result.output
+    assert "[eval] database ragd_eval_" in result.output
+    assert postgres.url() not in result.output
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["documents"] == 12 and report["failed"] == []
+    by_mode = {m["mode"]: m["metrics"] for m in report["modes"]}
+    assert by_mode["dense"]["ndcg@10"] > 0.8 and by_mode["hybrid"]["ndcg@10"] > 0.8
+    assert by_mode["lexical"]["recall@100"] > 0.8
+    left = asyncio.run(_eval_databases(postgres))
+    assert left == []
+
+
+async def _eval_databases(postgres: PostgresServer) -> list[str]:
+    import asyncpg
+
+    conn = await asyncpg.connect(postgres.dsn())
+    try:
+        rows = await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'ragd_eval_%'")
+    finally:
+        await conn.close()
+    return [row["datname"] for row in rows]
+
+
+def test_eval_refuses_a_database_url_of_another_backend(tmp_path: Path) -> None:
+    dataset = _slice(tmp_path / "slice", documents=3)
+    result = CliRunner().invoke(
+        app, ["eval", str(dataset), "--database-url", f"sqlite+aiosqlite:///{tmp_path}/x.db"],
+        env=_env(tmp_path),
+    )
+    assert result.exit_code == 2 and "postgresql+asyncpg" in result.output

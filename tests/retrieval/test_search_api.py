@@ -1,5 +1,7 @@
 """POST /api/v1/search over real ingested documents: modes, explain, filters, isolation,
-unknown scopes, rerank without a reranker, deletion and re-ingestion."""
+unknown scopes, rerank without a reranker, deletion and re-ingestion. The tests whose answer
+depends on the search backend run on both: SQLite (the embedded indexes) and PostgreSQL
+(full-text search and pgvector in the database)."""
 
 from __future__ import annotations
 
@@ -7,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from ragd.container import build_workers
 from tests.conftest import assert_error
 from tests.ingestion.conftest import Tenant, app_client, new_tenant, upload_text, wait_job
+from tests.postgres import PostgresServer
 
 DOCS = {
     "volcano": ("Basalt flows from the volcano cool into hexagonal columns by the sea. "
@@ -22,6 +26,14 @@ DOCS = {
                 "the breakwater.", {"lang": "de", "year": 2023, "published": "2023-11-30",
                                     "tags": ["ports", "geology"]}),
 }
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database(request: pytest.FixtureRequest, postgres: PostgresServer) -> dict[str, Any]:
+    """Settings overrides of the backend under test (SQLite: the data dir's default)."""
+    if request.param == "sqlite":
+        return {}
+    return {"database": {"url": await postgres.fresh_database("search_api")}}
 
 
 async def _ingest(client: httpx.AsyncClient, tenant: Tenant, docs: dict[str, Any]
@@ -46,8 +58,8 @@ def _titles(result: dict[str, Any]) -> list[str]:
     return [hit["title"] for hit in result["results"]]
 
 
-async def test_modes_explain_and_filters(tmp_path: Path) -> None:
-    async with app_client(tmp_path / "data") as client:
+async def test_modes_explain_and_filters(tmp_path: Path, database: dict[str, Any]) -> None:
+    async with app_client(tmp_path / "data", **database) as client:
         tenant = await new_tenant(client)
         ids = await _ingest(client, tenant, DOCS)
         for mode in ("hybrid", "dense", "lexical"):
@@ -121,8 +133,8 @@ async def test_bad_queries_and_hostile_filters_are_refused(tmp_path: Path) -> No
         assert_error(await client.post(url, json={"query": "basalt"}), 401)
 
 
-async def test_no_filter_reaches_another_tenant(tmp_path: Path) -> None:
-    async with app_client(tmp_path / "data") as client:
+async def test_no_filter_reaches_another_tenant(tmp_path: Path, database: dict[str, Any]) -> None:
+    async with app_client(tmp_path / "data", **database) as client:
         a, b = await new_tenant(client), await new_tenant(client)
         canary_a, canary_b = "zebracanary alpha", "zebracanary bravo"
         text = "Basalt flows from the volcano cool into hexagonal columns. {}"
@@ -144,10 +156,12 @@ async def test_no_filter_reaches_another_tenant(tmp_path: Path) -> None:
                            for hit in result["results"])
 
 
-async def test_unknown_and_foreign_scopes_are_one_404(tmp_path: Path) -> None:
+async def test_unknown_and_foreign_scopes_are_one_404(
+    tmp_path: Path, database: dict[str, Any]
+) -> None:
     """A collection or document id the caller's tenant does not have is a 404, never an
     empty 200; another tenant's id gets the very same bytes as an id that never existed."""
-    async with app_client(tmp_path / "data") as client:
+    async with app_client(tmp_path / "data", **database) as client:
         a, b = await new_tenant(client), await new_tenant(client)
         mine = await _ingest(client, a, {"volcano": DOCS["volcano"], "glacier": DOCS["glacier"]})
         theirs = await _ingest(client, b, {"harbour": DOCS["harbour"]})
@@ -205,8 +219,10 @@ async def test_rerank_true_without_a_reranker_is_refused(tmp_path: Path) -> None
             assert result["reranked"] is False and _titles(result) == ["volcano"]
 
 
-async def test_deleted_documents_vanish_and_reingest_swaps_atomically(tmp_path: Path) -> None:
-    async with app_client(tmp_path / "data", ingestion={"workers": 0}) as client:
+async def test_deleted_documents_vanish_and_reingest_swaps_atomically(
+    tmp_path: Path, database: dict[str, Any]
+) -> None:
+    async with app_client(tmp_path / "data", ingestion={"workers": 0}, **database) as client:
         services = client.app.state.services  # type: ignore[attr-defined]
         tenant = await new_tenant(client)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,51 @@ DEPTH = 100
 _WORD = re.compile(r"\w+")
 
 Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ScratchDatabase:
+    """A database made for one eval run on a PostgreSQL server (``server``: the URL it was
+    created through; ``url``: the new database's). Never printed: a URL may hold a password."""
+
+    name: str
+    url: str = field(repr=False)
+    server: str = field(repr=False)
+
+
+async def create_database(server: str) -> ScratchDatabase:
+    """A new, empty database on the PostgreSQL server of the URL ``server`` (ValueError for
+    a URL of another backend)."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from ragd.db.backends import POSTGRESQL, backend_name
+
+    if backend_name(server) != POSTGRESQL:
+        raise ValueError("--database-url must be a postgresql+asyncpg:// URL")
+    name = f"ragd_eval_{secrets.token_hex(6)}"
+    engine = create_async_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        await engine.dispose()
+    url = make_url(server).set(database=name).render_as_string(hide_password=False)
+    return ScratchDatabase(name=name, url=url, server=server)
+
+
+async def drop_database(database: ScratchDatabase) -> None:
+    """Drop a database made by :func:`create_database` (closing its leftover sessions)."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(database.server, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{database.name}" WITH (FORCE)'))
+    finally:
+        await engine.dispose()
 
 
 @dataclass

@@ -584,7 +584,8 @@ def index_verify(
     config: ConfigOpt = None,
 ) -> None:
     """Compare each tenant's BM25 and vector partitions with the chunk rows (exit 1 when a
-    partition is behind, misses entries or holds orphans). Nothing is changed."""
+    partition is behind, misses entries or holds orphans; on PostgreSQL, when chunk rows
+    lack their full-text or vector column). Nothing is changed."""
     settings = _settings(config, data_dir=data_dir)
 
     async def action(services: Any) -> list[dict[str, Any]]:
@@ -615,7 +616,8 @@ def index_verify(
 def index_rebuild(
     tenant: TenantOpt = None, data_dir: DataDirOpt = None, config: ConfigOpt = None
 ) -> None:
-    """Refill each tenant's partitions from the chunk rows in the database."""
+    """Refill each tenant's partitions from the chunk rows in the database (on PostgreSQL:
+    rewrite the rows' full-text and vector columns, and build missing vector indexes)."""
     settings = _settings(config, data_dir=data_dir)
 
     async def action(services: Any) -> list[tuple[str, int]]:
@@ -773,12 +775,22 @@ def eval_command(
     concurrency: Annotated[int, typer.Option(min=1, max=16, help="Ingestion workers.")] = 2,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report "
                                                   "here as JSON.", show_default=False)] = None,
+    database_url: Annotated[str | None, typer.Option(
+        "--database-url", help="Run on PostgreSQL: a postgresql+asyncpg:// URL of a server "
+        "(a database the role may connect to; it must be allowed to create databases). A "
+        "throwaway database is created there for the run (search then runs in PostgreSQL) "
+        "and dropped afterwards. Default: SQLite in the throwaway data dir.",
+        show_default=False)] = None,
+    keep_database: Annotated[bool, typer.Option(
+        "--keep-database", help="With --database-url: keep the throwaway database (its name "
+        "is printed) instead of dropping it.")] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Ingest a dataset into a throwaway data dir through the real pipeline, run every query
     through the real search path, and print nDCG, Recall, MRR and latency per mode."""
     import tempfile
 
+    from ragd.cli import evaluate as ev
     from ragd.retrieval.beir import DatasetError, load_dataset
 
     modes = ["hybrid", "dense", "lexical"] if mode == "all" else [mode]
@@ -795,17 +807,33 @@ def eval_command(
         _fail(str(exc))
     if from_source and not (dataset_dir / "source").is_dir():
         _fail(f"{dataset_dir / 'source'} does not exist")
-    with tempfile.TemporaryDirectory(prefix="ragd-eval-") as scratch:
-        settings = _settings(
-            config, data_dir=Path(scratch), bootstrap_admin=False,
-            models={**base.models.model_dump(), "cache_dir": base.model_cache_dir},
-            ingestion={**base.ingestion.model_dump(), "workers": 0,
-                       "keywords_enabled": keywords},
-        )
-        report = _run(settings, lambda services: _evaluate(
-            services, dataset, dataset_dir, modes, k=k, rerank=rerank or None,
-            from_source=from_source, concurrency=concurrency,
-        ))
+    database: ev.ScratchDatabase | None = None
+    if database_url is not None:
+        try:
+            database = asyncio.run(ev.create_database(database_url))
+        except ValueError as exc:
+            _fail(str(exc))
+        except Exception as exc:  # noqa: BLE001 - any failure to reach the server is reported
+            _fail(f"cannot create the eval database on --database-url ({type(exc).__name__})")
+        assert database is not None  # noqa: S101 - _fail exits
+        print(f"[eval] database {database.name}", file=sys.stderr, flush=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix="ragd-eval-") as scratch:
+            settings = _settings(
+                config, data_dir=Path(scratch), bootstrap_admin=False,
+                models={**base.models.model_dump(), "cache_dir": base.model_cache_dir},
+                ingestion={**base.ingestion.model_dump(), "workers": 0,
+                           "keywords_enabled": keywords},
+                **({} if database is None else {"database": {
+                    **base.database.model_dump(), "url": database.url}}),
+            )
+            report = _run(settings, lambda services: _evaluate(
+                services, dataset, dataset_dir, modes, k=k, rerank=rerank or None,
+                from_source=from_source, concurrency=concurrency,
+            ))
+    finally:
+        if database is not None and not keep_database:
+            asyncio.run(ev.drop_database(database))
     _print_eval(report)
     if json_out is not None:
         json_out.write_text(json.dumps(report.as_dict(), indent=2) + "\n", encoding="utf-8")

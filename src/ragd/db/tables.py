@@ -223,7 +223,9 @@ class CollectionRow(Base):
 class DocumentRow(Base):
     """A document. ``latest_version`` is the newest uploaded content; ``active_version`` the
     one search sees (None until the first version is ready). ``status`` describes the latest
-    version's processing: queued, processing, ready, failed or cancelled."""
+    version's processing: queued, processing, ready, failed or cancelled. On PostgreSQL,
+    ``metadata_jsonb`` (generated from ``metadata``, migration 0007) is what metadata filters
+    read in SQL."""
 
     __tablename__ = "documents"
     __table_args__ = (
@@ -281,7 +283,11 @@ class DocumentVersionRow(Base):
 
 class ChunkRow(Base):
     """One chunk of one document version. ``key`` is the integer id the derived indexes use
-    (never reused); ``id`` the stable public id (hash of document id, version, ordinal)."""
+    (never reused); ``id`` the stable public id (hash of document id, version, ordinal).
+
+    On PostgreSQL the table has two more columns (migration 0007), not mapped here because
+    SQLite has neither: ``lexemes`` (tsvector) and ``embedding`` (pgvector), which the
+    search backend reads; :data:`ragd.db.pgsearch.PG_CHUNKS` names them for the writers."""
 
     __tablename__ = "chunks"
     __table_args__ = (

@@ -7,12 +7,12 @@ database (PostgreSQL full-text and pgvector) implements the same Protocol withou
 
 SQLite (or PostgreSQL) is the source of truth: chunk rows with their vectors, and an
 append-only change log (``index_changes``: ``seq``, ``tenant_id``, ``op``, ``chunk_key``).
-The lexical (BM25) and vector (HNSW) indexes are *derived*: each tenant has its own partition
-(its own files under ``data_dir/indexes/<tenant_id>/``), so no query can reach another
-tenant's entries by construction. Each partition records the last change sequence it applied
-(``applied_seq``); replaying changes after that mark, or rebuilding from the chunk rows, brings
-it back in step after a crash between the SQL commit and the index write. The mark lives in
-the partition directory's :data:`STATE_FILE` sidecar.
+In the embedded backend the lexical (BM25) and vector (HNSW) indexes are *derived*: each
+tenant has its own partition (its own files under ``data_dir/indexes/<tenant_id>/``), so no
+query can reach another tenant's entries by construction. Each partition records the last
+change sequence it applied (``applied_seq``); replaying changes after that mark, or
+rebuilding from the chunk rows, brings it back in step after a crash between the SQL commit
+and the index write. The mark lives in the partition directory's :data:`STATE_FILE` sidecar.
 
 Entries are keyed by the chunk row's integer ``key`` (unique across tenants, never reused).
 Applying the same upsert or delete twice leaves the partition unchanged (idempotent).
@@ -20,7 +20,7 @@ Applying the same upsert or delete twice leaves the partition unchanged (idempot
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,10 +49,14 @@ class Scope:
     """Optional restriction of a search inside one tenant partition (None = no restriction).
 
     Tenant isolation does not depend on this: a partition only ever holds one tenant.
+    ``metadata`` is the search's documents-metadata filter (validated by
+    ``retrieval/filters.py``); a backend whose ``filters_metadata`` is true applies it in its
+    legs, the others ignore it (the search service filters after retrieval either way).
     """
 
     collection_ids: Collection[str] | None = None
     document_ids: Collection[str] | None = None
+    metadata: Mapping[str, Any] | None = None
 
 
 class Partition(Protocol):
@@ -170,10 +174,16 @@ class SearchBackend(Protocol):
     * The catalog's change log is the source of truth, applied in log order and
       idempotently. After :meth:`sync` returns, every change committed before the call is
       searchable in this process; :meth:`notify` tells the other processes, and each search
-      first applies whatever was notified before it.
+      first applies whatever was notified before it. (A backend that searches the
+      catalog's rows themselves, like the PostgreSQL one, has nothing to apply: a change is
+      searchable everywhere once committed, and :meth:`sync` returns 0.)
     * Search methods never raise on odd query text; scores are higher-is-better and are
       only comparable within one leg.
     """
+
+    #: True when both legs apply ``Scope.metadata`` (so the search service need not look
+    #: deeper than it shows); False when they ignore it.
+    filters_metadata: bool
 
     async def lexical_search(
         self, tenant_id: str, query: str, limit: int, scope: Scope | None = None

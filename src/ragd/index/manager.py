@@ -82,6 +82,9 @@ class IndexManager:
     (default: a marker file under ``root``).
     """
 
+    #: The partitions hold no metadata: the search service filters after retrieval.
+    filters_metadata = False
+
     def __init__(
         self,
         catalog: Catalog,

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol, cast
 
-from sqlalchemy import and_, delete, event, or_, select, text
+from sqlalchemy import Select, and_, delete, event, or_, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -196,6 +196,19 @@ class SqlJobQueue:
     and takes the next due one, so concurrent workers neither wait on one row nor get the
     same job.
 
+    Every other state change decides on the job row it read (whose lease it is, whether the
+    job is queued, running or finished), so it reads the row through its lock (``FOR
+    UPDATE``; nothing on SQLite, where the transaction already holds the database). On
+    PostgreSQL's READ COMMITTED a plain read could be stale by the time the write lands: a
+    worker whose lease was just taken over would complete, fail or extend the new owner's
+    attempt, a cancel would end a job a worker just claimed, a retry would queue again a job
+    already retried and claimed. A locked read waits for a concurrent writer of the row and
+    then re-checks its conditions against what that writer committed (a lease now held by
+    another worker is simply not found). The job is the only row the queue locks, before
+    anything its finaliser writes (the job's document): the order of
+    ``ragd.stores._sql_locks`` (collection, job, document). A claim never waits for these
+    locks: it passes the row by, and a later claim takes it if it is still due then.
+
     ``clock`` replaces the database's clock (see the module docstring); tests inject one to
     move time instead of waiting for it.
     """
@@ -276,7 +289,7 @@ class SqlJobQueue:
     async def cancel(self, tenant_id: str, job_id: str) -> Job | None:
         async with self._db.transaction() as s:
             now = await self._now(s)
-            row = await _tenant_row(s, tenant_id, job_id)
+            row = await _tenant_row(s, tenant_id, job_id, lock=True)
             if row is None:
                 return None
             if row.status == "queued":
@@ -293,7 +306,7 @@ class SqlJobQueue:
     async def retry(self, tenant_id: str, job_id: str) -> Job | None:
         async with self._db.transaction() as s:
             now = await self._now(s)
-            row = await _tenant_row(s, tenant_id, job_id)
+            row = await _tenant_row(s, tenant_id, job_id, lock=True)
             if row is None:
                 return None
             if row.status not in ("failed", "cancelled"):
@@ -361,7 +374,11 @@ class SqlJobQueue:
 
     async def prune(self, older_than: timedelta) -> int:
         """Delete finished jobs (succeeded, failed, cancelled) that ended before
-        ``now - older_than``; returns how many. Queued and running jobs are never touched."""
+        ``now - older_than``; returns how many. Queued and running jobs are never touched.
+
+        One statement, so no lock to take first: PostgreSQL checks its conditions again on a
+        row another transaction is changing once that one commits (a job retried meanwhile
+        is no longer finished, and stays)."""
         async with self._db.transaction() as s:
             cutoff = await self._now(s) - older_than
             result = await s.execute(
@@ -514,27 +531,33 @@ def _announce_inserted(_mapper: Mapper[JobRow], connection: Connection, row: Job
         )
 
 
-async def _tenant_row(s: AsyncSession, tenant_id: str, job_id: str) -> JobRow | None:
-    return (
-        await s.scalars(select(JobRow).where(JobRow.id == job_id, JobRow.tenant_id == tenant_id))
-    ).first()
+async def _tenant_row(
+    s: AsyncSession, tenant_id: str, job_id: str, *, lock: bool = False
+) -> JobRow | None:
+    """The tenant's job; ``lock``: read through its row lock, for a write that depends on
+    its state (see :class:`SqlJobQueue`)."""
+    query = select(JobRow).where(JobRow.id == job_id, JobRow.tenant_id == tenant_id)
+    return (await s.scalars(_locked(query) if lock else query)).first()
 
 
 async def _owned_row(s: AsyncSession, job_id: str, worker_id: str) -> JobRow | None:
-    """The job if ``worker_id`` still holds its lease.
+    """The job, locked, if ``worker_id`` still holds its lease.
 
     An expired lease that nobody has taken over yet still counts as held: the worker is
-    evidently alive, and letting it finish is better than wasting the attempt.
+    evidently alive, and letting it finish is better than wasting the attempt. Holding the
+    row lock keeps it that way until the write commits (a claimer skips the row); a claim
+    that took the lease over first is waited for, and then the job is not the worker's.
     """
-    return (
-        await s.scalars(
-            select(JobRow).where(
-                JobRow.id == job_id,
-                JobRow.status == "running",
-                JobRow.lease_owner == worker_id,
-            )
-        )
-    ).first()
+    query = select(JobRow).where(
+        JobRow.id == job_id, JobRow.status == "running", JobRow.lease_owner == worker_id
+    )
+    return (await s.scalars(_locked(query))).first()
+
+
+def _locked(query: Select[JobRow]) -> Select[JobRow]:
+    """``query`` reading its rows through their locks (``FOR UPDATE``; nothing on SQLite),
+    the values as the last writer committed them even if this session had loaded them."""
+    return query.with_for_update().execution_options(populate_existing=True)
 
 
 def _finish(row: JobRow, status: JobStatus, now: datetime) -> None:

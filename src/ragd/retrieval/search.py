@@ -2,8 +2,10 @@
 
 Tenant isolation is structural: the service only ever opens the caller's partitions and reads
 chunk rows with the caller's ``tenant_id``. Collection and document restrictions are applied
-inside the indexes (their ``Scope``); metadata filters run on the documents' metadata after
-retrieval, with a deeper candidate list so that filtering does not starve the result.
+inside the indexes (their ``Scope``). Metadata filters always run on the documents' metadata
+after retrieval; a backend that also applies them in its legs (``filters_metadata``: the
+PostgreSQL one, in SQL) gets them in the scope, and one that does not (the embedded one) is
+asked for a deeper candidate list, so that filtering does not starve the result.
 
 Nothing asked for is dropped quietly: a restriction naming a collection or document the
 tenant does not have is :class:`~ragd.errors.NotFound` (the same error whether the id is
@@ -116,13 +118,15 @@ class SearchService:
         scope = Scope(
             collection_ids=None if request.collection_ids is None else set(request.collection_ids),
             document_ids=None if request.document_ids is None else set(request.document_ids),
+            metadata=request.filters if predicate is not None else None,
         )
         use_dense = request.mode in ("hybrid", "dense")
         use_lexical = request.mode in ("hybrid", "lexical")
         want_rerank = (
             self._runtime.reranker_configured if request.rerank is None else request.rerank
         )
-        depth = CANDIDATES * (FILTER_DEPTH if predicate is not None else 1)
+        deeper = predicate is not None and not self._indexes.filters_metadata
+        depth = CANDIDATES * (FILTER_DEPTH if deeper else 1)
 
         truncated, tokens = False, None
 

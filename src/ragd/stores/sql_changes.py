@@ -22,6 +22,15 @@ import numpy.typing as npt
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ragd.db.pgsearch import (
+    EMBEDDING,
+    LEXEMES,
+    PG_CHUNKS,
+    WORDS,
+    lexemes_of,
+    search_words,
+    vector_literal,
+)
 from ragd.db.sequence import INDEX_CHANGES, take_append_turn
 from ragd.db.tables import ChunkRow, DocumentRow, IndexChangeRow, utcnow
 from ragd.stores._sql_rows import SqlPart, dumps
@@ -119,22 +128,30 @@ async def stage_chunks(
     version only) until :func:`log_upserts` runs in the transaction that activates it."""
     if not chunks:
         return
-    await s.execute(
-        insert(ChunkRow),
-        [
-            {
-                "id": chunk.id, "tenant_id": tenant_id,
-                "collection_id": collection_id, "document_id": document_id,
-                "version": version, "ordinal": chunk.ordinal,
-                "text": chunk.text, "heading_path": dumps(list(chunk.heading_path)),
-                "page": chunk.page, "page_end": chunk.page_end,
-                "token_count": chunk.token_count, "start": chunk.start,
-                "end": chunk.end, "keywords": dumps(list(chunk.keywords)),
-                "vector": chunk.vector, "created_at": now,
-            }
-            for chunk in chunks
-        ],
-    )
+    rows: list[dict[str, Any]] = [
+        {
+            "id": chunk.id, "tenant_id": tenant_id,
+            "collection_id": collection_id, "document_id": document_id,
+            "version": version, "ordinal": chunk.ordinal,
+            "text": chunk.text, "heading_path": dumps(list(chunk.heading_path)),
+            "page": chunk.page, "page_end": chunk.page_end,
+            "token_count": chunk.token_count, "start": chunk.start,
+            "end": chunk.end, "keywords": dumps(list(chunk.keywords)),
+            "vector": chunk.vector, "created_at": now,
+        }
+        for chunk in chunks
+    ]
+    if s.get_bind().dialect.name == "postgresql":
+        # The search backend's columns, written with the row, so the commit that activates
+        # the version makes it searchable (see ragd.db.pgsearch).
+        for row, chunk in zip(rows, chunks, strict=True):
+            row[WORDS] = search_words(embed_text(chunk.heading_path, chunk.text))
+            row[EMBEDDING] = (
+                None if chunk.vector is None else vector_literal(np_vector(chunk.vector))
+            )
+        await s.execute(insert(PG_CHUNKS).values({LEXEMES: lexemes_of()}), rows)
+        return
+    await s.execute(insert(ChunkRow), rows)
 
 
 async def log_upserts(s: AsyncSession, tenant_id: str, document_id: str, now: datetime) -> int:
