@@ -26,7 +26,8 @@ table's secondary indexes dropped; they are then rebuilt one by one (``maintenan
 (HNSW build time) and vacuum; then two ``ragd serve`` replicas (each with its own data dir,
 no ingestion workers) answer ``POST /api/v1/search`` from ``--clients`` threads (spread over
 the replicas; top_k 10, no rerank) for the dev queries in each mode (hybrid, dense, lexical)
-and for common-word queries in lexical mode (the words of the most passages), ``--requests``
+and for common-word queries in lexical mode (``search_latency``'s: the corpus's most frequent
+words, one or two a query), ``--requests``
 a run, p50/p95/p99 medians of ``--repeats`` runs; RSS of each replica after the loads.
 Target (issue 13's 100k figure, for reference): hybrid p95 <= 150 ms.
 """
@@ -38,13 +39,11 @@ import asyncio
 import hashlib
 import json
 import os
-import re
 import shutil
 import statistics
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -68,30 +67,6 @@ NOISE_SIGMA = 0.02
 INSERT_BATCH = 100_000
 TARGET_P95_MS = 150.0
 MODES = (("hybrid", "dev"), ("dense", "dev"), ("lexical", "dev"), ("lexical", "common"))
-_WORD = re.compile(r"[^\W_]+")
-#: Words too common to say anything even before the ``english`` configuration drops its stop
-#: words; the common-word queries are made of the frequent words that remain.
-_STOP = frozenset(
-    "the and for that this with you are can not from have your but use what how which when "
-    "there will does into also then than they its only other more any some one all their "
-    "about these may was has just using used would should been were such each most many "
-    "very where need like make".split()
-)
-
-
-def common_word_queries(texts: list[str], count: int = 40) -> list[str]:
-    """Queries of 1-3 of the words found in the most passages (length >= 4, not in a small
-    stop list): the lexical leg's worst case, where every term matches thousands of rows."""
-    frequency: Counter[str] = Counter()
-    for text in texts:
-        frequency.update({word.lower() for word in _WORD.findall(text)})
-    words = [w for w, _ in frequency.most_common(300) if len(w) >= 4 and w not in _STOP][:12]
-    queries = list(words[:8])
-    queries += [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
-    queries += [f"{a} {b} {c}" for a, b, c in zip(words, words[2:], words[4:], strict=False)]
-    return queries[:count]
-
-
 # -- building -----------------------------------------------------------------------------------
 
 
@@ -165,13 +140,13 @@ async def _bulk(dsn: str, first: dict[str, Any], texts: list[str], vectors: np.n
                 total: int, per_document: int, maintenance_mb: int) -> dict[str, Any]:
     """Every chunk after the first document's, in SQL; indexes rebuilt and timed."""
     import asyncpg
+
     from ragd.db.pgsearch import (
         TEXT_SEARCH_CONFIG,
         create_hnsw_sql,
         hnsw_index_name,
         search_words,
     )
-
     from ragd.stores.catalog import embed_text
 
     timings: dict[str, Any] = {}
@@ -374,7 +349,7 @@ def run(quick: bool = False, *, chunks: int | None = None, per_document: int = 1
     texts, dev_queries = search_latency._corpus()
     per_document = min(per_document, len(texts), total)
     vectors = search_latency._vectors(texts)
-    queries = {"dev": dev_queries, "common": common_word_queries(texts)}
+    queries = {"dev": dev_queries, "common": search_latency._common_queries(texts)}
     result: dict[str, Any] = {
         "bench": NAME, "quick": quick, "chunks": total, "per_document": per_document,
         "base_passages": len(texts), "noise": {"vectors": NOISE_VECTORS, "sigma": NOISE_SIGMA},
