@@ -18,7 +18,8 @@ hold only if revocation, index changes and job state travel through PostgreSQL:
 * leases: ``kill -9`` of the worker in the middle of a job; a new worker reclaims the job once
   its lease (``RAGD_INGESTION__LEASE_SECONDS``, short here) has expired, and the document ends
   ready exactly once (one active version, its chunks once, the job's second attempt);
-* contention: uploads through both replicas at once all end ready, with no 5xx.
+* contention: uploads through both replicas at once all end ready, with no 5xx;
+* local disk: no process keeps tenant data in its data dir (the database holds it all).
 
 One set of processes serves the module (starting three servers costs more than the tests); a
 test that kills the worker starts the next one itself.
@@ -404,3 +405,23 @@ def test_uploads_through_both_replicas_at_once_all_end_ready(cluster: Cluster) -
         assert {d["id"] for d in documents["items"]} == set(ids)
         for index, marker in enumerate(markers):  # each found through the other replica
             assert _found(b if index % 2 == 0 else a, tenant, marker, "lexical") == [ids[index]]
+
+
+# -- local disk ------------------------------------------------------------------------------------
+
+
+def test_no_process_keeps_tenant_data_on_its_own_disk(cluster: Cluster) -> None:
+    """On PostgreSQL the database holds everything of every tenant (rows, original bytes, the
+    searchable columns): after an upload, its job and a search, every process's data dir
+    (the killed worker's too) is still empty."""
+    tenant = _tenant(cluster)
+    with _client(cluster.a) as a:
+        accepted = _upload(a, tenant, "glacier",
+                           "Glaciers carve fjords over millennia and feed the rivers below.")
+    _await_jobs(cluster.b, tenant, [accepted["job_id"]])
+    with _client(cluster.b) as b:
+        assert _found(b, tenant, "glaciers fjords", "hybrid") == [accepted["document_id"]]
+    data_dirs = sorted(cluster.root.glob("*/data"))
+    assert len(data_dirs) >= 3, data_dirs
+    assert {str(d): sorted(map(str, d.rglob("*"))) for d in data_dirs} == {
+        str(d): [] for d in data_dirs}
