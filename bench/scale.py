@@ -17,8 +17,10 @@ document's (a column this script does not know is copied as it is): ``--per-docu
 chunks a document; chunk ``g`` is passage ``g mod 7026``; beyond the first 7,026 the text
 gets a copy marker (``(copy n)``, in the text and its lexemes) and the vector Gaussian noise
 (sigma 0.02, from a pool of 997 noise vectors, so ~7M distinct combinations) and is
-re-normalised: a repeated and perturbed corpus, as the issue allows. The chunks' float32
-blob column stays empty (search reads ``embedding``). The bulk load runs with the chunks
+re-normalised: a repeated and perturbed corpus, as the issue allows. A copy's float32 blob
+column (what ragd keeps beside ``embedding``) holds its passage's unperturbed vector: the
+same size, so the table is as large as ragd's own writes make it (search reads
+``embedding``). The bulk load runs with the chunks
 table's secondary indexes dropped; they are then rebuilt one by one (``maintenance_work_mem``
 ``--maintenance-mb``), each timed, the HNSW index among them, followed by ``VACUUM ANALYZE``.
 
@@ -157,10 +159,12 @@ async def _bulk(dsn: str, first: dict[str, Any], texts: list[str], vectors: np.n
         started = time.perf_counter()
         await conn.execute(
             "CREATE UNLOGGED TABLE bench_base (i int PRIMARY KEY, text text NOT NULL, "
-            "words text NOT NULL, tokens int NOT NULL, raw real[] NOT NULL)")
+            "words text NOT NULL, tokens int NOT NULL, raw real[] NOT NULL, blob bytea)")
         await conn.copy_records_to_table("bench_base", records=[
             (i, text, search_words(embed_text((), text)), len(text.split()),
-             [float(x) for x in vectors[i]]) for i, text in enumerate(texts)])
+             [float(x) for x in vectors[i]],
+             np.ascontiguousarray(vectors[i], np.float32).tobytes())
+            for i, text in enumerate(texts)])
         await conn.execute("ALTER TABLE bench_base ADD COLUMN v vector")
         await conn.execute("UPDATE bench_base SET v = raw::vector")
         rng = np.random.default_rng(7)
@@ -223,7 +227,7 @@ async def _bulk(dsn: str, first: dict[str, Any], texts: list[str], vectors: np.n
                     "ELSE b.text END",
             "heading_path": "'[]'", "page": "NULL", "page_end": "NULL",
             "token_count": f"b.tokens + CASE WHEN g >= {base} THEN 2 ELSE 0 END",
-            "start": "0", "end": "length(b.text)", "keywords": "'[]'", "vector": "NULL",
+            "start": "0", "end": "length(b.text)", "keywords": "'[]'", "vector": "b.blob",
             "created_at": "now()",
             "lexemes": f"to_tsvector('{TEXT_SEARCH_CONFIG}', CASE WHEN g >= {base} THEN b.words || "
                        f"' copy ' || {copy} ELSE b.words END)",
