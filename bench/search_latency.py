@@ -224,6 +224,47 @@ def _load(base_url: str, queries: list[str], clients: int, requests: int,
     }
 
 
+def search_load(base_urls: list[str], headers: dict[str, str], queries: list[str], *,
+                clients: int, requests: int, mode: str = "hybrid") -> dict[str, Any]:
+    """``requests`` searches (top_k 10, ``mode``) from ``clients`` threads, client n talking to
+    ``base_urls[n % len]`` (replicas), after a warm-up of each; latency percentiles, errors
+    and answers without results."""
+    for url in base_urls:  # warm-up, not measured
+        with httpx.Client(base_url=url, timeout=60) as client:
+            for query in queries[:10]:
+                client.post("/api/v1/search", headers=headers,
+                            json={"query": query, "top_k": 10, "mode": mode})
+    latencies: list[float] = []
+    errors: list[int] = []
+    empty: list[str] = []
+    lock = threading.Lock()
+
+    def worker(offset: int) -> None:
+        with httpx.Client(base_url=base_urls[offset % len(base_urls)], timeout=60) as client:
+            for i in range(offset, requests, clients):
+                query = queries[(i * 7919) % len(queries)]
+                started = time.perf_counter()
+                response = client.post("/api/v1/search", headers=headers,
+                                       json={"query": query, "top_k": 10, "mode": mode})
+                elapsed = (time.perf_counter() - started) * 1000
+                with lock:
+                    latencies.append(elapsed)
+                    if response.status_code != 200:
+                        errors.append(response.status_code)
+                    elif not response.json()["results"]:
+                        empty.append(query)
+
+    wall = common.run_clients(worker, clients)
+    return {
+        "requests": len(latencies), "errors": len(errors), "empty": len(empty),
+        "clients": clients, "mode": mode,
+        "p50_ms": round(common.percentile(latencies, 50), 1),
+        "p95_ms": round(common.percentile(latencies, 95), 1),
+        "p99_ms": round(common.percentile(latencies, 99), 1),
+        "throughput_rps": round(len(latencies) / wall, 1),
+    }
+
+
 def _serve_and_load(data_dir: Path, scratch: Path, workers: int, queries: list[str],
                     clients: int, requests: int, repeats: int,
                     database_url: str | None = None,
