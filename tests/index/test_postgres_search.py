@@ -29,7 +29,16 @@ from ragd.db.engine import Database
 from ragd.db.pgsearch import vector_literal
 from ragd.errors import InvalidInput
 from ragd.index.base import Hit, Scope
-from ragd.index.bm25 import RARER_THAN_LISTED, Term, bm25_sql, idf, plan, tsquery
+from ragd.index.bm25 import (
+    RARER_THAN_LISTED,
+    Term,
+    bm25_sql,
+    idf,
+    level_tsquery,
+    plan,
+    relaxations,
+    tsquery,
+)
 from ragd.index.factory import build_search_backend
 from ragd.index.postgres import PostgresSearch, _Where
 from ragd.index.sql_filter import metadata_condition
@@ -176,7 +185,7 @@ async def test_a_small_tenant_in_a_big_table_gets_complete_results(
         where = _Where(small, None)
         walked = await search._walk(conn, where, 8, {
             **where.params, "query": vector_literal(unit_vector(42)), "limit": 12,
-        }, 12)
+        }, 12, settings=True)
     assert len(walked) < 12
 
 
@@ -230,6 +239,53 @@ async def test_common_words_over_many_chunks_still_find_the_best_hits(
     # The other tenant's copies of the rare text are never found here.
     mine_keys = {key for key in _keys(await exact.lexical_search(mine, "lighthouse", 100))}
     assert mine_keys == set(expected)
+
+
+async def test_queries_of_common_words_rank_the_rows_holding_the_most_of_them(
+    site: Site, tenants: tuple[str, str]
+) -> None:
+    """Every query word is common, no row holds all of them, and a hundred rows holding only
+    the commonest come first in the table. The candidates are relaxed one word at a time,
+    the commonest first, so the five rows holding the two rarer words are found, in exact
+    BM25's order (an arbitrary sample of rows holding any of the words would be the first
+    hundred)."""
+    mine, _ = tenants
+    catalog = site.catalog()
+    collection = await new_collection(catalog, mine)
+    await _documents(site, catalog, mine, collection, 10, seed=0, per_document=10,
+                     texts=[f"harbour pilots {n}" for n in range(100)])
+    await _documents(site, catalog, mine, collection, 2, seed=200, per_document=10,
+                     texts=[f"containers stacked {n}" for n in range(20)])
+    await _documents(site, catalog, mine, collection, 5, seed=300, per_document=5,
+                     texts=[f"cranes idle {n}" for n in range(25)])
+    keepers = await _documents(site, catalog, mine, collection, 5, seed=400, texts=[
+        "cranes lift containers " + " ".join(["again"] * n) for n in range(5)])
+    async with site.db.statements() as conn:
+        await conn.execute(text("ANALYZE chunks"))
+    bounded = _backend(site, catalog, df_cap=20, budget=40)
+    exact = _backend(site, catalog, df_cap=10**6, budget=10**6)
+    query = "harbour cranes containers"
+    expected = [k for document in keepers for k in document.keys]  # shortest first
+    assert _keys(await exact.lexical_search(mine, query, 5)) == expected
+    assert _keys(await bounded.lexical_search(mine, query, 5)) == expected
+
+
+async def test_a_word_that_a_new_document_brings_is_found_at_once(
+    site: Site, tenants: tuple[str, str]
+) -> None:
+    """Term counts and a word's terms are remembered between searches; a word in no chunk
+    is not, so the search right after the commit that brings it finds it."""
+    mine, _ = tenants
+    catalog = site.catalog()
+    collection = await new_collection(catalog, mine)
+    await _documents(site, catalog, mine, collection, 3, seed=0, texts=["harbour cranes"])
+    search = _backend(site, catalog)
+    assert len(await search.lexical_search(mine, "harbour lighthouse", 10)) == 3
+    assert await search.lexical_search(mine, "lighthouse", 10) == []
+    [made] = await _documents(site, catalog, mine, collection, 1, seed=50,
+                              texts=["the lighthouse keeper"])
+    assert _keys(await search.lexical_search(mine, "lighthouse", 10)) == list(made.keys)
+    assert _keys(await search.lexical_search(mine, "harbour lighthouse", 10))[0] in made.keys
 
 
 async def test_lexical_scores_are_bm25(site: Site, tenants: tuple[str, str]) -> None:
@@ -664,6 +720,29 @@ def test_a_plan_bounds_its_candidates_and_keeps_every_term(
     if planned.matches_nothing:
         with pytest.raises(ValueError, match="matches nothing"):
             bm25_sql("AND c.tenant_id = :tenant", {"tenant": "t"}, planned, 10)
+
+
+@given(common=st.lists(st.text("abcdefghij", min_size=1, max_size=3), min_size=1,
+                       max_size=30, unique=True),
+       levels=st.integers(1, 10), rows=st.lists(st.sets(st.integers(0, 29)), max_size=40))
+def test_relaxation_levels_are_disjoint_and_cover_the_rows_of_the_rarest_term(
+    common: list[str], levels: int, rows: list[set[int]]
+) -> None:
+    found = relaxations(common, levels)
+    assert 1 <= len(found) <= max(2, levels)
+    assert found[0] == (common, [])  # every term first
+    assert found[-1][0] == common[:1]  # the rarest alone last
+    assert all(len(a[0]) > len(b[0]) for a, b in zip(found, found[1:], strict=False))
+
+    def holds(row: set[int], terms: list[str]) -> bool:
+        return all(common.index(term) in row for term in terms)
+
+    for row in rows:
+        levels_of_row = [
+            n for n, (required, excluded) in enumerate(found)
+            if holds(row, required) and not (excluded and holds(row, excluded))
+        ]
+        assert len(levels_of_row) == (1 if 0 in row else 0)
 
 
 def test_idf_falls_as_a_term_gets_commoner() -> None:

@@ -90,8 +90,14 @@ BUDGET = 250
 COMMON_SECONDS = 600.0
 #: Distinct query terms used (the first ones in the query).
 MAX_TERMS = 64
-#: How long a tenant's average chunk length is reused.
+#: How long a tenant's average chunk length, and a term's count in a tenant, are reused.
 STATS_SECONDS = 30.0
+#: Term counts remembered at most (all tenants; forgotten all at once beyond).
+MAX_COUNTS = 50_000
+#: Query words whose terms are remembered at most (forgotten all at once beyond).
+MAX_WORDS = 50_000
+#: The key, in a connection's info, of the walk settings set on it for good.
+_WALK_SETTINGS = "ragd.walk_settings"
 #: Rows a rebuild rewrites per transaction.
 REBUILD_BATCH = 500
 
@@ -124,6 +130,8 @@ class PostgresSearch:
         self._budget = budget
         self._df_cap = budget if df_cap is None else df_cap
         self._stats: dict[str, _TenantStats] = {}
+        self._counts: dict[tuple[str, str], tuple[int, float]] = {}
+        self._lexemes: dict[str, tuple[str, ...]] = {}
         self._common: tuple[float, dict[str, float]] = (-math.inf, {})
         self._table_rows: tuple[float, float] = (-math.inf, -1.0)
         self._indexed: set[int] = set()
@@ -143,18 +151,24 @@ class PostgresSearch:
             return []
         dimension = int(query.shape[0])
         params = {**where.params, "query": vector_literal(query), "limit": int(limit)}
-        async with self._db.read() as s:
-            conn = await s.connection()
+        # A search of the whole tenant runs its statements alone, with no transaction (its
+        # walk's settings are the connection's own, see _walk). A scoped or filtered one
+        # sets more for its walk, for the length of a transaction.
+        plain = not where.scoped and limit <= self._ef_search
+        connect = self._db.statements() if plain else self._db.read()
+        async with connect as opened:
+            conn = opened if isinstance(opened, AsyncConnection) else await opened.connection()
             tenant = (await self._tenant_stats(conn, tenant_id)).chunks
             size = await self._scope_size(conn, where) if where.chunk_scope else tenant
             if (
                 size > self._exact_max and dimension <= HNSW_MAX_DIMENSION
                 and await self._walk_finds(conn, tenant, limit)
             ):
-                hits = await self._walk(conn, where, dimension, params, limit)
+                hits = await self._walk(conn, where, dimension, params, limit, settings=not plain)
                 if len(hits) >= limit:
                     return hits
-            await _settings(conn, enable_sort="on")
+                if not plain:
+                    await _settings(conn, {"enable_sort": "on"})
             return await _dense(conn, _exact_sql(where, dimension), params)
 
     async def _walk_finds(self, conn: AsyncConnection, tenant_chunks: int, limit: int) -> bool:
@@ -187,17 +201,23 @@ class PostgresSearch:
 
     async def _walk(
         self, conn: AsyncConnection, where: _Where, dimension: int, params: dict[str, Any],
-        limit: int,
+        limit: int, *, settings: bool,
     ) -> list[Hit]:
-        """The HNSW index's nearest neighbours in the scope (iterative scan)."""
-        # The walk is taken because scoring every row of the scope would cost too much:
-        # no sorts, or the planner may still prefer to (it misjudges the scope's size).
-        await _settings(
-            conn, **{"hnsw.iterative_scan": "relaxed_order",
-                     "hnsw.ef_search": str(min(1000, max(self._ef_search, limit))),
-                     "hnsw.max_scan_tuples": str(self._max_scan_tuples),
-                     "enable_sort": "off"},
-        )
+        """The HNSW index's nearest neighbours in the scope (iterative scan). With
+        ``settings`` (in a transaction), the walk's own: a candidate list of at least
+        ``limit``, and no sorts, so that the planner cannot prefer scoring every row of a
+        scope it misjudges as small (the walk is taken because that would cost too much)."""
+        walk = {"hnsw.iterative_scan": "relaxed_order",
+                "hnsw.ef_search": str(min(1000, max(self._ef_search, limit))),
+                "hnsw.max_scan_tuples": str(self._max_scan_tuples)}
+        if settings:
+            await _settings(conn, {**walk, "enable_sort": "off"})
+        else:
+            # Set once on the connection (no transaction: they stay), for every later walk.
+            wanted = tuple(walk.items())
+            if conn.info.get(_WALK_SETTINGS) != wanted:
+                await _settings(conn, walk, local=False)
+                conn.info[_WALK_SETTINGS] = wanted
         distance = cosine_distance_sql(dimension)
         # relaxed_order returns neighbours nearly in order: materialised, then sorted.
         sql = (
@@ -220,8 +240,8 @@ class PostgresSearch:
         where = _Where(tenant_id, scope)
         if where.empty:
             return []
-        async with self._db.read() as s:
-            conn = await s.connection()
+        # Statements alone, no transaction: each reads what is committed when it runs.
+        async with self._db.statements() as conn:
             terms = await self._terms(conn, words)
             if not terms:
                 return []  # stop words only
@@ -251,36 +271,71 @@ class PostgresSearch:
         return [Hit(int(row[0]), float(row[1])) for row in rows]
 
     async def _terms(self, conn: AsyncConnection, words: str) -> list[str]:
-        """The query's first ``MAX_TERMS`` distinct terms (stems, stop words dropped). The
-        first statement of the search's transaction, so it also asks for custom plans for
-        the statements that follow (see :func:`_settings`)."""
-        rows: Sequence[Any] = (await conn.execute(
-            text(
-                "SELECT t.lexeme FROM (SELECT set_config('plan_cache_mode', "  # noqa: S608
-                "'force_custom_plan', true)) AS custom, "
-                f"unnest(to_tsvector('{TEXT_SEARCH_CONFIG}', :words)) AS t "
-                "ORDER BY t.positions[1] LIMIT :max_terms"
-            ),
-            {"words": words, "max_terms": MAX_TERMS},
-        )).scalars().all()
-        return [str(term) for term in rows]
+        """The query's first ``MAX_TERMS`` distinct terms (stems, stop words dropped), in
+        query order. A word's terms are the same alone as in any text of words
+        (:func:`~ragd.db.pgsearch.search_words` leaves nothing for the parser to join), so
+        each word is asked once per process (up to ``MAX_WORDS`` of them remembered)."""
+        distinct = list(dict.fromkeys(words.split()))
+        known = {word: self._lexemes[word] for word in distinct if word in self._lexemes}
+        missing = [word for word in distinct if word not in known]
+        if missing:
+            rows: Sequence[Any] = (await conn.execute(
+                text(
+                    "SELECT w.word, array(SELECT t.lexeme FROM unnest(to_tsvector("  # noqa: S608
+                    f"'{TEXT_SEARCH_CONFIG}', w.word)) AS t ORDER BY t.positions[1]) "
+                    "FROM unnest(CAST(:words AS text[])) AS w(word)"
+                ),
+                {"words": missing},
+            )).all()
+            found = {str(row[0]): tuple(str(term) for term in row[1]) for row in rows}
+            if len(self._lexemes) + len(found) > MAX_WORDS:
+                self._lexemes.clear()
+            self._lexemes.update(found)
+            known.update(found)
+        terms: dict[str, None] = {}
+        for word in distinct:
+            for term in known.get(word, ()):
+                terms[term] = None
+        return list(terms)[:MAX_TERMS]
 
     async def _count(
         self, conn: AsyncConnection, tenant_id: str, terms: Sequence[str]
     ) -> dict[str, int]:
-        """How many of the tenant's chunk rows hold each term, counted up to ``df_cap``."""
-        if not terms:
-            return {}
+        """How many of the tenant's chunk rows hold each term, counted up to ``df_cap``.
+
+        A count is reused for ``STATS_SECONDS`` (counting costs an index lookup of every
+        match, up to the cap; the counts only weigh terms and pick the rare ones, the rows
+        are always found live). A term in no row is counted again each time, so a word that
+        a new document brings is found at once; a count that grew meanwhile only makes the
+        term look rarer than it is, and the rare terms' lookup is bounded anyway."""
+        now = time.monotonic()
+        counts: dict[str, int] = {}
+        missing = []
+        for term in terms:
+            known = self._counts.get((tenant_id, term))
+            if known is not None and now - known[1] < STATS_SECONDS:
+                counts[term] = known[0]
+            else:
+                missing.append(term)
+        if not missing:
+            return counts
         sql = (
             "SELECT t.term, (SELECT count(*) FROM (SELECT 1 FROM chunks c "
             "WHERE c.tenant_id = :tenant AND c.lexemes @@ CAST(t.query AS tsquery) "
             "LIMIT :cap) AS m) "
             "FROM unnest(CAST(:terms AS text[]), CAST(:queries AS text[])) AS t(term, query)"
         )
-        params = {"tenant": tenant_id, "terms": list(terms),
-                  "queries": [tsquery([term], "|") for term in terms], "cap": self._df_cap}
+        params = {"tenant": tenant_id, "terms": missing,
+                  "queries": [tsquery([term], "|") for term in missing], "cap": self._df_cap}
         rows: Sequence[Any] = (await conn.execute(text(sql), params)).all()
-        return {str(row[0]): int(row[1]) for row in rows}
+        if len(self._counts) + len(rows) > MAX_COUNTS:
+            self._counts.clear()
+        for row in rows:
+            term, count = str(row[0]), int(row[1])
+            counts[term] = count
+            if count > 0:
+                self._counts[(tenant_id, term)] = (count, now)
+        return counts
 
     async def _tenant_stats(self, conn: AsyncConnection, tenant_id: str) -> _TenantStats:
         """The tenant's searchable chunk count and average chunk length (tokens), from its
@@ -491,28 +546,29 @@ class _Where:
                 self.params[name] = wanted
                 chunk.append(f"AND c.{column} = ANY(CAST(:{name} AS text[]))")
         self.chunk_scope = " ".join(chunk)
+        self.scoped = bool(chunk)
         document = ["d.id = c.document_id", "d.tenant_id = :tenant",
                     "d.active_version = c.version", "k.status = 'active'"]
         condition = metadata_condition(None if scope is None else scope.metadata)
         if condition is not None:
             document.append(f"({condition.text})")
             self.params.update(condition.params)
+            self.scoped = True
         self.visible = (
             f"{self.chunk_scope} AND coalesce((SELECT true FROM documents d JOIN collections k "  # noqa: S608
             f"ON k.id = d.collection_id WHERE {' AND '.join(document)}), false)"
         )
 
 
-async def _settings(conn: AsyncConnection, **settings: str) -> None:
-    """Set ``settings`` for the rest of the transaction, and custom plans: the driver
-    prepares statements, and after five runs PostgreSQL may switch to a generic plan, one
-    that does not know the tenant, the words or the vector (measured: a lexical search went
-    from 30 ms to seconds on its sixth run)."""
-    wanted = {"plan_cache_mode": "force_custom_plan", **settings}
-    names = list(wanted)
-    calls = ", ".join(f"set_config(:n{i}, :v{i}, true)" for i in range(len(names)))
+async def _settings(
+    conn: AsyncConnection, settings: Mapping[str, str], *, local: bool = True
+) -> None:
+    """Set ``settings`` for the rest of the transaction (``local``), or of the session."""
+    names = list(settings)
+    scope = "true" if local else "false"
+    calls = ", ".join(f"set_config(:n{i}, :v{i}, {scope})" for i in range(len(names)))
     params = {f"n{i}": name for i, name in enumerate(names)}
-    params.update({f"v{i}": wanted[name] for i, name in enumerate(names)})
+    params.update({f"v{i}": settings[name] for i, name in enumerate(names)})
     await conn.execute(text(f"SELECT {calls}"), params)  # noqa: S608 - placeholders only
 
 

@@ -49,7 +49,7 @@ class SqlChunkReader(SqlPart):
         # One prebuilt statement with plain columns on a Core connection (no ORM entities, no
         # vector blobs, no per-call statement building): this runs on every search, and ORM
         # loading of two entity types was most of a search's CPU.
-        async with self._db.engine.connect() as conn:
+        async with self._db.statements() as conn:
             result = await conn.execute(_SEARCHABLE, {"tenant_id": tenant_id, "keys": list(keys)})
             rows = cast(list[Sequence[Any]], result.all())
         documents: dict[str, Document] = {}
