@@ -56,11 +56,11 @@ async def _kill_pooled(db: Database, postgres: PostgresServer) -> None:
     assert pids
     database = db.url.rsplit("/", 1)[1]
     await postgres.execute(
-        f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN "
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN "  # noqa: S608
         f"({', '.join(map(str, pids))})", database,
     )
     await postgres.execute(  # returns once none of them is listed any more
-        "DO $$ BEGIN WHILE EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid IN "
+        "DO $$ BEGIN WHILE EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid IN "  # noqa: S608
         f"({', '.join(map(str, pids))})) LOOP PERFORM pg_sleep(0.01); END LOOP; END $$",
         database,
     )

@@ -750,6 +750,22 @@ def test_idf_falls_as_a_term_gets_commoner() -> None:
     assert weights == sorted(weights, reverse=True) and weights[-1] > 0
 
 
+async def test_a_relaxation_level_matches_in_postgresql_as_it_reads(site: Site) -> None:
+    levels = relaxations(["fjord", "glacier", "isle", "harbour"])
+    rows = {"fjord glacier isle harbour": 0, "fjord glacier isle": 1, "fjord glacier harbour": 2,
+            "fjord glacier": 2, "fjord isle harbour": 3, "fjord": 3, "glacier isle harbour": None}
+    async with site.db.read() as s:
+        for words, level in rows.items():
+            matched = [
+                n for n, (required, excluded) in enumerate(levels)
+                if (await s.execute(
+                    text("SELECT to_tsvector('simple', :words) @@ CAST(:q AS tsquery)"),
+                    {"words": words, "q": level_tsquery(required, excluded)},
+                )).scalar_one()
+            ]
+            assert matched == ([] if level is None else [level]), words
+
+
 async def test_any_lexeme_is_quoted_into_a_query_of_itself(site: Site) -> None:
     lexemes = ["plain", "it's", "back\\slash", "a:b", "&|!", "'", "\\'", "x y", "ünï", "<->"]
     async with site.db.read() as s:
