@@ -129,12 +129,13 @@ def test_eval_on_postgresql_runs_in_a_throwaway_database_there(
     tmp_path: Path, postgres: PostgresServer
 ) -> None:
     """``--database-url``: the run's database is made on that server, search runs in
-    PostgreSQL, and the database is dropped afterwards (its name is said, never the URL)."""
+    PostgreSQL, and the database is dropped afterwards (its name is said, never the URL).
+    No RAGD_JWT_SECRET is needed: the throwaway database is the run's alone."""
     dataset = _slice(tmp_path / "slice", documents=12)
     out = tmp_path / "report.json"
     result = CliRunner().invoke(
         app, ["eval", str(dataset), "--json", str(out), "--database-url", postgres.url()],
-        env=_env(tmp_path),
+        env={**_env(tmp_path), "RAGD_JWT_SECRET": None},
     )
     assert result.exit_code == 0, result.output
     assert "[eval] database ragd_eval_" in result.output

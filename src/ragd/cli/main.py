@@ -826,6 +826,7 @@ def eval_command(
                            "keywords_enabled": keywords},
                 **({} if database is None else {"database": {
                     **base.database.model_dump(), "url": database.url}}),
+                **_throwaway_secret(base, database is not None),
             )
             report = _run(settings, lambda services: _evaluate(
                 services, dataset, dataset_dir, modes, k=k, rerank=rerank or None,
@@ -837,6 +838,19 @@ def eval_command(
     _print_eval(report)
     if json_out is not None:
         json_out.write_text(json.dumps(report.as_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+def _throwaway_secret(base: Any, shared: bool) -> dict[str, str]:
+    """A random JWT secret for a run on its own throwaway PostgreSQL database when none is
+    configured: no other process signs or verifies its tokens (a shared database otherwise
+    needs the deployment's RAGD_JWT_SECRET)."""
+    import secrets
+
+    from ragd.settings import secret_problem
+
+    if not shared or secret_problem(base.jwt_secret) is None:
+        return {}
+    return {"jwt_secret": secrets.token_urlsafe(48)}
 
 
 async def _evaluate(
