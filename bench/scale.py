@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/scale.py [--chunks 1000000] [--per-document 1000] [--clients 8]
         [--requests 400] [--repeats 3] [--replicas 2] [--database-url URL] [--quick]
-        [--json out.json]
+        [--lexical-recall N] [--json out.json]
 
 Long: on 2 cores the load and the index builds of the default million chunks take the better
 part of an hour (``--quick``: 50,000 chunks). Progress goes to stderr.
@@ -31,6 +31,9 @@ the replicas; top_k 10, no rerank) for the dev queries in each mode (hybrid, den
 and for common-word queries in lexical mode (``search_latency``'s: the corpus's most frequent
 words, one or two a query), ``--requests``
 a run, p50/p95/p99 medians of ``--repeats`` runs; RSS of each replica after the loads.
+With ``--lexical-recall N``, before the load: the lexical leg's bounded candidate set against
+BM25 over every match, on N dev queries one at a time in this process (recall@10 of passages,
+a copy counting as its passage, and the bounded search's latency).
 Target (issue 13's 100k figure, for reference): hybrid p95 <= 150 ms.
 """
 
@@ -312,6 +315,63 @@ async def _sizes(dsn: str) -> dict[str, Any]:
 # -- serving ------------------------------------------------------------------------------------
 
 
+async def _lexical_recall(url: str, texts: list[str], queries: list[str],
+                          count: int) -> dict[str, Any]:
+    """The lexical leg's bounded candidate set against BM25 over every match, in process,
+    one query at a time: for ``count`` dev queries (spread over the list), the share of the
+    exact top 10's passages (a copy counts as its passage) that the bounded search returns
+    in its top 10, and the bounded search's latency."""
+    import re
+
+    from sqlalchemy import text as sql
+
+    from ragd.db.engine import Database
+    from ragd.index.postgres import PostgresSearch
+
+    class _NoChanges:
+        async def last_change(self, tenant_id: str) -> int:
+            return 0
+
+    chosen = [queries[i * len(queries) // count] for i in range(count)]
+    db = Database(url)
+    try:
+        async with db.statements() as conn:
+            tenant = (await conn.execute(sql(
+                "SELECT id FROM tenants WHERE name = 'scale'"))).scalar_one()
+        bounded = PostgresSearch(db, _NoChanges())  # type: ignore[arg-type]
+        exact = PostgresSearch(db, _NoChanges(), budget=10**8)  # type: ignore[arg-type]
+        for query in chosen[:5]:  # warm-up: statistics, caches, pages
+            await bounded.lexical_search(tenant, query, 10)
+        pairs, latencies = [], []
+        for query in chosen:
+            started = time.perf_counter()
+            found = await bounded.lexical_search(tenant, query, 10)
+            latencies.append((time.perf_counter() - started) * 1000)
+            pairs.append(([hit.key for hit in found],
+                          [hit.key for hit in await exact.lexical_search(tenant, query, 10)]))
+        keys = sorted({key for got, want in pairs for key in got + want})
+        async with db.statements() as conn:
+            bodies = dict((await conn.execute(sql(
+                "SELECT key, text FROM chunks WHERE key = ANY(CAST(:keys AS bigint[]))"),
+                {"keys": keys})).all())
+    finally:
+        await db.dispose()
+    index = {body: i for i, body in enumerate(texts)}
+
+    def passage(key: int) -> int | None:
+        return index.get(re.sub(r" \(copy \d+\)$", "", bodies[key]))
+
+    shares = []
+    for got, want in pairs:
+        wanted = {passage(key) for key in want}
+        if wanted:
+            shares.append(len({passage(key) for key in got} & wanted) / len(wanted))
+    latencies.sort()
+    return {"queries": len(chosen), "recall_at_10": round(statistics.mean(shares), 3),
+            "p50_ms": round(common.percentile(latencies, 50), 1),
+            "p95_ms": round(common.percentile(latencies, 95), 1)}
+
+
 def _serve(url: str, scratch: Path, replicas: int, queries: dict[str, list[str]], clients: int,
            requests: int, repeats: int) -> dict[str, Any]:
     import httpx
@@ -346,7 +406,8 @@ def _serve(url: str, scratch: Path, replicas: int, queries: dict[str, list[str]]
 
 def run(quick: bool = False, *, chunks: int | None = None, per_document: int = 1000,
         clients: int = 8, requests: int = 400, repeats: int = 3, replicas: int = 2,
-        database_url: str | None = None, maintenance_mb: int = 3072) -> dict[str, Any]:
+        database_url: str | None = None, maintenance_mb: int = 3072,
+        lexical_recall: int = 0) -> dict[str, Any]:
     total = chunks or (QUICK_CHUNKS if quick else DEFAULT_CHUNKS)
     if quick:
         repeats = 1
@@ -378,6 +439,10 @@ def run(quick: bool = False, *, chunks: int | None = None, per_document: int = 1
                                                     per_document, maintenance_mb))
                 result["sizes"] = asyncio.run(_sizes(dsn))
                 _log(f"sizes: {json.dumps(result['sizes']['mb'])}")
+                if lexical_recall:
+                    _log(f"lexical candidates vs exact BM25 ({lexical_recall} queries)")
+                    result["lexical_recall"] = asyncio.run(_lexical_recall(
+                        url, texts, dev_queries, lexical_recall))
                 result["search"] = _serve(url, scratch / "serve", replicas, queries, clients,
                                           requests, repeats)
             finally:
@@ -411,6 +476,13 @@ def summary_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
                    note=f"vacuum analyze {build['vacuum_analyze_s']} s; first document "
                         f"through the catalog {result['first_document_s']} s"),
     ]
+    if "lexical_recall" in result:
+        recall = result["lexical_recall"]
+        rows.append(common.row(
+            f"{label}: lexical top 10 vs BM25 over every match (recall@10 of passages)",
+            recall["recall_at_10"], "",
+            note=f"{recall['queries']} dev queries, one at a time in process; bounded search "
+                 f"p50 / p95 {recall['p50_ms']} / {recall['p95_ms']} ms"))
     for key, load in search["modes"].items():
         mode, which = key.split("/")
         target = TARGET_P95_MS if key == "hybrid/dev" else None
@@ -451,12 +523,16 @@ def main(argv: list[str] | None = None) -> int:
                              "wheel")
     parser.add_argument("--quick", action="store_true",
                         help=f"{QUICK_CHUNKS:,} chunks, one load run a mode")
+    parser.add_argument("--lexical-recall", type=int, default=0, metavar="N",
+                        help="also compare the lexical leg's bounded candidates with BM25 over "
+                             "every match on N dev queries (slow on big tenants: the exact "
+                             "search scores every match)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     result = run(args.quick, chunks=args.chunks, per_document=args.per_document,
                  clients=args.clients, requests=args.requests, repeats=args.repeats,
                  replicas=args.replicas, database_url=args.database_url,
-                 maintenance_mb=args.maintenance_mb)
+                 maintenance_mb=args.maintenance_mb, lexical_recall=args.lexical_recall)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2, default=str) + "\n",
