@@ -34,9 +34,9 @@ documents' totals. Candidates for common words are relaxed a word at a time, the
 dropped first (:func:`~ragd.index.bm25.relaxations`).
 
 **Round trips.** A search is three reads (this module's two legs and the catalog's fetch of
-the hits), each a connection of its own, so each leg is one statement when it can be
-(measured at 100k chunks, two replicas, 8 clients: 12 round trips a search before, hybrid p95
-176 ms; 3 after, 117 ms): statements run without a transaction
+the hits), each a connection of its own, so each leg is one statement when it can be (12
+round trips a search before, 3 after; with the relaxed candidates, hybrid p95 at 100k chunks,
+two replicas and 8 clients went from 176 to 117 ms): statements run without a transaction
 (:meth:`~ragd.db.engine.Database.statements`); a word's terms and a term's count in a tenant
 are remembered (a count for ``STATS_SECONDS``; a term in no row is counted again each time,
 so the word of a new document is found at once); the walk's settings are set once on each
