@@ -106,7 +106,7 @@ def _common_queries(texts: list[str], count: int = 40) -> list[str]:
 
     stop = {"this", "that", "with", "from", "have", "which", "will", "your", "when", "they",
             "there", "their", "what", "been", "were", "then", "than", "them", "these", "into",
-            "also", "some", "more", "only", "other", "such", "each", "does", "should"}
+            "also", "some", "more", "most", "only", "other", "such", "each", "does", "should"}
     frequency: Counter[str] = Counter()
     for text in texts:
         frequency.update({w for w in re.findall(r"[a-z]{4,}", text.lower()) if w not in stop})
