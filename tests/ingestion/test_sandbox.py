@@ -10,6 +10,7 @@ import asyncio
 import ctypes
 import io
 import os
+import signal
 import socket
 import struct
 import zipfile
@@ -134,7 +135,7 @@ def sandbox_children() -> list[psutil.Process]:
     found = []
     for child in psutil.Process().children(recursive=True):
         try:
-            if "ragd.ingestion.sandbox" in child.cmdline():
+            if "ragd.ingestion.forkserver" in child.cmdline():
                 found.append(child)
         except psutil.NoSuchProcess:
             continue
@@ -454,40 +455,59 @@ def test_zz_the_callers_memory_stays_bounded(baseline_rss: int) -> None:
     assert grown < 256 * MIB, f"RSS grew by {grown / MIB:.0f} MB"
 
 
-# --- the pool of pre-started children ----------------------------------------------------------
+# --- the pool: one fork server, a fresh child per document -------------------------------------
 
 
-async def test_pool_serves_each_document_from_a_fresh_pre_started_child() -> None:
-    pool = SandboxPool(FAST, size=2)
+_REMEMBERED: list[int] = []
+
+
+def parse_reports_process(data: bytes, **_: Any) -> Any:
+    """Reports its pid, its parent's and how many documents this process has seen."""
+    _REMEMBERED.append(1)
+    return _doc(f"{os.getpid()} {os.getppid()} {len(_REMEMBERED)}")
+
+
+async def test_pool_serves_each_document_from_a_fresh_child_of_one_fork_server() -> None:
+    pool = SandboxPool(FAST, target=f"{HERE}:parse_reports_process", sys_path=[str(ROOT)])
     try:
-        html = sorted(require(FAQ / "html").glob("*.html"))[:4]
-        pids: set[int] = set()
+        answers = [
+            (await pool.parse(b"x", filename="f.txt", declared_type=None)).text.split()
+            for _ in range(4)
+        ]
+        server = pool.server_pid
+        assert server is not None
+        pids = {int(pid) for pid, _, _ in answers}
+        assert len(pids) == 4 and server not in pids, "one new process per document"
+        assert {int(parent) for _, parent, _ in answers} == {server}, "all forked by the server"
+        # Each child is a copy of a server that never parsed anything: nothing carries over.
+        assert {seen for _, _, seen in answers} == {"1"}
+    finally:
+        await pool.close()
+    assert pool.server_pid is None
+    assert sandbox_children() == []
+
+
+async def test_pool_parses_the_real_files_like_a_one_off_sandbox() -> None:
+    pool = SandboxPool(FAST)
+    try:
+        html = sorted(require(FAQ / "html").glob("*.html"))[:3]
         for path in html:
             expected = await parse_in_sandbox(
                 path.read_bytes(), filename=path.name, declared_type=None, limits=FAST
             )
             found = await pool.parse(path.read_bytes(), filename=path.name, declared_type=None)
             assert found == expected
-            # The replacement children start in the background.
-            await eventually(lambda: pool.idle == 2, what="two idle children")
-            pids.update(child.pid for child in sandbox_children())
-        # One child per document: the waiting children change after every parse.
-        assert len(pids) >= len(html) + 1
     finally:
         await pool.close()
-    assert pool.idle == 0
-    assert sandbox_children() == []
 
 
 async def test_pool_children_keep_every_limit() -> None:
-    pool = SandboxPool(FAST, size=1, target=f"{HERE}:parse_allocates", sys_path=[str(ROOT)])
+    pool = SandboxPool(FAST, target=f"{HERE}:parse_allocates", sys_path=[str(ROOT)])
     try:
-        for _ in range(2):  # the second one runs in a pre-started child
+        for _ in range(2):  # the second one is forked from the same server
             with pytest.raises(ParseError) as caught:
                 await pool.parse(b"x", filename="f.txt", declared_type=None)
             assert caught.value.code == "resource_limit"
-            # The pool's replacement child, which the next parse takes, is ready.
-            await eventually(lambda: pool.idle == 1, what="a pre-started child")
         with pytest.raises(ParseError) as too_big:
             await pool.parse(b"x" * (FAST.max_file_bytes + 1), filename="f.txt",
                              declared_type=None)
@@ -497,14 +517,71 @@ async def test_pool_children_keep_every_limit() -> None:
     assert sandbox_children() == []
 
 
-async def test_idle_children_expire(loop_clock: LoopClock) -> None:
-    pool = SandboxPool(FAST, size=1, idle_seconds=60)
+async def test_concurrent_documents_run_in_separate_children() -> None:
+    pool = SandboxPool(FAST, target=f"{HERE}:parse_reports_process", sys_path=[str(ROOT)])
+    try:
+        documents = await asyncio.gather(*(
+            pool.parse(b"x", filename="f.txt", declared_type=None) for _ in range(6)
+        ))
+        assert len({document.text.split()[0] for document in documents}) == 6
+    finally:
+        await pool.close()
+
+
+async def test_a_dead_fork_server_fails_its_documents_and_is_restarted() -> None:
+    pool = SandboxPool(FAST, target=f"{HERE}:parse_loops", sys_path=[str(ROOT)])
+    try:
+        task = asyncio.create_task(pool.parse(b"x", filename="f.txt", declared_type=None))
+        await eventually(lambda: len(sandbox_children()) == 2 or task.done(),
+                         what="the fork server and its child running")
+        server = pool.server_pid
+        assert server is not None
+        children = sandbox_children()
+        os.kill(server, signal.SIGKILL)
+        with pytest.raises(ParseError) as caught:
+            await task
+        assert caught.value.code == "parser_crashed"
+        for child in children:  # the orphaned child was killed too
+            await eventually(lambda child=child: not child.is_running()
+                             or child.status() == psutil.STATUS_ZOMBIE,
+                             what=f"process {child.pid} gone")
+    finally:
+        await pool.close()
+    restarted = SandboxPool(FAST, target=f"{HERE}:parse_reports_process", sys_path=[str(ROOT)])
+    try:
+        document = await restarted.parse(b"x", filename="f.txt", declared_type=None)
+        assert document.text.split()[2] == "1"
+    finally:
+        await restarted.close()
+
+
+async def test_the_pool_restarts_its_fork_server_after_it_died() -> None:
+    pool = SandboxPool(FAST, target=f"{HERE}:parse_reports_process", sys_path=[str(ROOT)])
+    try:
+        await pool.parse(b"x", filename="f.txt", declared_type=None)
+        first = pool.server_pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        await eventually(lambda: pool.server_pid != first, what="the death noticed")
+        document = await pool.parse(b"x", filename="f.txt", declared_type=None)
+        assert int(document.text.split()[1]) not in (first, None)
+    finally:
+        await pool.close()
+
+
+async def test_an_idle_fork_server_stops(loop_clock: LoopClock) -> None:
+    pool = SandboxPool(FAST, idle_seconds=60)
     try:
         await pool.parse(b"hello", filename="f.txt", declared_type=None)
-        await eventually(lambda: pool.idle == 1, what="a pre-started child")
-        assert sandbox_children(), "the idle child is running"
-        loop_clock.advance(61)  # the child has been idle for longer than idle_seconds
-        await eventually(lambda: pool.idle == 0 and sandbox_children() == [],
-                         what="the idle child gone")
+        assert sandbox_children(), "the fork server is running"
+        loop_clock.advance(30)
+        await asyncio.sleep(0)
+        assert pool.server_pid is not None, "not idle for long enough yet"
+        loop_clock.advance(31)  # idle for longer than idle_seconds
+        await eventually(lambda: pool.server_pid is None and sandbox_children() == [],
+                         what="the idle fork server gone")
+        # The next document starts a new one.
+        document = await pool.parse(b"hello", filename="f.txt", declared_type="text/plain")
+        assert "hello" in document.text
     finally:
         await pool.close()

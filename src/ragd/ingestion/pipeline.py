@@ -41,10 +41,9 @@ from ragd.stores.catalog import (
 
 logger = logging.getLogger(__name__)
 
-#: Stages in the order they run. Keywords come after embedding so that KeyBERT ranks the
-#: candidate phrases against the chunk vector already computed instead of embedding the
-#: chunk a second time.
-STAGES = ("parse", "chunk", "embed", "keywords", "index")
+#: Stages in the order they run. Keywords are taken during ``embed``, from the chunk's own
+#: forward pass; their share of the time is reported as ``keywords`` within ``embed``.
+STAGES = ("parse", "chunk", "embed", "index")
 #: Progress is written at most this often per job (see ``IngestionPipeline._stage``).
 PROGRESS_SECONDS = 0.5
 #: Keywords kept for the whole document (aggregated over its chunks).
@@ -109,7 +108,7 @@ class IngestionPipeline:
         self._limits = parse_limits(settings)
         self._parse_slots = asyncio.Semaphore(settings.parse_concurrency)
         self._sandboxes = SandboxPool(
-            self._limits, size=settings.parse_concurrency, sys_path=parser_sys_path,
+            self._limits, sys_path=parser_sys_path,
             target=parser_target or DEFAULT_TARGET,
         )
         self._heartbeat_every = max(0.5, settings.lease_seconds / 3)
@@ -203,31 +202,36 @@ class IngestionPipeline:
 
         await self._stage(state, "embed", 0, total)
         vectors: list[bytes] = []
+        keywords: list[list[dict[str, Any]]] = []
         with _timed(state.timings, "embed"):
             batch = self._settings.embed_batch
             for start in range(0, total, batch):
-                texts = [chunk.embed_text for chunk in chunks[start : start + batch]]
-                matrix = await self._runtime.embed(texts)
+                part = chunks[start : start + batch]
+                texts = [chunk.embed_text for chunk in part]
+                if self._settings.keywords_enabled:
+                    # Keywords come from the same forward pass (or right after it): never a
+                    # second stage that searchability waits for.
+                    matrix, found, spent = await self._runtime.embed_with_keywords(
+                        texts, [chunk.text for chunk in part],
+                        top_n=self._settings.keywords_top_n,
+                    )
+                    state.timings["keywords"] = round(
+                        state.timings.get("keywords", 0.0) + spent, 6
+                    )
+                    keywords.extend(
+                        [
+                            {"keyword": item.keyword, "score": round(float(item.score), 4)}
+                            for item in items
+                        ]
+                        for items in found
+                    )
+                else:
+                    matrix = await self._runtime.embed(texts)
+                    keywords.extend([] for _ in part)
                 vectors.extend(
                     np.ascontiguousarray(row, dtype=np.float32).tobytes() for row in matrix
                 )
                 await self._stage(state, "embed", min(start + batch, total), total)
-
-        keywords: list[list[dict[str, Any]]] = [[] for _ in chunks]
-        await self._stage(state, "keywords", 0, total)
-        if self._settings.keywords_enabled:
-            with _timed(state.timings, "keywords"):
-                for index, chunk in enumerate(chunks):
-                    found = await self._runtime.keywords(
-                        chunk.text, top_n=self._settings.keywords_top_n,
-                        vector=np.frombuffer(vectors[index], dtype=np.float32),
-                    )
-                    keywords[index] = [
-                        {"keyword": item.keyword, "score": round(float(item.score), 4)}
-                        for item in found
-                    ]
-                    if (index + 1) % 16 == 0:
-                        await self._stage(state, "keywords", index + 1, total)
 
         await self._stage(state, "index", 0, total)
         with _timed(state.timings, "index"):
@@ -250,7 +254,10 @@ class IngestionPipeline:
                 raise Stop(cancelled=False)
             if outcome in (CommitOutcome.COMMITTED, CommitOutcome.ALREADY_COMMITTED):
                 await self._indexes.publish(tenant_id)
-        state.timings["total"] = round(sum(state.timings.values()), 6)
+        # ``keywords`` is part of ``embed``, not a stage of its own.
+        state.timings["total"] = round(
+            sum(state.timings.get(stage, 0.0) for stage in STAGES), 6
+        )
         await self._queue.set_stage(job.id, worker_id, "index", total, total)  # final state
         if outcome in (CommitOutcome.SUPERSEDED, CommitOutcome.GONE):
             state.timings["skipped"] = 1.0

@@ -1,10 +1,11 @@
 """Run a parser on untrusted bytes in a separate, resource-limited process.
 
-The parent (:func:`parse_in_sandbox`) checks the size and, for ZIP-based formats, the archive's
-directory, then starts ``python -I -B -m ragd.ingestion.sandbox`` in a new session with a
-minimal environment. The child caps its own address space, CPU time, file size and process
-count *before* it reads the document, installs an audit hook that refuses network access,
-file writes and process creation, then imports the parser and runs it.
+The parent (:class:`SandboxPool`) checks the size and, for ZIP-based formats, the archive's
+directory, then has its fork server (:mod:`ragd.ingestion.forkserver`: ``python -I -B``, a new
+session, a minimal environment, every parser imported) fork a fresh child for the document.
+The child caps its own address space, CPU time, file size and process count *before* it reads
+the document, installs an audit hook that refuses network access, file writes and process
+creation, then runs the parser.
 
 Protocol: the parent writes one JSON header line and then the raw bytes to the child's stdin;
 the child writes exactly one JSON object to stdout, ``{"ok": true, "document": {...}}`` or
@@ -25,6 +26,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, get_args
 
+from ragd.ingestion.forkserver import Child, ForkServer, ForkServerGone
 from ragd.ingestion.limits import ParseLimits, check_zip
 from ragd.ingestion.parsers.base import (
     FORMATS,
@@ -36,7 +38,6 @@ from ragd.ingestion.parsers.base import (
 
 if TYPE_CHECKING:
     from asyncio import StreamReader, StreamWriter
-    from asyncio.subprocess import Process
 
 __all__ = ["DEFAULT_TARGET", "SandboxPool", "parse_in_sandbox"]
 
@@ -67,7 +68,8 @@ async def parse_in_sandbox(
     target: str = DEFAULT_TARGET,
     sys_path: Sequence[str] = (),
 ) -> ParsedDocument:
-    """Parse ``data`` with ``target`` in a resource-limited child process.
+    """Parse ``data`` with ``target`` in a resource-limited child process (of a fork server
+    started for this one call; :class:`SandboxPool` keeps one running).
 
     ``target`` names the parser as ``"module:function"`` with the signature of
     ``ragd.ingestion.parsers.parse``; ``sys_path`` lists directories the child puts first on
@@ -80,119 +82,108 @@ async def parse_in_sandbox(
     codes otherwise.
     """
     _check_input(data, limits)
-    process = await _spawn(limits, target, sys_path)
-    return await _communicate(process, data, filename, declared_type, limits)
+    pool = SandboxPool(limits, target=target, sys_path=sys_path)
+    try:
+        return await pool.parse(data, filename=filename, declared_type=declared_type)
+    finally:
+        await pool.close()
 
 
 class SandboxPool:
-    """Parser children started ahead of need, so a parse does not wait for a Python start.
+    """Parsing in fresh children of one pre-started fork server (see
+    :mod:`ragd.ingestion.forkserver`).
 
-    Each idle child has already applied its limits and imported every parser, and waits for
-    its input on stdin; it serves exactly one document and exits (never reused, so nothing
-    leaks from one untrusted file to the next). At most ``size`` children wait at a time;
-    taking one starts its replacement in the background. The wall-clock limit starts when
-    the document is sent. Idle children die with the parent (their stdin closes) or at
-    :meth:`close`.
+    The fork server has imported every parser; each document is parsed in a new child forked
+    from it, which applies its limits before it reads the document and serves exactly that
+    one document (never reused, so nothing leaks from one untrusted file to the next). A fork
+    costs a millisecond or two where starting an interpreter and importing the parsers cost
+    ~50 ms of CPU per document. The wall-clock limit starts when the child is forked. The
+    fork server starts with the first document, and stops after ``idle_seconds`` without one
+    (it holds ~40 MB) or at :meth:`close`; if it dies, the documents being parsed fail as
+    ``parser_crashed`` (retried by the job queue) and the next document starts a new one.
     """
 
     def __init__(
         self,
         limits: ParseLimits,
         *,
-        size: int,
         target: str = DEFAULT_TARGET,
         sys_path: Sequence[str] = (),
         idle_seconds: float = 60.0,
     ) -> None:
         self._limits = limits
         self._idle_seconds = idle_seconds
-        self._size = max(0, size)
-        self._target = target
-        self._sys_path = tuple(sys_path)
-        self._idle: list[Process] = []
-        self._starting: set[Any] = set()
-        self._closed = False
+        config = {
+            "target": target,
+            "memory_mb": limits.memory_mb,
+            "cpu_seconds": limits.cpu_seconds,
+            "preload": target == DEFAULT_TARGET,
+        }
+        self._server = ForkServer(
+            f"{__name__}:serve_one", config, prepare=f"{__name__}:prepare",
+            sys_path=tuple(str(path) for path in sys_path),
+        )
+        self._in_flight = 0
+        self._last_used = 0.0
+        self._expiry: Any = None
 
     @property
-    def idle(self) -> int:
-        return len(self._idle)
+    def server_pid(self) -> int | None:
+        """The fork server's pid while it runs."""
+        return self._server.pid
 
     async def parse(
         self, data: bytes, *, filename: str | None, declared_type: str | None
     ) -> ParsedDocument:
-        """Like :func:`parse_in_sandbox`, with a child from the pool when one is ready."""
+        """Like :func:`parse_in_sandbox`, in a child of this pool's fork server."""
         _check_input(data, self._limits)
-        process = None
-        while self._idle and process is None:
-            candidate = self._idle.pop()
-            if candidate.returncode is None:
-                process = candidate
-            else:
-                await candidate.wait()
-        if process is None:
-            process = await self._start()
-        self._refill()
-        return await _communicate(process, data, filename, declared_type, self._limits)
-
-    async def _start(self) -> Process:
-        return await _spawn(
-            self._limits, self._target, self._sys_path,
-            preload=self._target == DEFAULT_TARGET,
-        )
-
-    def _refill(self) -> None:
-        import asyncio
-
-        missing = self._size - len(self._idle) - len(self._starting)
-        for _ in range(max(0, missing)):
-            task = asyncio.create_task(self._start_idle())
-            self._starting.add(task)
-            task.add_done_callback(self._starting.discard)
-
-    async def _start_idle(self) -> None:
-        import asyncio
-
+        self._in_flight += 1
         try:
-            process = await self._start()
-        except OSError:
-            logger.warning("could not pre-start a parser process", exc_info=True)
-            return
-        if self._closed:
-            await _discard(process)
-            return
-        self._idle.append(process)
-        # A waiting child holds memory (~40 MB): let it go when ingestion has gone quiet.
-        asyncio.get_running_loop().call_later(self._idle_seconds, self._expire, process)
+            try:
+                child = await self._server.fork()
+            except ForkServerGone as exc:
+                raise ParseError(
+                    f"the parser process could not start ({exc})", code="parser_crashed"
+                ) from None
+            return await _communicate(
+                self._server, child, data, filename, declared_type, self._limits
+            )
+        finally:
+            self._in_flight -= 1
+            self._schedule_expiry()
 
-    def _expire(self, process: Process) -> None:
+    def _schedule_expiry(self) -> None:
         import asyncio
 
-        if process in self._idle:
-            self._idle.remove(process)
-            task = asyncio.create_task(_discard(process))
-            self._starting.add(task)
-            task.add_done_callback(self._starting.discard)
+        loop = asyncio.get_running_loop()
+        self._last_used = loop.time()
+        if self._expiry is None:
+            self._expiry = loop.call_later(self._idle_seconds, self._expire)
+
+    def _expire(self) -> None:
+        import asyncio
+
+        self._expiry = None
+        loop = asyncio.get_running_loop()
+        idle_for = loop.time() - self._last_used
+        if self._in_flight or idle_for < self._idle_seconds:
+            self._expiry = loop.call_later(self._idle_seconds - idle_for, self._expire)
+            return
+        # Ingestion has gone quiet: let the fork server's memory go.
+        task = asyncio.create_task(self._server.close())
+        _background.add(task)
+        task.add_done_callback(_background.discard)
 
     async def close(self) -> None:
-        """Kill the waiting children (and those being started)."""
-        import asyncio
-
-        self._closed = True
-        for task in list(self._starting):
-            task.cancel()
-        for task in list(self._starting):
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-        idle, self._idle = self._idle, []
-        for process in idle:
-            await _discard(process)
+        """Stop the fork server; children still parsing are killed."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        await self._server.close()
 
 
-async def _discard(process: Process) -> None:
-    _kill_group(process.pid, process.returncode)
-    await process.wait()
+#: Fork-server shutdowns running in the background (referenced so they are not collected).
+_background: set[Any] = set()
 
 
 def _check_input(data: bytes, limits: ParseLimits) -> None:
@@ -206,54 +197,29 @@ def _check_input(data: bytes, limits: ParseLimits) -> None:
         check_zip(data, limits)
 
 
-async def _spawn(
-    limits: ParseLimits, target: str, sys_path: Sequence[str], *, preload: bool = False
-) -> Process:
-    """Start a child that applies its limits, imports the parser and waits for its input."""
-    import asyncio  # only the parent needs it; the child starts faster without it
-
-    config = {
-        "target": target,
-        "memory_mb": limits.memory_mb,
-        "cpu_seconds": limits.cpu_seconds,
-        "sys_path": list(sys_path),
-        "preload": preload,
-    }
-    env = {"PATH": os.environ.get("PATH", os.defpath), "LANG": os.environ.get("LANG", "C.UTF-8")}
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-I",  # isolated: no PYTHON* variables, no user site, no cwd on sys.path
-        "-B",  # no .pyc writes (file writes are refused anyway)
-        "-m",
-        __name__,
-        json.dumps(config),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-        cwd="/",
-        start_new_session=True,  # its own process group, so a timeout kills everything
-    )
-
-
 async def _communicate(
-    process: Process, data: bytes, filename: str | None, declared_type: str | None,
-    limits: ParseLimits,
+    server: ForkServer, child: Child, data: bytes, filename: str | None,
+    declared_type: str | None, limits: ParseLimits,
 ) -> ParsedDocument:
-    """Send the document to a started child, wait for its answer within the time limit,
-    and make sure the child is gone afterwards."""
+    """Send the document to a forked child, wait for its answer within the time limit, and
+    make sure the child is gone afterwards."""
     import asyncio
 
     header = {"filename": filename, "declared_type": declared_type, "max_pages": limits.max_pages}
     max_output = max(4 * limits.max_file_bytes, _MIB)
+    writers: list[StreamWriter] = []
     try:
         async with asyncio.timeout(limits.timeout_seconds):
+            reader, writer = await asyncio.open_unix_connection(sock=child.io)
+            writers.append(writer)
+            errors, error_writer = await asyncio.open_unix_connection(sock=child.err)
+            writers.append(error_writer)
             stdout, stderr, _ = await asyncio.gather(
-                _read_bounded(process, max_output),
-                _read_tail(process.stderr, _STDERR_TAIL),
-                _feed(process.stdin, json.dumps(header).encode() + b"\n", data),
+                _read_bounded(reader, max_output, lambda: server.kill(child)),
+                _read_tail(errors, _STDERR_TAIL),
+                _feed(writer, json.dumps(header).encode() + b"\n", data),
             )
-            returncode = await process.wait()
+            await child.wait()
     except TimeoutError:
         logger.warning("parser process timed out", extra={"timeout": limits.timeout_seconds})
         raise ParseError(
@@ -261,10 +227,17 @@ async def _communicate(
             code="timeout",
         ) from None
     finally:
-        _kill_group(process.pid, process.returncode)
-        # Reap it so no zombie is left; SIGKILL cannot be ignored, so this returns promptly.
-        await process.wait()
+        server.kill(child)
+        # Reaped by the fork server; SIGKILL cannot be ignored, so this returns promptly.
+        returncode = await child.wait()
+        for writer in writers:
+            writer.close()
+        child.close()
 
+    if returncode is None:
+        raise ParseError(
+            "the parser process was lost with its fork server", code="parser_crashed"
+        )
     if stdout is None:
         raise ParseError(
             f"the parser produced more than {max_output // _MIB} MB of output",
@@ -276,45 +249,43 @@ async def _communicate(
     return _decode_result(stdout, returncode, stderr, limits)
 
 
-def _kill_group(pid: int, returncode: int | None) -> None:
-    # While the child is unreaped its pid (and so its process group id) cannot be reused.
-    if returncode is None:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-async def _feed(stream: StreamWriter | None, header: bytes, data: bytes) -> None:
-    assert stream is not None  # noqa: S101 - created with stdin=PIPE
+async def _feed(stream: StreamWriter, header: bytes, data: bytes) -> None:
     try:
         stream.write(header)
         stream.write(data)
         await stream.drain()
-        stream.close()
-    except (BrokenPipeError, ConnectionResetError):
+        stream.write_eof()  # the child reads its input to the end
+    except (BrokenPipeError, ConnectionResetError, OSError):
         pass  # the child died or stopped reading; its exit status says why
 
 
-async def _read_bounded(process: Process, limit: int) -> bytearray | None:
+async def _read_bounded(
+    stream: StreamReader, limit: int, kill: Callable[[], None]
+) -> bytearray | None:
     """Read the child's stdout, or kill the child and return ``None`` once it exceeds ``limit``."""
-    stream = process.stdout
-    assert stream is not None  # noqa: S101 - created with stdout=PIPE
     output = bytearray()
-    while chunk := await stream.read(_READ_CHUNK):
+    while chunk := await _read(stream):
         if len(output) + len(chunk) > limit:
-            # Killing also closes stderr and stdin, so the other readers finish at once.
-            _kill_group(process.pid, process.returncode)
+            # Killing also closes its sockets, so the other readers finish at once.
+            kill()
             return None
         output += chunk
     return output
 
 
-async def _read_tail(stream: StreamReader | None, keep: int) -> bytes:
+async def _read(stream: StreamReader) -> bytes:
+    """The next chunk, or ``b""`` at the end: a child that died with input unread resets its
+    socket instead of closing it (its exit status says what happened)."""
+    try:
+        return await stream.read(_READ_CHUNK)
+    except ConnectionResetError:
+        return b""
+
+
+async def _read_tail(stream: StreamReader, keep: int) -> bytes:
     """Drain the stream (so the child never blocks on it) and keep its last ``keep`` bytes."""
-    assert stream is not None  # noqa: S101 - created with stderr=PIPE
     tail = b""
-    while chunk := await stream.read(_READ_CHUNK):
+    while chunk := await _read(stream):
         tail = (tail + chunk)[-keep:]
     return tail
 
@@ -511,6 +482,15 @@ def _apply_rlimits(memory_mb: int, cpu_seconds: int) -> None:
     resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
 
 
+def prepare(config: dict[str, Any]) -> None:
+    """In the fork server, before any fork: import the parsers, so no child pays for it."""
+    _resolve(str(config["target"]))
+    if config.get("preload"):
+        from ragd.ingestion.parsers import _parsers
+
+        _parsers(1)
+
+
 def _resolve(target: str) -> Callable[..., Any]:
     import importlib
 
@@ -519,11 +499,10 @@ def _resolve(target: str) -> Callable[..., Any]:
     return function
 
 
-def _child_main(argv: Sequence[str]) -> int:
-    """Entry point of the child: limits first, then read, parse and answer on stdout."""
-    config = json.loads(argv[0])
+def serve_one(config: dict[str, Any]) -> int:
+    """In a freshly forked child (fds 0/1 are its input/output socket, fd 2 its stderr): limits
+    first, then read the document, parse it and answer on stdout."""
     _apply_rlimits(int(config["memory_mb"]), int(config["cpu_seconds"]))
-    sys.path[:0] = [str(path) for path in config["sys_path"]]
     sys.setrecursionlimit(_RECURSION_LIMIT)
 
     import faulthandler
@@ -533,16 +512,12 @@ def _child_main(argv: Sequence[str]) -> int:
     result_stream = sys.stdout
     sys.stdout = sys.stderr
 
+    # The whole input first: a socket closed with unread input resets, losing the answer.
+    payload = sys.stdin.buffer.read()
     result: dict[str, Any]
     try:
-        parse = _resolve(str(config["target"]))
-        if config.get("preload"):
-            # A pre-started child imports every parser while it waits, not after the input.
-            from ragd.ingestion.parsers import _parsers
-
-            _parsers(1)
+        parse = _resolve(str(config["target"]))  # imported by the fork server when it could
         sys.addaudithook(_audit)  # after imports, so module loading is unaffected
-        payload = sys.stdin.buffer.read()
         header_line, _, data = payload.partition(b"\n")
         header = json.loads(header_line)
         document = parse(
@@ -573,12 +548,5 @@ def _child_main(argv: Sequence[str]) -> int:
     encoded = json.dumps(result, ensure_ascii=False).encode("utf-8", "replace")
     result_stream.buffer.write(encoded)
     result_stream.buffer.flush()
+    # The fork server's child exits with os._exit: no interpreter teardown to wait for.
     return 0
-
-
-if __name__ == "__main__":
-    status = _child_main(sys.argv[1:])
-    sys.stderr.flush()
-    # The answer is written and flushed: skip the interpreter's teardown (tens of ms with
-    # the parser libraries loaded), which the parent would otherwise wait for.
-    os._exit(status)

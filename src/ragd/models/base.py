@@ -61,6 +61,34 @@ class Embedder(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class TokenVectors:
+    """One text's forward pass: its pooled vector and the contextual vectors of its tokens."""
+
+    vector: Vectors  # (dimension,), exactly what ``embed`` returns for the text
+    tokens: Vectors  # (n, dimension): the graph's output for the text's own tokens
+    spans: tuple[tuple[int, int], ...]  # each token's character span in the text
+
+
+@runtime_checkable
+class TokenEmbedder(Embedder, Protocol):
+    """An embedder whose graph outputs token vectors before pooling (mean-pooled ONNX
+    sentence encoders): keyword candidates can then be scored from the chunk's own forward
+    pass instead of being embedded one by one."""
+
+    @property
+    def token_vectors(self) -> bool:
+        """Whether :meth:`embed_tokens` works for this model (the graph outputs tokens)."""
+        ...
+
+    def embed_tokens(
+        self, texts: Sequence[str], *, kind: TextKind = "passage"
+    ) -> list[TokenVectors]:
+        """One :class:`TokenVectors` per text (truncated to ``max_tokens`` like ``embed``;
+        special tokens and the kind's prefix left out of ``tokens`` and ``spans``)."""
+        ...
+
+
 @runtime_checkable
 class Reranker(Protocol):
     """Scores (query, passage) pairs with a cross-encoder; higher is more relevant."""

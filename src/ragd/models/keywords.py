@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +43,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ragd.models.base import Vectors
+from ragd.models.base import TokenVectors, Vectors
 from ragd.settings import ModelsSettings
 
 __all__ = [
@@ -55,6 +54,7 @@ __all__ = [
     "candidates",
     "mmr",
     "normalize",
+    "phrase_spans",
     "tokenize",
 ]
 
@@ -156,34 +156,79 @@ def candidates(
     See the module docstring for the exact semantics. When there are more than
     ``max_candidates`` distinct phrases, the most frequent are kept (ties: earliest first).
     """
+    return list(_phrases(normalize(text), ngram_range, stop_words, max_candidates))
+
+
+def phrase_spans(
+    text: str,
+    *,
+    ngram_range: tuple[int, int] = (1, 2),
+    stop_words: Collection[str] = ENGLISH_STOP_WORDS,
+    max_candidates: int = DEFAULT_MAX_CANDIDATES,
+) -> dict[str, list[tuple[int, int]]]:
+    """The candidates of ``text`` (as :func:`candidates`, in the same order) with the
+    character span in ``text`` of every occurrence.
+
+    To map phrases back to the text, it is normalised one character at a time; that differs
+    from :func:`normalize` only where NFKC would compose a character with the next one (a
+    letter and a separate combining accent), which stay two characters here.
+    """
+    if text.isascii():  # lowercasing ASCII keeps every position
+        normalized, origin = text.lower(), None
+    else:
+        pieces = [normalize(ch) for ch in text]
+        normalized = "".join(pieces)
+        origin = [index for index, piece in enumerate(pieces) for _ in piece]
+        origin.append(len(text))
+    found = _phrases(normalized, ngram_range, stop_words, max_candidates)
+    if origin is None:
+        return found
+    return {
+        phrase: [(origin[start], origin[end - 1] + 1) for start, end in places]
+        for phrase, places in found.items()
+    }
+
+
+def _phrases(
+    normalized: str,
+    ngram_range: tuple[int, int],
+    stop_words: Collection[str],
+    max_candidates: int,
+) -> dict[str, list[tuple[int, int]]]:
+    """Candidate phrases of normalised text with the spans of their occurrences, in order of
+    first occurrence, cut to the ``max_candidates`` most frequent."""
     low, high = ngram_range
     if not 1 <= low <= high:
         raise ValueError(f"invalid ngram_range {ngram_range!r}")
     if max_candidates < 1:
         raise ValueError("max_candidates must be >= 1")
-    counts: Counter[str] = Counter()
+    places: dict[str, list[tuple[int, int]]] = {}
     first: dict[str, tuple[int, int]] = {}  # phrase -> (token index it starts at, length)
-    run: list[str] = []  # the current run of adjacent usable tokens
-
-    for position, (token, adjacent) in enumerate(tokenize(normalize(text))):
-        if not adjacent:
+    run: list[tuple[str, int, int]] = []  # the current run of adjacent usable tokens
+    end = None
+    for position, match in enumerate(_TOKEN.finditer(normalized)):
+        token = match.group()
+        gap = normalized[end : match.start()] if end is not None else ""
+        end = match.end()
+        if not (gap and gap.isspace()):
             run = []
         if not _usable(token, stop_words):
             run = []
             continue
-        run.append(token)
+        run.append((token, match.start(), match.end()))
         # Every n-gram ending at this token; longer runs than `high` are never needed.
         del run[:-high]
         for size in range(low, min(high, len(run)) + 1):
-            phrase = " ".join(run[-size:])
-            counts[phrase] += 1
+            words = run[-size:]
+            phrase = " ".join(word for word, _, _ in words)
+            places.setdefault(phrase, []).append((words[0][1], words[-1][2]))
             first.setdefault(phrase, (position - size + 1, size))
 
-    phrases = sorted(counts, key=first.__getitem__)
-    if len(phrases) <= max_candidates:
-        return phrases
-    kept = sorted(phrases, key=lambda phrase: (-counts[phrase], first[phrase]))[:max_candidates]
-    return sorted(kept, key=first.__getitem__)
+    phrases = sorted(places, key=first.__getitem__)
+    if len(phrases) > max_candidates:
+        kept = sorted(phrases, key=lambda phrase: (-len(places[phrase]), first[phrase]))
+        phrases = sorted(kept[:max_candidates], key=first.__getitem__)
+    return {phrase: places[phrase] for phrase in phrases}
 
 
 def _unit_rows(matrix: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -327,4 +372,50 @@ class KeywordExtractor:
                 "expected one row per text"
             )
         picked = mmr(vectors[0], vectors[1:], phrases, wanted, self.diversity)
+        return [Keyword(phrase, score) for phrase, score in picked]
+
+    def extract_from_tokens(
+        self,
+        text: str,
+        forward: TokenVectors,
+        *,
+        offset: int = 0,
+        top_n: int | None = None,
+    ) -> list[Keyword]:
+        """Keywords of ``text`` ranked like :meth:`extract`, without calling the model again.
+
+        ``forward`` is the forward pass of a string that holds ``text`` at ``offset`` (a
+        chunk's embed text: its heading path, then the text). The document vector is its
+        pooled vector; a candidate's vector is the mean of the contextual vectors of the tokens
+        that cover its occurrences: the phrase as the model read it in this text, where
+        KeyBERT embeds each phrase alone. Occurrences past the model's token limit are not in
+        the forward pass, and phrases found only there are not candidates.
+        """
+        wanted = self.top_n if top_n is None else top_n
+        if wanted < 0:
+            raise ValueError("top_n must be >= 0")
+        if wanted == 0 or not forward.spans:
+            return []
+        occurrences = phrase_spans(
+            self._clip(text), ngram_range=self.ngram_range, stop_words=self.stop_words,
+            max_candidates=self.max_candidates,
+        )
+        starts = np.fromiter((start for start, _ in forward.spans), dtype=np.int64)
+        ends = np.fromiter((end for _, end in forward.spans), dtype=np.int64)
+        phrases: list[str] = []
+        rows: list[npt.NDArray[np.float32]] = []
+        for phrase, places in occurrences.items():
+            covered: list[int] = []
+            for start, end in places:
+                # Tokens that overlap the occurrence: ending after its start, starting before
+                # its end (spans are in order).
+                first = int(np.searchsorted(ends, start + offset, side="right"))
+                last = int(np.searchsorted(starts, end + offset, side="left"))
+                covered.extend(range(first, last))
+            if covered:
+                phrases.append(phrase)
+                rows.append(forward.tokens[covered].mean(axis=0))
+        if not phrases:
+            return []
+        picked = mmr(forward.vector, np.stack(rows), phrases, wanted, self.diversity)
         return [Keyword(phrase, score) for phrase, score in picked]

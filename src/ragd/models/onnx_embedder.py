@@ -26,7 +26,7 @@ import mmap
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ragd.errors import ConfigurationError, InvalidInput, Unavailable
-from ragd.models.base import EmbedderInfo, TextKind, Vectors
+from ragd.models.base import EmbedderInfo, TextKind, TokenVectors, Vectors
 from ragd.settings import ModelsSettings
 
 if TYPE_CHECKING:
@@ -201,6 +201,7 @@ class OnnxEmbedder:
         # One run at load time: proves the graph works with our inputs (a broken model fails
         # the load, not the first request), finds the dimension when the graph leaves it
         # symbolic, and takes ORT's first-run allocations out of the first request's latency.
+        self._token_output = False
         dimension = self._embed(self._session, [_PROBE]).shape[1]
         if declared is not None and declared != dimension:
             raise ConfigurationError(
@@ -277,6 +278,48 @@ class OnnxEmbedder:
             session, [prefix + text for text in texts] if prefix else texts, batch_size
         )
 
+    @property
+    def token_vectors(self) -> bool:
+        """Whether the graph outputs token vectors (pooled here), so :meth:`embed_tokens`
+        works."""
+        return self._token_output and self._pooling == "mean"
+
+    def embed_tokens(
+        self, texts: Sequence[str], *, kind: TextKind = "passage"
+    ) -> list[TokenVectors]:
+        """Like :meth:`embed`, keeping each text's token vectors and their character spans
+        (special tokens and the prefix left out)."""
+        session = self._session
+        if session is None:
+            raise Unavailable(f"embedder {self._info.name} is closed")
+        if not self.token_vectors:
+            raise Unavailable(f"embedder {self._info.name} does not output token vectors")
+        _check_texts(texts)
+        prefix = self._prefixes[kind]
+        found: list[TokenVectors | None] = [None] * len(texts)
+
+        def keep(index: int, vector: Vectors, tokens: Vectors, encoding: Encoding) -> None:
+            # Both are lists built anew on every access: read each once.
+            offsets, special = encoding.offsets, encoding.special_tokens_mask
+            rows = [
+                row for row, (_, end) in enumerate(offsets)
+                if not special[row] and end > len(prefix)
+            ]
+            found[index] = TokenVectors(
+                vector=vector,
+                tokens=np.ascontiguousarray(tokens[rows], dtype=np.float32),
+                spans=tuple(
+                    (max(0, offsets[row][0] - len(prefix)), offsets[row][1] - len(prefix))
+                    for row in rows
+                ),
+            )
+
+        if texts:
+            self._embed(
+                session, [prefix + text for text in texts] if prefix else texts, keep=keep
+            )
+        return [item for item in found if item is not None]
+
     def embed_many(self, texts: Sequence[str], *, kind: TextKind = "passage") -> Vectors:
         """Like :meth:`embed`, but batched even when the graph quantises activations per
         batch: a text's vector then depends slightly on its batch-mates. For callers that
@@ -314,7 +357,12 @@ class OnnxEmbedder:
         self._counter = None
 
     def _embed(
-        self, session: InferenceSession, texts: Sequence[str], batch_size: int | None = None
+        self,
+        session: InferenceSession,
+        texts: Sequence[str],
+        batch_size: int | None = None,
+        *,
+        keep: Callable[[int, Vectors, Vectors, Encoding], None] | None = None,
     ) -> Vectors:
         encodings = self._tokenizer.encode_batch(list(texts))
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(texts))
@@ -335,14 +383,24 @@ class OnnxEmbedder:
             )
             rows = order[start : start + size]
             start += size
-            vectors = self._run(session, [encodings[i] for i in rows], width)
+            batch = [encodings[i] for i in rows]
+            output, mask = self._forward(session, batch, width)
+            vectors = self._pool(output, mask)
+            if keep is not None and output.ndim == 3:
+                for position, index in enumerate(rows):
+                    size_of = len(batch[position].ids)
+                    keep(int(index), vectors[position], output[position, :size_of],
+                         batch[position])
             if result is None:
                 result = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
             result[rows] = vectors
         assert result is not None  # noqa: S101 - texts is never empty here
         return result
 
-    def _run(self, session: InferenceSession, batch: list[Encoding], width: int) -> Vectors:
+    def _forward(
+        self, session: InferenceSession, batch: list[Encoding], width: int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[Any]]:
+        """The graph's raw output for a padded batch, and the attention mask."""
         ids = np.full((len(batch), width), self._pad_id, dtype=self._int_dtype)
         mask = np.zeros((len(batch), width), dtype=self._int_dtype)
         types = np.zeros((len(batch), width), dtype=self._int_dtype)
@@ -357,7 +415,9 @@ class OnnxEmbedder:
             (output,) = session.run([self._output], feed)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped errors
             raise Unavailable(f"embedder {self._model_path.name} failed: {exc}") from exc
-        return self._pool(np.asarray(output, dtype=np.float32), mask)
+        array = np.asarray(output, dtype=np.float32)
+        self._token_output = array.ndim == 3
+        return array, mask
 
     def _pool(self, output: npt.NDArray[np.float32], mask: npt.NDArray[Any]) -> Vectors:
         if output.ndim == 3:

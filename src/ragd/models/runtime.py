@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from ragd.models.base import Embedder, EmbedderInfo, Reranker, TextKind, Vectors
+from ragd.models.base import (
+    Embedder,
+    EmbedderInfo,
+    Reranker,
+    TextKind,
+    TokenEmbedder,
+    Vectors,
+)
 from ragd.models.batching import EmbeddingBatcher
 from ragd.models.keywords import Keyword, KeywordExtractor
 from ragd.models.registry import ModelHandle, ModelRegistry
@@ -162,6 +170,48 @@ class ModelRuntime:
         result = await self._embedder.run(extract)
         self.keyword_cache.put(key, result)
         return result
+
+    async def embed_with_keywords(
+        self, texts: Sequence[str], keyword_texts: Sequence[str], *, top_n: int | None = None
+    ) -> tuple[Vectors, list[list[Keyword]], float]:
+        """Embed passages and take keywords of each from the same forward pass.
+
+        ``keyword_texts[i]`` is the part of ``texts[i]`` that keywords come from, at its end
+        (a chunk's text after its heading path). With an embedder that outputs token vectors
+        the model runs once per text (:meth:`KeywordExtractor.extract_from_tokens`); with any
+        other, the texts go through the batcher and each gets :meth:`keywords`. Returns the
+        vectors, the keywords and the seconds spent on keywords alone.
+        """
+        items, parts = list(texts), list(keyword_texts)
+        if len(items) != len(parts):
+            raise ValueError("one keyword text per text")
+        extractor = await self._keywords.get()
+        embedder = await self._embedder.get()
+        if not (isinstance(embedder, TokenEmbedder) and embedder.token_vectors):
+            vectors = await self.embed(items)
+            started = time.perf_counter()
+            found = [
+                await self.keywords(part, top_n=top_n, vector=vectors[index])
+                for index, part in enumerate(parts)
+            ]
+            return vectors, found, time.perf_counter() - started
+
+        def run(model: Embedder) -> tuple[Vectors, list[list[Keyword]], float]:
+            assert isinstance(model, TokenEmbedder)  # noqa: S101 - checked above
+            forward = model.embed_tokens(items, kind="passage")
+            started = time.perf_counter()
+            keywords = [
+                extractor.extract_from_tokens(
+                    part, passes, offset=len(text) - len(part), top_n=top_n
+                )
+                for text, part, passes in zip(items, parts, forward, strict=True)
+            ]
+            spent = time.perf_counter() - started
+            if not forward:
+                return np.empty((0, model.info.dimension), dtype=np.float32), keywords, spent
+            return np.stack([passes.vector for passes in forward]), keywords, spent
+
+        return await self._embedder.run(run)
 
     async def embed_sentences(self, texts: Sequence[str]) -> Vectors:
         """Vectors of short passages that are only *ranked* (the extractive provider's
