@@ -227,6 +227,7 @@ async def open_services(
         finally:
             await router.aclose()
             await runtime.close()
+            await indexes.settle()
             indexes.close()
     finally:
         if listener is not None:

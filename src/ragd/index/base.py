@@ -210,7 +210,12 @@ class SearchBackend(Protocol):
     async def publish(self, tenant_id: str) -> int:
         """What a writer calls after its commit: :meth:`notify` first (so no search that
         follows it, anywhere, misses the commit), then :meth:`sync` of the tenant here (so
-        the next search is fast); returns how many changes were applied."""
+        the next search is fast), which may run in the background (:meth:`settle` waits for
+        it); returns how many changes were applied before it returned."""
+        ...
+
+    async def settle(self) -> None:
+        """Wait for background work that :meth:`publish` started (tests, shutdown)."""
         ...
 
     async def sync_all(self) -> int:

@@ -101,6 +101,10 @@ class IndexManager:
         self._vector_factory = vector_factory or defaults[1]
         self._tenants: dict[str, Partitions] = {}
         self._open_lock = threading.Lock()
+        #: Background syncs after publish, one per tenant, and the tenants published again
+        #: while theirs ran (so it runs once more, for all of them at once).
+        self._publishing: dict[str, asyncio.Task[None]] = {}
+        self._published_again: set[str] = set()
         root.mkdir(parents=True, exist_ok=True)
         self._signal = signal or FileChangeSignal(root / "changes.marker")
 
@@ -167,8 +171,41 @@ class IndexManager:
         return await asyncio.to_thread(parts.vectors.search, vector, limit, scope)
 
     async def publish(self, tenant_id: str) -> int:
+        """:meth:`notify`, then sync the tenant in the background and return at once.
+
+        The writer does not wait for the index files: every search leg syncs its tenant
+        first (:meth:`ensure_fresh`), so nothing committed is missed, and documents committed
+        while a sync runs are applied together by the next one, in one commit of each
+        partition (group commit): a tantivy commit costs the same for one small document as
+        for a hundred.
+        """
         self.notify()
-        return await self.sync(tenant_id)
+        if tenant_id in self._publishing:
+            self._published_again.add(tenant_id)
+        else:
+            task = asyncio.create_task(self._publish_loop(tenant_id), name=f"publish-{tenant_id}")
+            self._publishing[tenant_id] = task
+        return 0
+
+    async def _publish_loop(self, tenant_id: str) -> None:
+        try:
+            while True:
+                self._published_again.discard(tenant_id)
+                try:
+                    await self.sync(tenant_id)
+                except Exception:  # noqa: BLE001 - the next search (or publish) syncs again
+                    logger.warning("background index sync failed", exc_info=True,
+                                   extra={"tenant_id": tenant_id})
+                    return
+                if tenant_id not in self._published_again:
+                    return
+        finally:
+            self._publishing.pop(tenant_id, None)
+
+    async def settle(self) -> None:
+        """Wait for the background syncs that :meth:`publish` started."""
+        while self._publishing:
+            await asyncio.gather(*self._publishing.values(), return_exceptions=True)
 
     async def sync(self, tenant_id: str) -> int:
         """Apply every change after the partitions' marks; returns how many were applied."""

@@ -407,6 +407,9 @@ class PostgresSearch:
         await self._ensure_indexes()
         return 0
 
+    async def settle(self) -> None:
+        """Nothing runs in the background."""
+
     async def sync_all(self) -> int:
         """At startup: the HNSW indexes of the dimensions in use (see :meth:`publish`)."""
         await self._ensure_indexes()
