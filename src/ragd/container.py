@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -326,8 +326,11 @@ async def run_housekeeping(
         await leader.release()
 
 
-def build_workers(services: Services, concurrency: int) -> WorkerPool:
-    """A worker pool running ingestion and collection-deletion jobs."""
+def build_workers(
+    services: Services, concurrency: int, *, only: Callable[[], Collection[str]] | None = None
+) -> WorkerPool:
+    """A worker pool running ingestion and collection-deletion jobs (with ``only``: just the
+    jobs whose ids it returns, see :class:`WorkerPool`)."""
     pipeline = IngestionPipeline(
         services.catalog, services.queue, services.runtime, services.indexes,
         services.settings.ingestion,
@@ -338,6 +341,7 @@ def build_workers(services: Services, concurrency: int) -> WorkerPool:
         {INGEST_JOB: pipeline.run, DELETE_COLLECTION_JOB: purger.run},
         concurrency=concurrency,
         poll_interval=services.settings.ingestion.poll_interval_seconds,
+        only=only,
     )
     pool.add_cleanup(pipeline.close)
     services.ingestion.set_wake(pool.wake)  # this process's enqueues: at once, any backend

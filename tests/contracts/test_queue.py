@@ -18,7 +18,7 @@ from sqlalchemy import text
 
 from ragd.errors import Conflict, InvalidInput, NotFound
 from ragd.jobs.factory import ManagedJobQueue
-from ragd.jobs.queue import Job
+from ragd.jobs.queue import MAX_CLAIM_IDS, Job, new_job_row
 from tests.contracts.conftest import Clock
 from tests.contracts.site import Site
 from tests.waiting import HANG_TIMEOUT
@@ -91,6 +91,90 @@ async def _claim_kind(queue: ManagedJobQueue, kind: str) -> Job:
     job = await queue.claim("w1", [kind])
     assert job is not None
     return job
+
+
+# -- claims restricted to job ids, queue positions ----------------------------------------------
+
+
+async def test_a_claim_restricted_to_job_ids_takes_only_those(
+    queue: ManagedJobQueue, tenant: str, other_tenant: str, clock: Clock
+) -> None:
+    """A client running its own jobs (``ragd ingest --local``) leaves the backlog alone."""
+    backlog = [await queue.enqueue(other_tenant, KIND, {}), await queue.enqueue(tenant, KIND, {})]
+    mine = [(await queue.enqueue(tenant, KIND, {"i": i})).id for i in range(3)]
+    later = await queue.enqueue(tenant, KIND, {})
+
+    assert await queue.claim("w1", [KIND], job_ids=[]) is None
+    assert await queue.claim("w1", ["other"], job_ids=mine) is None  # kinds still apply
+    claimed = [
+        job.id for job in [await queue.claim("w1", [KIND], job_ids=set(mine)) for _ in mine]
+        if job is not None
+    ]
+    assert claimed == mine  # oldest first among the ids given
+    assert await queue.claim("w1", [KIND], job_ids=mine) is None
+    for job in [*backlog, later]:
+        assert (await _get(queue, job.tenant_id, job.id)).status == "queued"
+
+    # A restricted claimer takes over an expired lease only on its own jobs.
+    clock.advance(31)
+    assert await queue.claim("w2", [KIND], job_ids=[later.id]) is not None
+    retaken = await queue.claim("w2", [KIND], job_ids=mine[:1])
+    assert retaken is not None and retaken.id == mine[0] and retaken.attempts == 2
+
+    with pytest.raises(InvalidInput):
+        await queue.claim("w1", [KIND], job_ids=[f"j{i}" for i in range(MAX_CLAIM_IDS + 1)])
+    # The bound itself is accepted (the statement takes that many ids on every backend).
+    many = [f"j{i}" for i in range(MAX_CLAIM_IDS - 1)] + [backlog[1].id]
+    bounded = await queue.claim("w1", [KIND], job_ids=many)
+    assert bounded is not None and bounded.id == backlog[1].id
+    # Unrestricted claims still see the whole queue.
+    assert (await _claim(queue)).id == backlog[0].id
+
+
+async def test_position_counts_the_tenants_queued_jobs_ahead(
+    queue: ManagedJobQueue, tenant: str, other_tenant: str, clock: Clock
+) -> None:
+    mine = []
+    theirs = []
+    for i in range(3):  # interleaved with another tenant's jobs, which never count
+        mine.append(await queue.enqueue(tenant, KIND if i else "other", {"i": i}))
+        theirs.append(await queue.enqueue(other_tenant, KIND, {"i": i}))
+    assert [await queue.position(tenant, j.id) for j in mine] == [0, 1, 2]  # any kind counts
+    assert [await queue.position(other_tenant, j.id) for j in theirs] == [0, 1, 2]
+    # Another tenant's job, or no job: no position, as for a job that is not queued.
+    assert await queue.position(other_tenant, mine[0].id) is None
+    assert await queue.position(tenant, "no-such-job") is None
+
+    # The first one runs: it has no position, and the others move up.
+    assert (await _claim_kind(queue, "other")).id == mine[0].id
+    assert [await queue.position(tenant, j.id) for j in mine] == [None, 0, 1]
+    # It fails and is queued again (backing off): it is ahead again, as its age says.
+    assert await queue.fail(mine[0].id, "w1", "boom") is True
+    assert [await queue.position(tenant, j.id) for j in mine] == [0, 1, 2]
+    # Cancelled and finished jobs do not count.
+    await queue.cancel(tenant, mine[1].id)
+    assert [await queue.position(tenant, j.id) for j in mine] == [0, None, 1]
+    clock.advance(10)
+    assert (await _claim_kind(queue, "other")).id == mine[0].id
+    assert await queue.complete(mine[0].id, "w1") is True
+    assert [await queue.position(tenant, j.id) for j in mine] == [None, None, 0]
+    assert [await queue.position(other_tenant, j.id) for j in theirs] == [0, 1, 2]
+
+
+async def test_position_of_jobs_created_at_the_same_instant_follows_claim_order(
+    site: Site, queue: ManagedJobQueue, tenant: str
+) -> None:
+    """Jobs a producer adds in its own transaction may share a timestamp; claims then take
+    them by id, and the positions say the same."""
+    same = datetime(2026, 1, 1, tzinfo=UTC)
+    async with site.db.transaction() as s:
+        rows = [new_job_row(tenant, KIND, {"i": i}, now=same) for i in range(4)]
+        s.add_all(rows)
+        await s.flush()
+        ids = [row.id for row in rows]
+    positions = {job_id: await queue.position(tenant, job_id) for job_id in ids}
+    claim_order = [(await _claim(queue)).id for _ in ids]
+    assert [positions[job_id] for job_id in claim_order] == [0, 1, 2, 3]
 
 
 # -- retries ----------------------------------------------------------------------------------

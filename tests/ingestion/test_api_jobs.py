@@ -26,6 +26,8 @@ JOB_FIELDS = {
     "cancel_requested", "document_id", "collection_id", "timings", "run_after", "created_at",
     "updated_at", "finished_at",
 }
+#: ``GET /jobs/{id}`` adds the queue position.
+JOB_DETAIL_FIELDS = JOB_FIELDS | {"queue_position"}
 
 
 async def _get(client: httpx.AsyncClient, tenant: Tenant, path: str) -> Any:
@@ -54,7 +56,7 @@ async def test_job_fields_and_listing(ingest_client: httpx.AsyncClient) -> None:
     assert r.status_code == 202
     job_id, document_id = r.json()["job_id"], r.json()["document_id"]
     job = await wait_job(client, tenant, job_id)
-    assert set(job) == JOB_FIELDS
+    assert set(job) == JOB_DETAIL_FIELDS and job["queue_position"] is None
     document = await _get(client, tenant, f"/api/v1/documents/{document_id}")
     assert job["id"] == job_id and job["kind"] == "ingest"
     assert job["status"] == "succeeded" and job["error"] is None
@@ -78,6 +80,7 @@ async def test_job_fields_and_listing(ingest_client: httpx.AsyncClient) -> None:
 
     listed = await _get(client, tenant, "/api/v1/jobs?status=succeeded")
     assert {j["id"] for j in listed["items"]} == set(ids)
+    assert all(set(j) == JOB_FIELDS for j in listed["items"])
     for status in ("queued", "running", "failed", "cancelled"):
         listed = await _get(client, tenant, f"/api/v1/jobs?status={status}")
         assert listed["items"] == [], status
@@ -112,6 +115,7 @@ async def test_cancel_and_retry_a_queued_job(tmp_path: Path) -> None:
         job_id, document_id = r.json()["job_id"], r.json()["document_id"]
         queued = await _get(client, tenant, f"/api/v1/jobs/{job_id}")
         assert queued["status"] == "queued" and queued["attempts"] == 0
+        assert queued["queue_position"] == 0
         assert queued["finished_at"] is None and queued["stage"] is None
         assert queued["progress"] == {"done": 0, "total": 0}
         listed = await _get(client, tenant, "/api/v1/jobs?status=queued")
@@ -122,7 +126,9 @@ async def test_cancel_and_retry_a_queued_job(tmp_path: Path) -> None:
         cancelled = r.json()
         assert cancelled["status"] == "cancelled" and cancelled["finished_at"] is not None
         assert cancelled["attempts"] == 0
-        assert await _get(client, tenant, f"/api/v1/jobs/{job_id}") == cancelled
+        assert await _get(client, tenant, f"/api/v1/jobs/{job_id}") == {
+            **cancelled, "queue_position": None,
+        }
         document = await _get(client, tenant, f"/api/v1/documents/{document_id}")
         assert document["status"] == "cancelled" and document["error"]
         assert document["searchable"] is False
@@ -158,10 +164,46 @@ async def test_cancel_and_retry_a_queued_job(tmp_path: Path) -> None:
         assert_error(await client.post(f"/api/v1/jobs/{job_id}/retry", headers=h),
                      409, "job_not_retryable")
         r = await client.post(f"/api/v1/jobs/{job_id}/cancel", headers=h)
-        assert r.status_code == 200 and r.json() == done
+        assert r.status_code == 200 and {**r.json(), "queue_position": None} == done
         assert await _get(client, tenant, f"/api/v1/jobs/{job_id}") == done
         document_after = await _get(client, tenant, f"/api/v1/documents/{document_id}")
         assert document_after == document
+
+
+async def test_queue_position_counts_the_tenants_queued_jobs_ahead(tmp_path: Path) -> None:
+    """No worker runs, so nothing leaves the queue unless the test claims it."""
+    async with app_client(tmp_path / "data", ingestion={"workers": 0}) as client:
+        queue = client.app.state.services.queue  # type: ignore[attr-defined]
+        acme, globex = await new_tenant(client), await new_tenant(client)
+        mine: list[str] = []
+        for i in range(3):  # interleaved with another tenant's uploads, which never count
+            r = await upload_text(client, acme, f"a{i}", f"Acme text {i} about pumps.")
+            mine.append(r.json()["job_id"])
+            await upload_text(client, globex, f"g{i}", f"Globex text {i} about valves.")
+
+        async def positions(tenant: Tenant, ids: list[str]) -> list[Any]:
+            return [(await _get(client, tenant, f"/api/v1/jobs/{j}"))["queue_position"]
+                    for j in ids]
+
+        assert await positions(acme, mine) == [0, 1, 2]
+        # A worker takes the second one: running, no position; the third moves up.
+        claimed = await queue.claim("test-worker", ["ingest"], job_ids=[mine[1]])
+        assert claimed is not None and claimed.id == mine[1]
+        assert await queue.set_stage(mine[1], "test-worker", "embed", 3, 10) is True
+        running = await _get(client, acme, f"/api/v1/jobs/{mine[1]}")
+        assert running["status"] == "running" and running["queue_position"] is None
+        assert (running["stage"], running["progress"]) == ("embed", {"done": 3, "total": 10})
+        assert await positions(acme, mine) == [0, None, 1]
+        # Cancelled: gone from the queue.
+        r = await client.post(f"/api/v1/jobs/{mine[0]}/cancel", headers=acme.headers)
+        assert r.status_code == 200, r.text
+        assert await positions(acme, mine) == [None, None, 0]
+        # Another tenant's job is a 404, its position never shown.
+        assert_error(await client.get(f"/api/v1/jobs/{mine[2]}", headers=globex.headers),
+                     404, "job_not_found")
+        listed = await _get(client, acme, "/api/v1/jobs?status=queued")
+        assert [j["id"] for j in listed["items"]] == [mine[2]]
+        assert "queue_position" not in listed["items"][0]
 
 
 async def test_unparseable_document_fails_without_retries(

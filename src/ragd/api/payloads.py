@@ -233,6 +233,21 @@ class JobOut(BaseModel):
         )
 
 
+class JobDetail(JobOut):
+    """One job as ``GET /jobs/{id}`` answers it: while it is queued, ``queue_position`` is how
+    many of the tenant's queued jobs are ahead of it (0: it is next); null otherwise."""
+
+    queue_position: int | None
+
+    @classmethod
+    def at(cls, job: Job, position: int | None) -> JobDetail:
+        """The job, with its position when it is queued."""
+        return cls(
+            **JobOut.of(job).model_dump(),
+            queue_position=position if job.status == "queued" else None,
+        )
+
+
 class JobPage(BaseModel):
     items: list[JobOut]
     next_cursor: str | None

@@ -12,28 +12,38 @@ This module holds the logic behind the command (no typer here):
 * Two backends implement :class:`IngestBackend`: :class:`HttpBackend` talks to a running
   server, :class:`LocalBackend` opens the data dir and runs a worker pool in this process.
 * :func:`ingest_files` drives a backend: find-or-create the collection, upload every file,
-  optionally wait for the jobs, and return an :class:`IngestSummary` (one
-  :class:`FileResult` per file: ingested, duplicate, queued, failed or skipped).
+  optionally wait for the jobs (reporting each one's queue position and stage as they
+  change), and return an :class:`IngestSummary` (one :class:`FileResult` per file:
+  ingested, duplicate, queued, processing, failed or skipped). A file is *queued* or
+  *processing* at the end when the run did not wait for it (``--no-wait``) or stopped waiting
+  (``--timeout``): its job carries on, and the result names it.
 
-Errors that stop the whole run (unknown path, unreachable server, refused credentials,
-unknown tenant) raise :class:`IngestError`; a problem with one file only fails that file.
+Rates are measured over the run's own work: from the moment the first of its jobs left the
+queue, not from the start of the command, and the time spent waiting for that is reported
+beside them.
+
+Exit status (:attr:`IngestSummary.exit_status`): 0 when every file is ingested, a duplicate
+or skipped; 1 when a file failed; 3 when the wait timed out with files still queued or
+processing and none failed; 2 for errors that stop the whole run (unknown path, unreachable
+server, refused credentials, unknown tenant), raised as :class:`IngestError`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import fnmatch
+import itertools
 import json
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import httpx
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -43,6 +53,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from ragd.errors import Conflict, RagdError
 from ragd.stores.metadata import check_metadata
@@ -63,12 +74,20 @@ MAX_COLLECTION_NAME = 200
 #: Job states after which nothing more happens.
 FINISHED_JOBS = ("succeeded", "failed", "cancelled")
 
-Outcome = Literal["ingested", "duplicate", "queued", "failed", "skipped"]
-OUTCOMES: tuple[Outcome, ...] = ("ingested", "duplicate", "queued", "failed", "skipped")
+Outcome = Literal["ingested", "duplicate", "queued", "processing", "failed", "skipped"]
+OUTCOMES: tuple[Outcome, ...] = (
+    "ingested", "duplicate", "queued", "processing", "failed", "skipped",
+)
+#: Exit status: some file failed.
+EXIT_FAILED = 1
+#: Exit status: the run stopped on an error (bad input, server unreachable, credential refused).
+EXIT_ERROR = 2
+#: Exit status: the wait timed out with files still queued or processing (and none failed).
+EXIT_PENDING = 3
 
 
 class IngestError(Exception):
-    """A problem that stops the whole run (the command exits with status 2)."""
+    """A problem that stops the whole run (the command exits with :data:`EXIT_ERROR`)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -209,11 +228,21 @@ class FileResult:
 
 @dataclass(slots=True)
 class IngestSummary:
-    """Every file's result and the run's duration."""
+    """Every file's result and the run's times.
+
+    ``waited`` runs from the first upload to the moment the first of the run's jobs was seen
+    out of the queue, ``processing`` from then to the last job seen finished (or to the end of
+    the wait); both are None when the run followed no job (``--no-wait``, only duplicates).
+    They are measured at the polls, so to within the poll interval.
+    """
 
     collection: str
     results: list[FileResult] = field(default_factory=list)
     elapsed: float = 0.0
+    waited: float | None = None
+    processing: float | None = None
+    #: The wait ended at ``--timeout`` with files still queued or processing.
+    timed_out: bool = False
 
     def count(self, outcome: Outcome) -> int:
         """How many files ended with ``outcome``."""
@@ -225,14 +254,36 @@ class IngestSummary:
         return sum(r.chunks for r in self.results if r.outcome == "ingested")
 
     @property
-    def throughput(self) -> float:
-        """Chunks per second over the whole run."""
-        return self.chunks / self.elapsed if self.elapsed > 0 else 0.0
+    def documents_per_second(self) -> float:
+        """Files ingested per second of processing."""
+        return self.count("ingested") / self.processing if self.processing else 0.0
+
+    @property
+    def chunks_per_second(self) -> float:
+        """Chunks created per second of processing."""
+        return self.chunks / self.processing if self.processing else 0.0
 
     @property
     def any_failed(self) -> bool:
-        """True when at least one file failed (the command then exits with status 1)."""
+        """True when at least one file failed."""
         return any(r.outcome == "failed" for r in self.results)
+
+    @property
+    def pending(self) -> list[FileResult]:
+        """The files whose jobs were still queued or processing when the wait timed out."""
+        if not self.timed_out:
+            return []
+        return [r for r in self.results if r.outcome in ("queued", "processing")]
+
+    @property
+    def exit_status(self) -> int:
+        """0, :data:`EXIT_FAILED` when a file failed (whatever else happened), else
+        :data:`EXIT_PENDING` when the wait timed out with work pending."""
+        if self.any_failed:
+            return EXIT_FAILED
+        if self.pending:
+            return EXIT_PENDING
+        return 0
 
 
 # -- backends ------------------------------------------------------------------------------
@@ -250,10 +301,45 @@ class Submitted:
 
 @dataclass(frozen=True, slots=True)
 class JobState:
-    """A job's status and, once it failed, why."""
+    """A job's status; while queued, how many of the tenant's queued jobs are ahead of it
+    (None when the server does not say); while running, its stage and the stage's progress;
+    once failed, why."""
 
     status: str
     error: str | None = None
+    stage: str | None = None
+    done: int = 0
+    total: int = 0
+    position: int | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Nothing more will happen to the job."""
+        return self.status in FINISHED_JOBS
+
+    @property
+    def label(self) -> str:
+        """``queued``, ``processing`` (a running job) or the finished status."""
+        return "processing" if self.status == "running" else self.status
+
+    def detail(self) -> str:
+        """Where it stands: ``12 jobs ahead``, ``next in line``, ``embed 3/10``, ``starting``;
+        empty when there is nothing to add to the label."""
+        if self.status == "queued":
+            if self.position is None:
+                return ""
+            return "next in line" if self.position == 0 else (
+                f"{_plural(self.position, 'job')} ahead"
+            )
+        if self.status == "running":
+            if self.stage is None:
+                return "starting"
+            return f"{self.stage} {self.done}/{self.total}" if self.total else self.stage
+        return ""
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 class IngestBackend(Protocol):
@@ -276,7 +362,7 @@ class IngestBackend(Protocol):
         ...
 
     async def job_state(self, job_id: str) -> JobState:
-        """The current state of an ingestion job."""
+        """The current state of an ingestion job (with its queue position while queued)."""
         ...
 
     async def chunk_count(self, document_id: str) -> int:
@@ -294,6 +380,13 @@ def _error_message(response: httpx.Response) -> str:
         pass
     text = response.text.strip()[:200]
     return f"HTTP {response.status_code}" + (f": {text}" if text else "")
+
+
+def _count(value: object) -> int | None:
+    """A non-negative integer from a JSON answer, else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
 
 
 class HttpBackend:
@@ -435,9 +528,18 @@ class HttpBackend:
         )
 
     async def job_state(self, job_id: str) -> JobState:
-        """GET /jobs/{id}."""
+        """GET /jobs/{id} (``queue_position`` is missing from servers before it existed)."""
         body = await self._json("GET", f"/jobs/{job_id}")
-        return JobState(status=str(body.get("status")), error=body.get("error"))
+        progress = body.get("progress")
+        if not isinstance(progress, dict):
+            progress = {}
+        stage = body.get("stage")
+        return JobState(
+            status=str(body.get("status")), error=body.get("error"),
+            stage=stage if isinstance(stage, str) else None,
+            done=_count(progress.get("done")) or 0, total=_count(progress.get("total")) or 0,
+            position=_count(body.get("queue_position")),
+        )
 
     async def chunk_count(self, document_id: str) -> int:
         """GET /documents/{id}."""
@@ -449,9 +551,12 @@ class LocalBackend:
     """Works on the data dir directly: opens the services, enqueues through the ingestion
     service and (``run_workers``) processes the jobs with a worker pool in this process.
 
-    Several processes may share the data dir (``ragd serve``, ``ragd worker``); jobs are
-    claimed under a lease, so whoever claims a job first runs it. With ``run_workers`` off
-    the jobs stay queued for another process. Use it as an async context manager.
+    The pool claims only the jobs this backend enqueued (its claims are restricted to their
+    ids), so a backlog in the shared queue, other tenants' or an earlier run's, is neither
+    waited for nor processed here: it stays for ``ragd serve`` and ``ragd worker``, which
+    may also claim this run's jobs (jobs are claimed under a lease: whoever claims a job
+    first runs it). With ``run_workers`` off the jobs stay queued for another process. Use
+    it as an async context manager.
     """
 
     def __init__(self, settings: Settings, tenant: str, *, concurrency: int = 2,
@@ -464,6 +569,10 @@ class LocalBackend:
         self._stack = AsyncExitStack()
         self._services: Services | None = None
         self.pool: WorkerPool | None = None
+        #: The unfinished jobs this backend enqueued, oldest first (a dict keeps the order),
+        #: and how many of them one claim may name.
+        self._own: dict[str, None] = {}
+        self._claim_limit = 0
 
     @property
     def target(self) -> str:
@@ -479,6 +588,9 @@ class LocalBackend:
 
     async def __aenter__(self) -> LocalBackend:
         from ragd.container import build_workers, open_services, recover_indexes
+        from ragd.jobs.queue import MAX_CLAIM_IDS
+
+        self._claim_limit = MAX_CLAIM_IDS
 
         try:
             self._services = await self._stack.enter_async_context(open_services(self.settings))
@@ -495,7 +607,7 @@ class LocalBackend:
             self.tenant_id = tenant.id
             if self.run_workers:
                 await recover_indexes(self.services)
-                self.pool = build_workers(self.services, self.concurrency)
+                self.pool = build_workers(self.services, self.concurrency, only=self._claimable)
                 self.pool.start()
                 self._stack.push_async_callback(self.pool.stop)
         except BaseException:
@@ -508,6 +620,10 @@ class LocalBackend:
         tb: TracebackType | None,
     ) -> None:
         await self._stack.aclose()
+
+    def _claimable(self) -> list[str]:
+        """What the pool may claim: this backend's oldest unfinished jobs (claim order)."""
+        return list(itertools.islice(self._own, self._claim_limit))
 
     async def ensure_collection(self, name: str) -> str:
         """Find the collection in the tenant's catalog, or create it."""
@@ -538,15 +654,27 @@ class LocalBackend:
         except RagdError as exc:
             return Submitted(error=exc.message)
         job_id = accepted.job.id if accepted.job else accepted.document.job_id
+        if accepted.job is not None and self.pool is not None:
+            self._own[accepted.job.id] = None
+            self.pool.wake()  # the enqueue woke it before the id was claimable
         return Submitted(document_id=accepted.document.id, job_id=job_id,
                          duplicate=accepted.duplicate)
 
     async def job_state(self, job_id: str) -> JobState:
-        """The job row from the queue."""
-        job = await self.services.queue.get(self.tenant_id, job_id)
+        """The job row from the queue, with its position while queued."""
+        queue = self.services.queue
+        position = await queue.position(self.tenant_id, job_id)
+        job = await queue.get(self.tenant_id, job_id)
         if job is None:
+            self._own.pop(job_id, None)
             return JobState(status="failed", error="the job disappeared")
-        return JobState(status=job.status, error=job.error)
+        state = JobState(
+            status=job.status, error=job.error, stage=job.stage, done=job.progress_done,
+            total=job.progress_total, position=position if job.status == "queued" else None,
+        )
+        if state.finished:
+            self._own.pop(job_id, None)
+        return state
 
     async def chunk_count(self, document_id: str) -> int:
         """The document row's chunk count."""
@@ -564,8 +692,18 @@ class Reporter(Protocol):
         """The run begins with ``total`` files."""
         ...
 
+    def file_state(self, path: Path, job_id: str, state: JobState) -> None:
+        """The job of a file being waited for changed: status, stage, progress or queue
+        position (called once when first seen, then on every change)."""
+        ...
+
+    def work_started(self, waited: float) -> None:
+        """The first of the run's jobs left the queue, ``waited`` seconds after the first
+        upload: rates count from now."""
+        ...
+
     def file_done(self, result: FileResult) -> None:
-        """A file reached its final state."""
+        """A file reached its final state (or the run stopped following it)."""
         ...
 
     def stop(self) -> None:
@@ -579,6 +717,12 @@ class SilentReporter:
     def start(self, total: int, target: str) -> None:
         """Nothing."""
 
+    def file_state(self, path: Path, job_id: str, state: JobState) -> None:
+        """Nothing."""
+
+    def work_started(self, waited: float) -> None:
+        """Nothing."""
+
     def file_done(self, result: FileResult) -> None:
         """Nothing."""
 
@@ -586,31 +730,71 @@ class SilentReporter:
         """Nothing."""
 
 
-class ConsoleReporter:
-    """A rich progress bar (files done/total, chunks, elapsed, chunks/s) on a terminal, or
-    one plain line per file otherwise (pipes, CI, tests)."""
+class _Bar(Progress):
+    """The progress bar with a status line under it (the files in flight)."""
 
-    def __init__(self, console: Console, *, clock: Callable[[], float] = time.perf_counter
-                 ) -> None:
+    status = ""
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield self.make_tasks_table(self.tasks)
+        if self.status:
+            yield Text(self.status, no_wrap=True, overflow="ellipsis")
+
+
+class ConsoleReporter:
+    """Progress on a console.
+
+    On a terminal: a bar (files done/total, chunks, elapsed, chunks/s) with a status line
+    under it: how many files are queued and how many jobs are ahead of the next one, and
+    each running file's stage. Otherwise (pipes, CI logs, tests) plain lines, one per change,
+    never a redrawn bar:
+
+    * a file's job first seen, or its status or stage changed:
+      ``queued     a.pdf: 12 jobs ahead (job <id>)``,
+      ``processing a.pdf: embed 0/40 (job <id>)``;
+    * counts that move without a change of stage are throttled to one line per ``interval``
+      seconds: a running file's progress (``embed 32/40``), and for the queued files one
+      summary (``waiting: 14 files queued, the first with 3 jobs ahead``);
+    * the first job leaving the queue (``started after 12.3s in the queue``), and each
+      file's end (``[done/total] outcome path (detail) chunks, chunks/s``).
+
+    Rates count from the moment the run's first job left the queue; ``clock`` is injected
+    for tests.
+    """
+
+    def __init__(self, console: Console, *, clock: Callable[[], float] = time.perf_counter,
+                 interval: float = 5.0) -> None:
         self.console = console
         self._clock = clock
-        self._started = clock()
+        self._interval = interval
+        self._work_started: float | None = None
         self._done = 0
         self._total = 0
         self._chunks = 0
-        self._progress: Progress | None = None
+        self._progress: _Bar | None = None
         self._task: TaskID | None = None
+        #: The files being waited for: job id -> (path, latest state), in upload order.
+        self._flight: dict[str, tuple[Path, JobState]] = {}
+        #: When each file's last line was printed; the last queue summary, and when a line
+        #: about the queued files was printed last.
+        self._printed: dict[str, float] = {}
+        self._waiting: str | None = None
+        self._waiting_at: float | None = None
 
     def _rate(self) -> float:
-        elapsed = self._clock() - self._started
+        if self._work_started is None:
+            return 0.0
+        elapsed = self._clock() - self._work_started
         return self._chunks / elapsed if elapsed > 0 else 0.0
+
+    def _say(self, line: str) -> None:
+        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     def start(self, total: int, target: str) -> None:
         """Open the bar (terminal) or print the plan (plain)."""
-        self._started = self._clock()
         self._total = total
         if self.console.is_terminal:
-            self._progress = Progress(
+            self._progress = _Bar(
                 TextColumn("[bold]ingest[/]"),
                 BarColumn(),
                 MofNCompleteColumn(),
@@ -624,15 +808,74 @@ class ConsoleReporter:
             self._task = self._progress.add_task("ingest", total=total, chunks=0, rate=0.0)
             self._progress.start()
         else:
-            self.console.print(f"ingesting {total} file(s) into {target}", highlight=False,
-                               soft_wrap=True)
+            self._say(f"ingesting {_plural(total, 'file')} into {target}")
+
+    def _queue_summary(self) -> str | None:
+        positions = [
+            state.position for _, state in self._flight.values() if state.status == "queued"
+        ]
+        if not positions:
+            return None
+        known = [p for p in positions if p is not None]
+        ahead = ""
+        if known:
+            first = min(known)
+            ahead = (", the first next in line" if first == 0
+                     else f", the first with {_plural(first, 'job')} ahead")
+        return f"{_plural(len(positions), 'file')} queued{ahead}"
+
+    def _status_line(self) -> str:
+        parts = [
+            f"{path.name}: {state.detail()}"
+            for path, state in self._flight.values() if state.status == "running"
+        ]
+        queued = self._queue_summary()
+        if queued:
+            parts.append(queued)
+        return " | ".join(parts)
+
+    def file_state(self, path: Path, job_id: str, state: JobState) -> None:
+        """Update the status line (terminal) or print the change (plain)."""
+        previous = self._flight.get(job_id)
+        self._flight[job_id] = (path, state)
+        if self._progress is not None:
+            self._progress.status = self._status_line()
+            self._progress.refresh()
+            return
+        now = self._clock()
+        moved = previous is None or (previous[1].status, previous[1].stage) != (
+            state.status, state.stage
+        )
+        if moved or (state.status == "running"
+                     and now - self._printed.get(job_id, now) >= self._interval):
+            detail = state.detail()
+            self._say(f"{state.label:<10} {path}{': ' + detail if detail else ''} "
+                      f"(job {job_id})")
+            self._printed[job_id] = now
+            if state.status == "queued":
+                self._waiting_at = now
+            return
+        summary = self._queue_summary() if state.status == "queued" else None
+        last = now if self._waiting_at is None else self._waiting_at
+        if summary and summary != self._waiting and now - last >= self._interval:
+            self._say(f"waiting: {summary}")
+            self._waiting, self._waiting_at = summary, now
+
+    def work_started(self, waited: float) -> None:
+        """Rates count from now."""
+        self._work_started = self._clock()
+        if self._progress is None:
+            self._say(f"started after {waited:.1f}s in the queue")
 
     def file_done(self, result: FileResult) -> None:
         """Advance the bar, or print ``[done/total] outcome path (detail)``."""
         self._done += 1
+        if result.job_id is not None:
+            self._flight.pop(result.job_id, None)
         if result.outcome == "ingested":
             self._chunks += result.chunks
         if self._progress is not None and self._task is not None:
+            self._progress.status = self._status_line()
             self._progress.update(self._task, advance=1, chunks=self._chunks, rate=self._rate())
             if result.outcome in ("failed", "skipped"):
                 self._progress.console.print(
@@ -643,12 +886,12 @@ class ConsoleReporter:
         detail = {
             "ingested": f"{result.chunks} chunks",
             "duplicate": f"same content as document {result.document_id}",
-            "queued": f"job {result.job_id}",
         }.get(result.outcome, result.reason or "")
-        self.console.print(
-            f"[{self._done}/{self._total}] {result.outcome:<9} {result.path} ({detail}) "
-            f"{self._chunks} chunks, {self._rate():.1f} chunks/s",
-            markup=False, highlight=False, soft_wrap=True,
+        if result.outcome in ("queued", "processing"):
+            detail = ", ".join(x for x in (result.reason, f"job {result.job_id}") if x)
+        self._say(
+            f"[{self._done}/{self._total}] {result.outcome:<10} {result.path} ({detail}) "
+            f"{self._chunks} chunks, {self._rate():.1f} chunks/s"
         )
 
     def stop(self) -> None:
@@ -659,7 +902,8 @@ class ConsoleReporter:
 
 
 def render_summary(summary: IngestSummary, console: Console) -> None:
-    """Print the counts table, then a table of the failed and skipped files with reasons."""
+    """Print the counts table, a table of the failed and skipped files with reasons, one of
+    the files still pending at the timeout with their job ids, then the counts and times."""
     table = Table(title=f"ragd ingest: collection {summary.collection!r}", title_justify="left")
     table.add_column("result")
     table.add_column("files", justify="right")
@@ -681,13 +925,32 @@ def render_summary(summary: IngestSummary, console: Console) -> None:
         for r in problems:
             details.add_row(str(r.path), r.outcome, r.reason or "")
         console.print(details)
-    console.print(
-        f"ingested {summary.count('ingested')}, duplicates {summary.count('duplicate')}, "
-        f"queued {summary.count('queued')}, failed {summary.count('failed')}, skipped "
-        f"{summary.count('skipped')}; {summary.chunks} chunks in {summary.elapsed:.1f}s "
-        f"({summary.throughput:.1f} chunks/s)",
-        markup=False, highlight=False, soft_wrap=True,
+    if summary.pending:
+        pending = Table(title="not finished yet (their jobs carry on)", title_justify="left")
+        pending.add_column("file", overflow="fold")
+        pending.add_column("job", overflow="fold")
+        pending.add_column("state", overflow="fold")
+        for r in summary.pending:
+            pending.add_row(str(r.path), r.job_id or "", r.reason or r.outcome)
+        console.print(pending)
+    counts = ", ".join(
+        f"{'duplicates' if outcome == 'duplicate' else outcome} {summary.count(outcome)}"
+        for outcome in OUTCOMES
     )
+    console.print(f"{counts}; {summary.chunks} chunks", markup=False, highlight=False,
+                  soft_wrap=True)
+    if summary.waited is not None and summary.processing is not None:
+        console.print(
+            f"waited {summary.waited:.1f}s in the queue, then processed for "
+            f"{summary.processing:.1f}s: {summary.documents_per_second:.2f} docs/s, "
+            f"{summary.chunks_per_second:.1f} chunks/s ({summary.elapsed:.1f}s in all)",
+            markup=False, highlight=False, soft_wrap=True,
+        )
+    elif summary.timed_out:
+        console.print(
+            f"no job left the queue in {summary.elapsed:.1f}s", markup=False, highlight=False,
+            soft_wrap=True,
+        )
 
 
 # -- the run -------------------------------------------------------------------------------
@@ -699,6 +962,7 @@ class _Pending:
     path: Path
     document_id: str
     job_id: str
+    state: JobState | None = None
 
 
 async def ingest_files(
@@ -711,32 +975,46 @@ async def ingest_files(
     wait_seconds: float | None = None,
     poll_interval: float = 0.25,
     reporter: Reporter | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> IngestSummary:
     """Upload ``candidates`` into ``collection`` and, with ``wait``, follow every job to its
-    end (``wait_seconds`` at most; the files still running then count as failed).
+    end, ``wait_seconds`` at most after the last upload: the files whose jobs are then still
+    queued or running end as ``queued`` or ``processing`` (their jobs carry on) and the
+    summary is ``timed_out``.
 
     Files are uploaded one at a time while the server (or the local pool) already processes
-    the earlier ones; finished jobs are collected between uploads.
+    the earlier ones; the jobs are polled between uploads, each change of a job's state goes
+    to the reporter.
     """
     reporter = reporter or SilentReporter()
-    started = time.perf_counter()
+    started = clock()
     summary = IngestSummary(collection=collection)
     results: list[FileResult | None] = [None] * len(candidates)
     pending: list[_Pending] = []
-    last_poll = time.perf_counter()
+    last_poll = clock()
+    first_upload: float | None = None
+    work_started: float | None = None
+    last_finished: float | None = None
 
     def finish(index: int, result: FileResult) -> None:
         results[index] = result
         reporter.file_done(result)
 
     async def poll() -> None:
-        nonlocal last_poll
-        last_poll = time.perf_counter()
+        nonlocal last_poll, work_started, last_finished
+        last_poll = clock()
         for item in list(pending):
             state = await backend.job_state(item.job_id)
-            if state.status not in FINISHED_JOBS:
+            if work_started is None and state.status != "queued":
+                work_started = clock()
+                reporter.work_started(work_started - (first_upload or started))
+            if not state.finished:
+                if state != item.state:
+                    item.state = state
+                    reporter.file_state(item.path, item.job_id, state)
                 continue
             pending.remove(item)
+            last_finished = clock()
             if state.status == "succeeded":
                 chunks = await backend.chunk_count(item.document_id)
                 finish(item.index, FileResult(item.path, "ingested", chunks,
@@ -745,6 +1023,16 @@ async def ingest_files(
                 reason = state.error or f"job {state.status}"
                 finish(item.index, FileResult(item.path, "failed", reason=reason,
                                               document_id=item.document_id, job_id=item.job_id))
+
+    def give_up(item: _Pending) -> None:
+        """The wait is over and the job is not: say where it stands."""
+        state = item.state or JobState(status="queued")
+        outcome: Outcome = "queued" if state.status == "queued" else "processing"
+        reason = f"still {outcome} after {wait_seconds:g}s"
+        if state.detail():
+            reason += (", " if outcome == "queued" else ": ") + state.detail()
+        finish(item.index, FileResult(item.path, outcome, reason=reason,
+                                      document_id=item.document_id, job_id=item.job_id))
 
     reporter.start(len(candidates), backend.target)
     try:
@@ -759,6 +1047,8 @@ async def ingest_files(
             except OSError as exc:
                 finish(index, FileResult(path, "failed", reason=f"cannot read: {exc}"))
                 continue
+            if first_upload is None:
+                first_upload = clock()
             sent = await backend.submit(collection_id, path.name, data, metadata)
             if sent.error is not None or sent.document_id is None:
                 finish(index, FileResult(path, "failed", reason=sent.error or "no document"))
@@ -770,26 +1060,27 @@ async def ingest_files(
                                          job_id=sent.job_id))
             else:
                 pending.append(_Pending(index, path, sent.document_id, sent.job_id))
-                if time.perf_counter() - last_poll >= poll_interval:
+                if clock() - last_poll >= poll_interval:
                     await poll()
-        deadline = None if not wait_seconds else time.perf_counter() + wait_seconds
+        deadline = None if not wait_seconds else clock() + wait_seconds
         while pending:
             await poll()
             if not pending:
                 break
-            if deadline is not None and time.perf_counter() >= deadline:
+            if deadline is not None and clock() >= deadline:
+                summary.timed_out = True
                 for item in pending:
-                    state = await backend.job_state(item.job_id)
-                    finish(item.index, FileResult(
-                        item.path, "failed",
-                        reason=f"still {state.status} after {wait_seconds:g}s (job {item.job_id})",
-                        document_id=item.document_id, job_id=item.job_id,
-                    ))
+                    give_up(item)
                 pending.clear()
                 break
             await asyncio.sleep(poll_interval)
     finally:
         reporter.stop()
+    end = clock()
     summary.results = [r for r in results if r is not None]
-    summary.elapsed = time.perf_counter() - started
+    summary.elapsed = end - started
+    if work_started is not None:
+        summary.waited = work_started - (first_upload or started)
+        until = end if summary.timed_out or last_finished is None else last_finished
+        summary.processing = until - work_started
     return summary

@@ -655,8 +655,9 @@ def ingest(
                      "values are strings).", show_default=False),
     ] = None,
     local: Annotated[
-        bool, typer.Option("--local", help="Work on the data dir directly and run the "
-                           "ingestion in this process (no server needed).")
+        bool, typer.Option("--local", help="Work on the data dir directly and run this "
+                           "run's jobs in this process (no server needed; other jobs in the "
+                           "queue are left to `ragd serve`/`ragd worker`).")
     ] = False,
     tenant: Annotated[
         str | None,
@@ -672,7 +673,9 @@ def ingest(
         bool, typer.Option("--wait/--no-wait", help="Wait until every document is ingested.")
     ] = True,
     timeout: Annotated[
-        float, typer.Option(min=0, help="Stop waiting after this many seconds (0: no limit).")
+        float, typer.Option(min=0, help="Stop waiting this many seconds after the last upload "
+                            "(0: no limit); files not finished by then are reported as still "
+                            "queued or processing, with their job ids (exit status 3).")
     ] = 0,
     concurrency: Annotated[
         int, typer.Option(min=1, max=64, help="With --local: jobs processed at once.")
@@ -682,13 +685,17 @@ def ingest(
 ) -> None:
     """Ingest files into a collection, through a running server or (--local) the data dir.
 
-    Shows progress, then a summary: ingested, duplicates, failed and skipped files.
+    While waiting, shows each file's queue position (the tenant's queued jobs ahead of it)
+    and stage; on a pipe or in CI, one line per change. Then a summary: ingested,
+    duplicates, queued, processing, failed and skipped files, the time waited in the queue
+    and the rates over the processing time (from the first job leaving the queue).
 
     Skipped (not uploaded): hidden, empty, or over ingestion.max_upload_mb.
 
-    Exit status: 0 when no file failed, 1 when some file failed, 2 for bad input.
-
-    Also 2 when the server is unreachable, the credential refused or the tenant unknown.
+    Exit status: 0 when every file is ingested, a duplicate or skipped (or, with --no-wait,
+    queued); 1 when some file failed; 2 for bad input, an unreachable server, a refused
+    credential or an unknown tenant; 3 when --timeout passed with files still queued or
+    processing (and none failed): their jobs carry on.
     """
     from rich.console import Console
 
@@ -754,11 +761,13 @@ def ingest(
         _fail("interrupted", 130)
         raise  # unreachable: _fail exits
     render_summary(summary, out)
-    if local and not wait and summary.count("queued"):
-        typer.echo("the queued jobs run when `ragd serve` or `ragd worker` opens this data dir",
-                   err=True)
-    if summary.any_failed:
-        raise typer.Exit(1)
+    if local and summary.count("queued") + summary.count("processing"):
+        typer.echo("the unfinished jobs run when `ragd serve` or `ragd worker` opens this data "
+                   "dir", err=True)
+    elif summary.pending:
+        typer.echo("follow them with GET /api/v1/jobs/<job id>", err=True)
+    if summary.exit_status:
+        raise typer.Exit(summary.exit_status)
 
 
 @app.command("eval")

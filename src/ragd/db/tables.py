@@ -172,8 +172,12 @@ class JobRow(Base):
     """A unit of background work; ``ragd.jobs.SqlJobQueue`` owns every state change."""
 
     __tablename__ = "jobs"
-    # Claimers scan by status and due time.
-    __table_args__ = (Index("ix_jobs_status_run_after", "status", "run_after"),)
+    # Claimers scan by status and due time; a queued job's position counts its tenant's
+    # queued jobs created before it.
+    __table_args__ = (
+        Index("ix_jobs_status_run_after", "status", "run_after"),
+        Index("ix_jobs_tenant_queue", "tenant_id", "status", "created_at", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(

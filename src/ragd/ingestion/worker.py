@@ -8,6 +8,10 @@ An idle loop claims again when it is woken, or every ``poll_interval`` seconds o
 woken in-process by the service that enqueued (:meth:`WorkerPool.wake`), and on PostgreSQL
 by the ``NOTIFY`` every committed job sends (:meth:`WorkerPool.listen`), so a job enqueued
 on any host starts at once. Polling stays as the fallback for a lost notification.
+
+A pool started by a client for its own work (``ragd ingest --local``) is given ``only``: each
+claim is restricted to the job ids it returns, so the pool runs that client's jobs and leaves
+the shared queue's backlog (other tenants', other runs') to the servers and workers.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 
 from ragd.db.listen import Listener
 from ragd.jobs.queue import JOBS_CHANNEL, Job, JobQueue
@@ -44,8 +48,13 @@ class WorkerPool:
         *,
         concurrency: int,
         poll_interval: float = 1.0,
+        only: Callable[[], Collection[str]] | None = None,
     ) -> None:
+        """``only``: when given, every claim takes only a job whose id it returns at that
+        moment (at most :data:`~ragd.jobs.queue.MAX_CLAIM_IDS`; an empty answer claims
+        nothing). Call :meth:`wake` after adding an id, so it is claimed at once."""
         self._queue = queue
+        self._only = only
         self._handlers = dict(handlers)
         self._concurrency = concurrency
         self._poll = poll_interval
@@ -112,7 +121,9 @@ class WorkerPool:
             # the claim runs (too late for its snapshot) must not be lost.
             self._wake.clear()
             try:
-                job = await self._queue.claim(worker_id, kinds)
+                job = await self._queue.claim(
+                    worker_id, kinds, job_ids=None if self._only is None else self._only()
+                )
             except Exception:  # noqa: BLE001 - a locked or unavailable DB: retry later
                 logger.warning("claiming a job failed", exc_info=True)
                 job = None

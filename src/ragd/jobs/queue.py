@@ -22,6 +22,12 @@ whatever that clock said (a first attempt whose ``run_after`` is not after its
 ``created_at`` was never deferred), so a producer whose clock runs ahead does not hold its
 jobs back; deferrals (backoff, release) are the queue's own, on its clock.
 
+**Scope and position.** A claimer may restrict its claim to a set of job ids (a client that
+runs the jobs it enqueued itself, ``ragd ingest --local``, leaves everyone else's alone), at most
+:data:`MAX_CLAIM_IDS` of them per claim. A queued job's position is the number of its tenant's
+queued jobs ahead of it in claim order (oldest first): one count over the index
+``ix_jobs_tenant_queue`` (tenant, status, created_at, id).
+
 **Wake-up.** On PostgreSQL every transaction that adds a job, or queues one again at once,
 sends ``NOTIFY`` on :data:`JOBS_CHANNEL` (payload: the job's kind), delivered when it commits;
 worker pools that listen claim at once instead of at their next poll.
@@ -30,16 +36,16 @@ worker pools that listen claim at once instead of at their next poll.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol, cast
 
-from sqlalchemy import Select, and_, delete, event, or_, select, text
+from sqlalchemy import Select, and_, delete, event, func, or_, select, text, tuple_
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapper
+from sqlalchemy.orm import Mapper, aliased
 
 from ragd.db.clock import database_now
 from ragd.db.cursor import encode_cursor, newest_first
@@ -64,6 +70,9 @@ MAX_ERROR_CHARS = 4000
 #: channel: :data:`JOBS_CHANNEL`).
 JOBS = "jobs"
 JOBS_CHANNEL = channel_name(JOBS)
+#: The most job ids one claim may be restricted to (a bound on the statement's size: a client
+#: with more jobs passes its oldest unfinished ones, which are the ones claim order wants).
+MAX_CLAIM_IDS = 500
 #: Where the queue reads the time (an injected clock; None: the database's).
 Clock = Callable[[], datetime]
 
@@ -129,9 +138,15 @@ class JobQueue(Protocol):
         self, tenant_id: str, kind: str, payload: Mapping[str, Any], *, max_attempts: int = 3
     ) -> Job: ...
 
-    async def claim(self, worker_id: str, kinds: Sequence[str]) -> Job | None:
+    async def claim(
+        self, worker_id: str, kinds: Sequence[str], *, job_ids: Collection[str] | None = None
+    ) -> Job | None:
         """Take the oldest due job of one of ``kinds``: a queued one whose ``run_after`` has
-        passed, or a running one whose lease expired. None when there is nothing to do."""
+        passed, or a running one whose lease expired. None when there is nothing to do.
+
+        ``job_ids`` (at most :data:`MAX_CLAIM_IDS`; :class:`InvalidInput` beyond) restricts
+        the claim to those jobs: any other job, however old, is left for other claimers. An
+        empty collection claims nothing."""
         ...
 
     async def heartbeat(self, job_id: str, worker_id: str) -> bool:
@@ -174,6 +189,12 @@ class JobQueue(Protocol):
         ...
 
     async def get(self, tenant_id: str, job_id: str) -> Job | None: ...
+
+    async def position(self, tenant_id: str, job_id: str) -> int | None:
+        """How many of the tenant's queued jobs are ahead of this queued job in claim order
+        (created first; all kinds, due or backing off). None when the job is not queued, or
+        not the tenant's."""
+        ...
 
     async def list(
         self,
@@ -262,6 +283,27 @@ class SqlJobQueue:
             row = await _tenant_row(s, tenant_id, job_id)
             return None if row is None else job_from_row(row)
 
+    async def position(self, tenant_id: str, job_id: str) -> int | None:
+        # One statement: the job (queued, the tenant's) and a correlated count of the
+        # tenant's queued jobs before it, a range of ix_jobs_tenant_queue.
+        ahead = aliased(JobRow)
+        count = (
+            select(func.count())
+            .select_from(ahead)
+            .where(
+                ahead.tenant_id == tenant_id,
+                ahead.status == "queued",
+                tuple_(ahead.created_at, ahead.id) < tuple_(JobRow.created_at, JobRow.id),
+            )
+            .scalar_subquery()
+        )
+        query = select(count).where(
+            JobRow.id == job_id, JobRow.tenant_id == tenant_id, JobRow.status == "queued"
+        )
+        async with self._db.read() as s:
+            found = (await s.execute(query)).first()
+        return None if found is None else int(found[0])
+
     async def list(
         self,
         tenant_id: str,
@@ -332,17 +374,22 @@ class SqlJobQueue:
 
     # -- workers ---------------------------------------------------------------------------
 
-    async def claim(self, worker_id: str, kinds: Sequence[str]) -> Job | None:
+    async def claim(
+        self, worker_id: str, kinds: Sequence[str], *, job_ids: Collection[str] | None = None
+    ) -> Job | None:
         if not worker_id or len(worker_id) > 64:
             raise InvalidInput("worker_id must be 1 to 64 characters")
-        if not kinds:
+        if job_ids is not None and len(job_ids) > MAX_CLAIM_IDS:
+            raise InvalidInput(f"a claim takes at most {MAX_CLAIM_IDS} job ids")
+        if not kinds or (job_ids is not None and not job_ids):
             return None
         async with self._db.transaction() as s:
             now = await self._now(s)
+            query = select(JobRow).where(JobRow.kind.in_(list(kinds)), _due(now))
+            if job_ids is not None:
+                query = query.where(JobRow.id.in_(list(job_ids)))
             query = (
-                select(JobRow)
-                .where(JobRow.kind.in_(list(kinds)), _due(now))
-                .order_by(JobRow.created_at, JobRow.id)
+                query.order_by(JobRow.created_at, JobRow.id)
                 .limit(1)
                 .with_for_update(skip_locked=True)
             )
@@ -622,6 +669,7 @@ __all__ = [
     "BACKOFF_MAX",
     "JOBS_CHANNEL",
     "JOB_STATUSES",
+    "MAX_CLAIM_IDS",
     "Clock",
     "Job",
     "JobPage",

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query
 
 from ragd.api.deps import CurrentPrincipal, IngestionDep, QueueDep
 from ragd.api.errors import ERROR_RESPONSES
-from ragd.api.payloads import JobOut, JobPage
+from ragd.api.payloads import JobDetail, JobOut, JobPage
 from ragd.api.routing import ApiRoute
 from ragd.errors import NotFound
 from ragd.jobs.queue import JobStatus
@@ -33,11 +33,16 @@ async def list_jobs(
 
 
 @router.get("/{job_id}")
-async def get_job(job_id: JobId, principal: CurrentPrincipal, queue: QueueDep) -> JobOut:
+async def get_job(job_id: JobId, principal: CurrentPrincipal, queue: QueueDep) -> JobDetail:
+    """The job; while it is queued, ``queue_position``: how many of the tenant's queued jobs
+    are ahead of it (the tenant's jobs are claimed oldest first)."""
+    # The position first: shown only if the job read after it is still queued, so a job
+    # claimed in between is reported running, without a stale position.
+    position = await queue.position(principal.tenant_id, job_id)
     job = await queue.get(principal.tenant_id, job_id)
     if job is None:
         raise NotFound("job not found", code="job_not_found")
-    return JobOut.of(job)
+    return JobDetail.at(job, position)
 
 
 @router.post("/{job_id}/cancel")
