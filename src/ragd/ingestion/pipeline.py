@@ -233,7 +233,7 @@ class IngestionPipeline:
                 )
                 await self._stage(state, "embed", min(start + batch, total), total)
 
-        await self._stage(state, "index", 0, total)
+        await self._stage(state, "index", 0, total, check_cancel=True)
         with _timed(state.timings, "index"):
             outcome = await self._catalog.commit_version(
                 VersionCommit(
@@ -258,10 +258,11 @@ class IngestionPipeline:
         state.timings["total"] = round(
             sum(state.timings.get(stage, 0.0) for stage in STAGES), 6
         )
-        await self._queue.set_stage(job.id, worker_id, "index", total, total)  # final state
         if outcome in (CommitOutcome.SUPERSEDED, CommitOutcome.GONE):
             state.timings["skipped"] = 1.0
-        await self._queue.complete(job.id, worker_id, state.timings)
+        await self._queue.complete(
+            job.id, worker_id, state.timings, stage=("index", total, total)
+        )
 
     async def _chunk(self, parsed: ParsedDocument, max_tokens: int) -> list[Chunk]:
         tokenize = await self._runtime.token_spans()
@@ -272,21 +273,26 @@ class IngestionPipeline:
             overlap_tokens=overlap,
         )
 
-    async def _stage(self, state: _Run, stage: str, done: int, total: int) -> None:
-        """Stop if told to; report progress (a write, which also extends the lease) at most
-        every :data:`PROGRESS_SECONDS`: a small document runs all its stages in a fraction
-        of a second, and each write is a durable transaction. The heartbeat keeps the lease
-        in between, so the shown stage may lag by up to that interval."""
+    async def _stage(
+        self, state: _Run, stage: str, done: int, total: int, *, check_cancel: bool = False
+    ) -> None:
+        """Stop if told to; report progress (a write, which also extends the lease) and look
+        for a cancellation request at most every :data:`PROGRESS_SECONDS`: a small document
+        runs all its stages in a fraction of a second, and each is a database round trip.
+        The heartbeat keeps the lease (and notices cancellation) in between, so the shown
+        stage may lag by up to that interval. ``check_cancel`` looks anyway (before the
+        commit: a cancelled document must not become searchable)."""
         if state.lost.is_set():
             raise Stop(cancelled=await self._queue.is_cancel_requested(state.job.id))
         now = time.monotonic()
-        if now - state.reported_at >= PROGRESS_SECONDS:
+        due = now - state.reported_at >= PROGRESS_SECONDS
+        if due:
             if not await self._queue.set_stage(
                 state.job.id, state.worker_id, stage, done, total
             ):
                 raise Stop(cancelled=False)
             state.reported_at = now
-        if await self._queue.is_cancel_requested(state.job.id):
+        if (due or check_cancel) and await self._queue.is_cancel_requested(state.job.id):
             raise Stop(cancelled=True)
 
     @contextlib.asynccontextmanager

@@ -160,8 +160,16 @@ class JobQueue(Protocol):
     ) -> bool: ...
 
     async def complete(
-        self, job_id: str, worker_id: str, timings: Mapping[str, float] | None = None
-    ) -> bool: ...
+        self,
+        job_id: str,
+        worker_id: str,
+        timings: Mapping[str, float] | None = None,
+        *,
+        stage: tuple[str, int, int] | None = None,
+    ) -> bool:
+        """Mark the job succeeded, with its timings and, if given, its final
+        ``(stage, done, total)`` (saving a progress write)."""
+        ...
 
     async def fail(
         self, job_id: str, worker_id: str, error: str, *, retryable: bool = True
@@ -475,13 +483,20 @@ class SqlJobQueue:
             return True
 
     async def complete(
-        self, job_id: str, worker_id: str, timings: Mapping[str, float] | None = None
+        self,
+        job_id: str,
+        worker_id: str,
+        timings: Mapping[str, float] | None = None,
+        *,
+        stage: tuple[str, int, int] | None = None,
     ) -> bool:
         async with self._db.transaction() as s:
             now = await self._now(s)
             row = await _owned_row(s, job_id, worker_id)
             if row is None:
                 return False
+            if stage is not None:
+                row.stage, row.progress_done, row.progress_total = stage
             _finish(row, "succeeded", now)
             row.error = None
             row.timings = json.dumps(dict(timings or {}), separators=(",", ":"))

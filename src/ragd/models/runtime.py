@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -36,6 +37,16 @@ EMBEDDER = "embedder"
 RERANKER = "reranker"
 KEYWORDS = "keywords"
 MIB = 2**20
+
+
+def embedder_concurrency(settings: ModelsSettings, cores: int | None = None) -> int:
+    """Embedder calls that run at once: one per core its intra-op threads leave free (with
+    the default single thread, one per core up to the inference pool's size), so ingestion
+    uses every core; one when each call already uses every core (``inference_threads=0``)."""
+    if settings.inference_threads == 0:
+        return 1
+    available = cores if cores is not None else (os.cpu_count() or 1)
+    return max(1, min(settings.pool_workers, available // settings.inference_threads))
 
 
 class ModelRuntime:
@@ -66,7 +77,8 @@ class ModelRuntime:
 
         ttl = settings.idle_ttl_seconds
         self._embedder: ModelHandle[Embedder] = registry.register(
-            EMBEDDER, load_embedder, kind="embedder", idle_ttl=ttl
+            EMBEDDER, load_embedder, kind="embedder", idle_ttl=ttl,
+            concurrency=embedder_concurrency(settings),
         )
         self._keywords: ModelHandle[KeywordExtractor] = registry.register(
             KEYWORDS, lambda: KeywordExtractor.from_settings(settings), kind="keywords",
