@@ -205,3 +205,72 @@ async def test_a_checkpoint_after_another_processes_save_keeps_this_process_fres
     assert parts.vectors.keys() == {1, 2, 3}
     first.close()
     second.close()
+
+
+# -- publish: background, coalesced syncs ----------------------------------------------------
+
+
+class CountingLexical:
+    """A tantivy partition that counts its commits with changes, and can hold the first one
+    until released (so publishes pile up behind a running sync)."""
+
+    def __init__(self, path: Path, gate: asyncio.Event | None, entered: asyncio.Event,
+                 loop: asyncio.AbstractEventLoop, commits: list[int]) -> None:
+        from ragd.index.lexical import TantivyPartition
+
+        self._inner = TantivyPartition(path)
+        self._gate = gate
+        self._entered = entered
+        self._loop = loop
+        self._commits = commits
+
+    def commit(self, applied_seq: int) -> None:
+        if self._gate is not None:
+            self._loop.call_soon_threadsafe(self._entered.set)
+            asyncio.run_coroutine_threadsafe(self._gate.wait(), self._loop).result()
+            self._gate = None
+        self._commits.append(applied_seq)
+        self._inner.commit(applied_seq)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+
+async def test_publishes_during_a_sync_are_applied_together_by_one_more_sync(
+    tmp_path: Path,
+) -> None:
+    log = ChangeLog("tenant-a")
+    gate, entered = asyncio.Event(), asyncio.Event()
+    commits: list[int] = []
+    loop = asyncio.get_running_loop()
+    manager = IndexManager(  # type: ignore[arg-type]  # the fake is all the manager reads
+        log, tmp_path / "indexes",
+        lexical_factory=lambda path: CountingLexical(  # type: ignore[arg-type,return-value]
+            path, gate, entered, loop, commits),
+    )
+    log.upsert(1, "harbour cranes")
+    assert await manager.publish("tenant-a") == 0  # returns before the index is written
+    await entered.wait()
+    # The first sync is held in its commit; ten more documents commit and publish meanwhile.
+    for key in range(2, 12):
+        log.upsert(key, f"document number {key} glacier")
+        await manager.publish("tenant-a")
+    gate.set()
+    await manager.settle()
+    # The first sync applied change 1; every later one went into one more commit.
+    assert commits == [1, 11]
+    hits = await manager.lexical_search("tenant-a", "glacier", 20)
+    assert sorted(hit.key for hit in hits) == list(range(2, 12))
+    manager.close()
+
+
+async def test_a_search_right_after_publish_sees_the_document(tmp_path: Path) -> None:
+    """The background sync has not run yet: the search leg syncs first."""
+    log = ChangeLog("tenant-a")
+    manager = _process(log, tmp_path / "indexes")
+    log.upsert(1, "harbour cranes")
+    await manager.publish("tenant-a")
+    hits = await manager.lexical_search("tenant-a", "cranes", 5)
+    assert [hit.key for hit in hits] == [1]
+    await manager.settle()
+    manager.close()

@@ -496,3 +496,23 @@ def test_embed_many_batches_short_phrases_close_to_embed(
     assert float(cosines(batched, one_by_one).min()) > 0.97
     texts, expected = reference
     assert float(cosines(minilm_embedder.embed_many(texts), expected).mean()) > 0.97
+
+
+def test_token_vectors_come_from_the_pass_that_gives_the_vector(
+    minilm_embedder: OnnxEmbedder,
+) -> None:
+    texts = ["Cranes unload containers in the harbour at dawn.", "word " * 400]
+    passes = minilm_embedder.embed_tokens(texts)
+    assert minilm_embedder.token_vectors
+    np.testing.assert_allclose(
+        np.stack([p.vector for p in passes]), minilm_embedder.embed(texts), rtol=0, atol=1e-6
+    )
+    limit = minilm_embedder.info.max_tokens
+    for forward, text in zip(passes, texts, strict=True):
+        assert forward.tokens.shape == (len(forward.spans), minilm_embedder.info.dimension)
+        assert len(forward.spans) <= limit - 2  # no [CLS]/[SEP]; truncated like embed()
+        assert all(0 <= a < b <= len(text) for a, b in forward.spans)
+    # Word pieces, each with its span in the original text (case kept).
+    assert [texts[0][a:b] for a, b in passes[0].spans] == [
+        "Cranes", "un", "load", "containers", "in", "the", "harbour", "at", "dawn", "."]
+    assert len(passes[1].spans) == limit - 2

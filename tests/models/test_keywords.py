@@ -22,8 +22,10 @@ from ragd.models.keywords import (
     candidates,
     mmr,
     normalize,
+    phrase_spans,
     tokenize,
 )
+from ragd.models.base import TokenVectors
 from ragd.settings import ModelsSettings
 
 TOKEN = re.compile(r"\w+(?:['.\-]\w+)*")
@@ -363,3 +365,71 @@ def test_extractor_rejects_bad_configuration() -> None:
         KeywordExtractor(ngram_max=0)
     with pytest.raises(ValueError):
         KeywordExtractor(max_candidates=0)
+
+
+# -- phrases located in the text (keywords from the chunk's own forward pass) -----------------
+
+
+@settings(max_examples=300)
+@given(text=any_text, ngram_range=ngram_ranges, limit=st.integers(1, 50))
+def test_phrase_spans_locate_every_occurrence_of_the_same_candidates(
+    text: str, ngram_range: tuple[int, int], limit: int
+) -> None:
+    found = phrase_spans(text, ngram_range=ngram_range, max_candidates=limit)
+    if text.isascii():  # one character at a time is the same normalisation here
+        assert list(found) == candidates(text, ngram_range=ngram_range, max_candidates=limit)
+    for phrase, places in found.items():
+        assert places, phrase
+        for start, end in places:
+            assert 0 <= start < end <= len(text)
+            # The span, normalised, reads as the phrase (whitespace between its words); a
+            # character that normalises to several ("¼" -> "1⁄4") may hold more.
+            if text.isascii():
+                assert collapsed(text[start:end]) == phrase
+            else:
+                assert phrase.replace(" ", "") in collapsed(text[start:end]).replace(" ", "")
+        if text.isascii():
+            assert len(places) == len(starts(phrase, text))
+
+
+def test_phrase_spans_map_back_through_characters_that_normalisation_widens() -> None:
+    text = "The ﬁle system and the ﬁle system"  # "ﬁ" becomes "fi"
+    found = phrase_spans(text)
+    assert [text[a:b] for a, b in found["file system"]] == ["\ufb01le system"] * 2
+    assert [text[a:b] for a, b in found["system"]] == ["system"] * 2
+
+
+def _forward(text: str, words: dict[str, list[float]]) -> TokenVectors:
+    """A forward pass of ``text`` with one token per word, each with the given vector."""
+    spans = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+    tokens = np.array([words[text[a:b]] for a, b in spans], dtype=np.float32)
+    vector = tokens.mean(axis=0)
+    return TokenVectors(vector / np.linalg.norm(vector), tokens, tuple(spans))
+
+
+def test_keywords_from_tokens_pool_each_phrases_own_token_vectors() -> None:
+    words = {"heading": [0, 0, 1], "alpha": [1, 0, 0], "beta": [0.6, 0.8, 0], "gamma": [0, 1, 0]}
+    embedded = "heading alpha beta gamma alpha"
+    forward = _forward(embedded, words)
+    extractor = KeywordExtractor(top_n=3, ngram_max=1, diversity=0.0)
+    # The text starts after "heading ": its phrases are found there, shifted by the offset.
+    keywords = extractor.extract_from_tokens(
+        "alpha beta gamma alpha", forward, offset=len("heading ")
+    )
+    expected = sorted(
+        ((float(np.dot(forward.vector, words[w]) / np.linalg.norm(words[w])), w)
+         for w in ("alpha", "beta", "gamma")), reverse=True,
+    )
+    assert [(k.keyword, round(k.score, 5)) for k in keywords] == [
+        (w, round(score, 5)) for score, w in expected
+    ]
+    assert "heading" not in {k.keyword for k in keywords}
+    assert extractor.extract_from_tokens("", _forward("alpha", words)) == []
+
+
+def test_phrases_past_the_token_limit_are_not_candidates() -> None:
+    words = {"alpha": [1, 0], "beta": [0, 1]}
+    text = "alpha beta"
+    forward = _forward("alpha", words)  # the model read only the first word
+    keywords = KeywordExtractor(top_n=5, ngram_max=2).extract_from_tokens(text, forward)
+    assert [k.keyword for k in keywords] == ["alpha"]

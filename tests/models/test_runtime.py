@@ -169,3 +169,54 @@ async def test_keyword_phrases_are_embedded_once_and_results_unchanged(
     assert len(phrases[1]) < len(extractor.candidates(second))
     # Given the text's vector, the text itself is not embedded again.
     assert texts == [] and with_vector
+
+
+async def test_ingestion_keywords_come_from_the_chunks_own_forward_pass(
+    runtime: ModelRuntime,
+) -> None:
+    """One model call per chunk: the chunk's vector (exactly what ``embed`` gives) and its
+    keywords, phrases of the chunk's text, ranked from the same forward pass."""
+    heading = "Package management\n\n"
+    text = ("The apt package manager installs Debian packages and resolves their "
+            "dependencies from the configured mirrors.")
+    embedder = await runtime._embedder.get()
+    calls: list[list[str]] = []
+    original, original_many = embedder.embed_tokens, embedder.embed_many  # type: ignore[attr-defined]
+
+    def counting(batch: list[str], kind: str = "passage") -> list[object]:
+        calls.append(list(batch))
+        return original(batch, kind=kind)  # type: ignore[no-any-return]
+
+    def refused(batch: list[str], kind: str = "passage") -> np.ndarray:  # type: ignore[type-arg]
+        raise AssertionError("keyword candidates were embedded on their own")
+
+    embedder.embed_tokens = counting  # type: ignore[attr-defined]
+    embedder.embed_many = refused  # type: ignore[method-assign,assignment]
+    try:
+        vectors, keywords, spent = await runtime.embed_with_keywords(
+            [heading + text, "tiny"], [text, "tiny"], top_n=4
+        )
+    finally:
+        embedder.embed_tokens = original  # type: ignore[attr-defined]
+        embedder.embed_many = original_many  # type: ignore[method-assign]
+    assert calls == [[heading + text, "tiny"]]
+    np.testing.assert_allclose(vectors, await runtime.embed([heading + text, "tiny"]),
+                               rtol=0, atol=1e-6)
+    assert 1 <= len(keywords[0]) <= 4 and spent >= 0
+    lowered = text.lower()
+    for keyword in keywords[0]:
+        assert keyword.keyword in lowered  # a phrase of the text, never of the heading
+        assert -1.0 <= keyword.score <= 1.0
+    assert "management" not in {k.keyword for k in keywords[0]}
+    assert [k.keyword for k in keywords[1]] == ["tiny"]
+
+
+def test_the_embedder_runs_one_call_per_free_core() -> None:
+    from ragd.models.runtime import embedder_concurrency
+    from ragd.settings import ModelsSettings
+
+    assert embedder_concurrency(ModelsSettings(), cores=2) == 2
+    assert embedder_concurrency(ModelsSettings(), cores=1) == 1
+    assert embedder_concurrency(ModelsSettings(pool_workers=8), cores=4) == 4
+    assert embedder_concurrency(ModelsSettings(inference_threads=2), cores=4) == 2
+    assert embedder_concurrency(ModelsSettings(inference_threads=0), cores=8) == 1

@@ -264,6 +264,8 @@ class IndexManager:
     # -- verify and rebuild ----------------------------------------------------------------
 
     async def verify(self, tenant_id: str) -> Verification:
+        # What this process published is in the partitions before they are compared.
+        await self.settle()
         parts = await self.partitions(tenant_id)
         async with parts.lock:
             await asyncio.to_thread(_refresh, parts)

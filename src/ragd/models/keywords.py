@@ -411,7 +411,9 @@ class KeywordExtractor:
                 # its end (spans are in order).
                 first = int(np.searchsorted(ends, start + offset, side="right"))
                 last = int(np.searchsorted(starts, end + offset, side="left"))
-                covered.extend(range(first, last))
+                # Only occurrences the model read to their end (not cut by its limit).
+                if last > first and ends[last - 1] >= end + offset:
+                    covered.extend(range(first, last))
             if covered:
                 phrases.append(phrase)
                 rows.append(forward.tokens[covered].mean(axis=0))
