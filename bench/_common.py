@@ -561,6 +561,12 @@ def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join([render(headers), rule, *(render(line) for line in cells)])
 
 
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """The same cells as :func:`format_table`, as a Markdown (GitHub) table for the README."""
+    lines = [headers, ["---"] * len(headers), *([_cell(v) for v in line] for line in rows)]
+    return "\n".join("| " + " | ".join(str(cell) for cell in line) + " |" for line in lines)
+
+
 def summary_table(rows: Iterable[Mapping[str, Any]], *, bench: str | None = None) -> str:
     headers = ["metric", "value", "unit", "target", "status", "note"]
     lines = [[line.get(key, "") for key in headers] for line in rows]
@@ -568,6 +574,14 @@ def summary_table(rows: Iterable[Mapping[str, Any]], *, bench: str | None = None
         headers = ["bench", *headers]
         lines = [[bench, *line] for line in lines]
     return format_table(headers, lines)
+
+
+def write_json(path: Path | None, result: Mapping[str, Any]) -> None:
+    """Write ``result`` to ``path`` (a bench's ``--json PATH``), its folder created; None:
+    nothing."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
 
 
 def emit(result: Mapping[str, Any], table: str, *, json_only: bool = False) -> None:

@@ -130,18 +130,24 @@ def _strided(rows: Sequence[dict[str, str]], limit: int | None) -> list[dict[str
 
 
 class RssSampler:
-    """Samples RSS of this process and (separately) of its descendants every ``interval``."""
+    """Samples RSS of a process (this one unless ``pid``) and, separately, of its
+    descendants every ``interval``; with ``pss_every`` = n, also the PSS of all of them
+    every n-th sample (slower to read; counts pages a fork shares with its parent once,
+    where the sum of RSS counts them in every process)."""
 
-    def __init__(self, interval: float = SAMPLE_INTERVAL_S) -> None:
+    def __init__(self, interval: float = SAMPLE_INTERVAL_S, *, pid: int | None = None,
+                 pss_every: int = 0) -> None:
         self.interval = interval
-        self.proc = psutil.Process()
+        self.pss_every = pss_every
+        self.peak_pss = 0
+        self.proc = psutil.Process(pid)
         self.peak_self = 0
         self.peak_children = 0
         self.peak_total = 0
         self.max_children_alive = 0
         self.samples = 0
         self.by_child: dict[int, list[Any]] = {}  # pid -> [command, peak rss]
-        #: A child between fork and exec still shows this process's cmdline and (shared,
+        #: A child between fork and exec still shows its parent's cmdline and (shared,
         #: copy-on-write) RSS: it is skipped, or every spawn would look like a 400 MB sandbox.
         self.own_cmdline = self.proc.cmdline()
         self.pre_exec_skipped = 0
@@ -151,7 +157,7 @@ class RssSampler:
     def _sample(self) -> None:
         own = self.proc.memory_info().rss
         children = 0
-        alive = 0
+        counted = [self.proc]
         with contextlib.suppress(psutil.Error):
             for child in self.proc.children(recursive=True):
                 with contextlib.suppress(psutil.Error):
@@ -161,13 +167,19 @@ class RssSampler:
                         continue
                     rss = child.memory_info().rss
                     children += rss
-                    alive += 1
+                    counted.append(child)
                     seen = self.by_child.setdefault(child.pid, [" ".join(cmdline[:5])[:120], 0])
                     seen[1] = max(seen[1], rss)
         self.peak_self = max(self.peak_self, own)
         self.peak_children = max(self.peak_children, children)
         self.peak_total = max(self.peak_total, own + children)
-        self.max_children_alive = max(self.max_children_alive, alive)
+        self.max_children_alive = max(self.max_children_alive, len(counted) - 1)
+        if self.pss_every and self.samples % self.pss_every == 0:
+            pss = 0
+            for proc in counted:
+                with contextlib.suppress(psutil.Error):
+                    pss += proc.memory_full_info().pss
+            self.peak_pss = max(self.peak_pss, pss)
         self.samples += 1
 
     def _loop(self) -> None:
@@ -189,6 +201,7 @@ class RssSampler:
             "peak_self_mb": common.bytes_to_mb(self.peak_self),
             "peak_children_mb": common.bytes_to_mb(self.peak_children),
             "peak_total_mb": common.bytes_to_mb(self.peak_total),
+            "peak_pss_mb": common.bytes_to_mb(self.peak_pss) if self.pss_every else None,
             "max_children_alive": self.max_children_alive,
             "samples": self.samples,
             "children_seen": len(self.by_child),
@@ -613,14 +626,50 @@ def _pending(client: Any, headers: dict[str, str]) -> int:
     return pending
 
 
+def serve_env(cache_dir: Path) -> dict[str, str]:
+    """The variables of a bench's ``ragd serve`` / ``ragd worker`` (over
+    :func:`common.server_env`): the shared prepared model cache, no admin bootstrap, quiet
+    logs, tokens that outlive a long run."""
+    return {"RAGD_BOOTSTRAP_ADMIN": "false", "RAGD_MODELS__CACHE_DIR": str(cache_dir),
+            "RAGD_LOG_LEVEL": "WARNING", "RAGD_AUTH__ACCESS_TOKEN_TTL_SECONDS": str(24 * 3600)}
+
+
+def register(client: Any, collections: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """Register the bench tenant over ``client`` (an ``httpx.Client`` on a server) and create
+    ``collections``: the auth headers and the collections' ids, in order."""
+    response = client.post("/api/v1/auth/register", json={
+        "email": "bench@ingest.example.org", "password": PASSWORD,
+        "tenant_name": "bench-ingest"})
+    if response.status_code != 201:
+        raise RuntimeError(f"register: {response.status_code} {response.text[:300]}")
+    headers = {"Authorization": f"Bearer {response.json()['access_token']}"}
+    ids = []
+    for name in collections:
+        response = client.post("/api/v1/collections", json={"name": name}, headers=headers)
+        if response.status_code != 201:
+            raise RuntimeError(f"collection: {response.status_code} {response.text[:300]}")
+        ids.append(str(response.json()["id"]))
+    return headers, ids
+
+
+def warm_up(client: Any, headers: dict[str, str], collection_id: str, documents: int) -> None:
+    """Ingest ``documents`` one-line texts and wait for them: every job loop has loaded its
+    models (embedder, keywords) and the figures after this leave the loads out."""
+    for number in range(documents):
+        client.post("/api/v1/documents", headers=headers, json={
+            "collection_id": collection_id, "title": f"warm-up {number}",
+            "text": f"Warm-up document {number}: how do I reverse a list in place?"})
+    while _pending(client, headers):
+        time.sleep(POLL_INTERVAL_S)
+
+
 def _scaleout_sample(config: str, source: Path, limit: int | None, root: Path, cache_dir: Path,
                      pg: Any, worker_processes: int) -> dict[str, Any]:
     import httpx
 
     rows = _strided(manifest(source), limit)
     files = [(row, (source / row["path"]).read_bytes()) for row in rows]
-    env = {"RAGD_BOOTSTRAP_ADMIN": "false", "RAGD_MODELS__CACHE_DIR": str(cache_dir),
-           "RAGD_LOG_LEVEL": "WARNING", "RAGD_AUTH__ACCESS_TOKEN_TTL_SECONDS": str(24 * 3600)}
+    env = serve_env(cache_dir)
     url = None
     if config == "postgresql":
         url = common.fresh_database(pg, "ingest")
@@ -631,21 +680,8 @@ def _scaleout_sample(config: str, source: Path, limit: int | None, root: Path, c
         with common.running_cluster(root, env, replicas=1, workers=workers,
                                     worker_concurrency=1, stop_timeout=60) as cluster, \
                 httpx.Client(base_url=cluster.base_urls[0], timeout=600) as client:
-            response = client.post("/api/v1/auth/register", json={
-                "email": "bench@ingest.example.org", "password": PASSWORD,
-                "tenant_name": "bench-ingest"})
-            if response.status_code != 201:
-                raise RuntimeError(f"register: {response.status_code} {response.text[:300]}")
-            headers = {"Authorization": f"Bearer {response.json()['access_token']}"}
-            collections = [client.post("/api/v1/collections", json={"name": name},
-                                       headers=headers).json()["id"]
-                           for name in ("warm-up", "bench")]
-            for number in range(2 * loops):  # every process loads its model: not measured
-                client.post("/api/v1/documents", headers=headers, json={
-                    "collection_id": collections[0], "title": f"warm-up {number}",
-                    "text": f"Warm-up document {number}: how do I reverse a list in place?"})
-            while _pending(client, headers):
-                time.sleep(POLL_INTERVAL_S)
+            headers, collections = register(client, ("warm-up", "bench"))
+            warm_up(client, headers, collections[0], 2 * loops)
             pids = [process.pid for process in [*cluster.replicas, *cluster.workers]]
             cpu_before = _cpu_of(pids)
             load_before = os.getloadavg()[0]
@@ -933,10 +969,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         result = run(args.quick, sets=sets, repeat=args.repeat, keywords_run=args.keywords_run,
                      limit=args.limit)
-    if args.json_out is not None:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps(result, indent=2, default=str) + "\n",
-                                 encoding="utf-8")
+    common.write_json(args.json_out, result)
     common.emit(result, render(result))
     return 0
 

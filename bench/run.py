@@ -28,7 +28,8 @@ except ImportError:  # ... or run as a script, with bench/ on sys.path
 
 #: Bench modules (in bench/), run in this order.
 # bench/soak.py is not run by default: it takes about 40 minutes (see its docstring); nor is
-# bench/contention.py: 2 minutes of load, then the drain of its ingestion backlog (~30 minutes).
+# bench/contention.py: 2 minutes of load, then the drain of its ingestion backlog (~30 minutes);
+# nor bench/ingest_corpus.py: every passage of both eval corpora, about an hour a repetition.
 BENCHES: list[str] = [
     "cold_start", "auth_overhead", "models", "ingest", "crash", "fusion", "search_latency",
     "chat_latency", "loop_lag", "revocation_delay",
