@@ -16,7 +16,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -72,7 +72,9 @@ class _Run:
     worker_id: str
     timings: dict[str, float]
     lost: asyncio.Event
-    reported_at: float = -1e9  # monotonic time of the last progress write
+    #: Monotonic time of the last progress write; the claim counts as one (it marked the job
+    #: running), so a document done within :data:`PROGRESS_SECONDS` writes none.
+    reported_at: float = field(default_factory=time.monotonic)
 
 
 def parse_limits(settings: IngestionSettings) -> ParseLimits:
