@@ -294,6 +294,18 @@ class IngestionSettings(SettingsGroup):
     parse_cpu_seconds: int = Field(default=120, ge=1, le=86400)
     parse_concurrency: int = Field(default=2, ge=1, le=64)
     max_pages: int = Field(default=2000, ge=1)
+    # Caps that cut a document instead of refusing it: it is indexed up to the cap and carries
+    # a warning that says what was left out. They bound the time one document holds a worker.
+    max_parsed_chars: int = Field(
+        default=5_000_000, ge=1000,
+        description="Characters of parsed text kept per document (before chunking).",
+    )
+    max_csv_rows: int = Field(default=50_000, ge=1, description="CSV rows read after the header.")
+    max_csv_columns: int = Field(default=512, ge=1, description="CSV cells read per row.")
+    max_chunks_per_document: int = Field(
+        default=3000, ge=1, le=1_000_000,
+        description="Chunks embedded and indexed per document; the rest is not indexed.",
+    )
     chunk_target_tokens: int = Field(
         default=220, ge=16, le=8192,
         description="Chunk size in embedder tokens (room left for the heading prefix).",

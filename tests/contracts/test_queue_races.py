@@ -301,3 +301,24 @@ async def _outcome(call: Awaitable[T]) -> T | BaseException:
         return await call
     except Exception as exc:  # noqa: BLE001 - returned for the test to inspect
         return exc
+
+
+async def test_a_claim_passes_a_tenants_held_job_by_for_the_next_tenants(stage: Stage) -> None:
+    """Fair claims racing: the first claim holds A's oldest job (parked before its commit);
+    the second, which ranked A first too, finds that job locked and takes B's, not A's next.
+    A third, with both held, takes A's next job."""
+    other = (await stage.site.identity().create_tenant("globex")).id
+    a1 = await stage.one.enqueue(stage.tenant, KIND, {"n": 1})
+    a2 = await stage.one.enqueue(stage.tenant, KIND, {"n": 2})
+    b1 = await stage.one.enqueue(other, KIND, {"n": 1})
+
+    async def two_more() -> tuple[Job | None, Job | None]:
+        second = await stage.two.claim("worker-b", [KIND])
+        return second, await stage.one.claim("worker-c", [KIND])
+
+    first, (second, third) = await stage.while_parked(
+        stage.parking.claim("worker-a", [KIND]), two_more
+    )
+    assert first is not None and first.id == a1.id
+    assert second is not None and second.id == b1.id
+    assert third is not None and third.id == a2.id

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from ragd.ingestion.chunking import Chunk, chunk_document, chunk_id
+from ragd.ingestion.chunking import Chunk, cap_chunks, chunk_document, chunk_id
 from ragd.ingestion.parsers.base import ParsedDocument, Section
 from tests.shared_data import EVAL, require
 
@@ -257,6 +257,30 @@ def test_invalid_sizes() -> None:
     ):
         with pytest.raises(ValueError):
             chunk_document(doc, tokenize=WHITESPACE, **kwargs)
+
+
+def test_cap_chunks_keeps_the_first_chunks_and_says_where_the_cut_is() -> None:
+    text = "\n\n".join(f"Paragraph {i} has a few words in it." for i in range(30))
+    doc = ParsedDocument("text", (Section(text),), warnings=("parsed with care",))
+    chunks = chunk_document(doc, tokenize=WHITESPACE, target_tokens=16, overlap_tokens=0)
+    assert len(chunks) > 5
+    kept, capped = cap_chunks(chunks, doc, 5)
+    assert kept == chunks[:5]
+    assert capped.warnings == (
+        "parsed with care",
+        f"only the first 5 of {len(chunks)} chunks were indexed (the text after character "
+        f"{chunks[4].end} of {len(text):,} is not searchable)",
+    )
+    assert capped.sections == doc.sections
+    assert cap_chunks(chunks, doc, len(chunks)) == (chunks, doc)
+
+    paged = ParsedDocument("pdf", tuple(Section(f"Page {n} text here.", page=n)
+                                        for n in range(1, 9)))
+    chunks = chunk_document(paged, tokenize=WHITESPACE, target_tokens=4, overlap_tokens=0)
+    _, capped = cap_chunks(chunks, paged, 3)
+    assert capped.warnings[-1].endswith("(the text after page 3 is not searchable)")
+    with pytest.raises(ValueError):
+        cap_chunks(chunks, paged, 0)
 
 
 def test_chunk_id_is_stable_and_distinct() -> None:

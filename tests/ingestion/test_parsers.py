@@ -16,8 +16,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ragd.ingestion.parsers import ParsedDocument, ParseError, detect_format, parse
+from ragd.ingestion.parsers.base import Section, cut_to_chars
 from tests.ingestion.generated import pdf_of
 from tests.shared_data import EVAL
 
@@ -303,6 +306,49 @@ def test_csv_rows_grouped_with_header_repeated() -> None:
         assert section.text.startswith("name | city\n")
     assert document.sections[0].text.count("\n") == 20
     assert document.sections[2].text.endswith("person44 | city44")
+
+
+def test_csv_rows_and_columns_past_the_caps_are_cut_with_a_warning() -> None:
+    wide = ",".join(f"h{i}" for i in range(1000))
+    lines = [wide] + [",".join(str(i % 10) for i in range(1000)) for _ in range(30)]
+    document = parse("\n".join(lines).encode(), filename="wide.csv",
+                     max_csv_rows=25, max_csv_columns=10)
+    assert document.warnings == (
+        "only the first 10 of 1,000 columns were read",
+        "only the first 25 of 30 rows were read",
+    )
+    assert document.sections[0].text.splitlines()[0] == " | ".join(f"h{i}" for i in range(10))
+    body = [line for s in document.sections for line in s.text.splitlines()[1:]]
+    assert len(body) == 25 and all(line.count("|") == 9 for line in body)
+    # Within the caps: nothing cut, nothing said.
+    within = parse("\n".join(lines).encode(), filename="wide.csv",
+                   max_csv_rows=30, max_csv_columns=1000)
+    assert within.warnings == ()
+    assert within.text == parse("\n".join(lines).encode(), filename="wide.csv").text
+
+
+def test_the_parsed_text_is_cut_at_max_chars_with_a_warning() -> None:
+    paragraphs = [f"Paragraph {i} " + "word " * 50 for i in range(100)]
+    data = "\n\n".join(paragraphs).encode()
+    full = parse(data, filename="long.txt")
+    document = parse(data, filename="long.txt", max_chars=1000)
+    assert len(document.text) == 1000 and full.text.startswith(document.text)
+    warning = f"only the first 1,000 of {len(full.text):,} characters were read"
+    assert document.warnings == (warning,)
+    assert parse(data, filename="long.txt", max_chars=len(full.text)).warnings == ()
+
+
+@settings(max_examples=200, deadline=None)
+@given(texts=st.lists(st.text(max_size=30), max_size=8), max_chars=st.integers(1, 120))
+def test_cut_to_chars_keeps_a_prefix_of_the_text(texts: list[str], max_chars: int) -> None:
+    document = ParsedDocument(format="text", sections=tuple(Section(t) for t in texts))
+    cut = cut_to_chars(document, max_chars)
+    if len(document.text) <= max_chars:
+        assert cut == document
+    else:
+        assert document.text.startswith(cut.text) and len(cut.text) <= max_chars
+        assert len(cut.text) >= max_chars - 2  # at most a joining blank line short
+        assert cut.warnings[-1].endswith(f"of {len(document.text):,} characters were read")
 
 
 def test_csv_is_detected_without_an_extension() -> None:

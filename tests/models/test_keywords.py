@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from ragd.models.base import Vectors
+from ragd.models.base import TokenVectors, Vectors
 from ragd.models.keywords import (
     DEFAULT_MAX_CANDIDATES,
     ENGLISH_STOP_WORDS,
@@ -25,7 +25,6 @@ from ragd.models.keywords import (
     phrase_spans,
     tokenize,
 )
-from ragd.models.base import TokenVectors
 from ragd.settings import ModelsSettings
 
 TOKEN = re.compile(r"\w+(?:['.\-]\w+)*")

@@ -172,11 +172,14 @@ class JobRow(Base):
     """A unit of background work; ``ragd.jobs.SqlJobQueue`` owns every state change."""
 
     __tablename__ = "jobs"
-    # Claimers scan by status and due time; a queued job's position counts its tenant's
-    # queued jobs created before it.
     __table_args__ = (
+        # Claimers scan by status and due time.
         Index("ix_jobs_status_run_after", "status", "run_after"),
-        Index("ix_jobs_tenant_queue", "tenant_id", "status", "created_at", "id"),
+        # The fair claim (migration 0008): the tenants with queued jobs, one index step each,
+        # each tenant's oldest queued job and its running ones (and a queued job's position:
+        # its tenant's queued jobs before it); when each tenant was last served.
+        Index("ix_jobs_queue", "status", "tenant_id", "created_at", "id"),
+        Index("ix_jobs_tenant_claimed", "tenant_id", "claimed_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -195,6 +198,8 @@ class JobRow(Base):
     run_after: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: When a worker last took the job (its latest attempt), on the queue's clock.
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     timings: Mapped[str] = mapped_column(Text, default="{}")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -44,12 +44,12 @@ import hashlib
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ragd.ingestion.parsers.base import ParsedDocument, Section
 from ragd.stores.catalog import embed_text
 
-__all__ = ["Chunk", "Tokenize", "chunk_document", "chunk_id"]
+__all__ = ["Chunk", "Tokenize", "cap_chunks", "chunk_document", "chunk_id"]
 
 #: ``tokenize(text)`` returns each token's ``(start, end)`` character span in ``text``.
 Tokenize = Callable[[str], Sequence[tuple[int, int]]]
@@ -119,6 +119,28 @@ def chunk_document(
     for run in _runs(doc):
         builder.add_run(run)
     return builder.chunks
+
+
+def cap_chunks(
+    chunks: list[Chunk], doc: ParsedDocument, limit: int
+) -> tuple[list[Chunk], ParsedDocument]:
+    """The first ``limit`` chunks of ``doc``, and ``doc`` with a warning that says how many
+    were left out (both unchanged when there are not more). The chunks past the cap are not
+    embedded or indexed: a document never holds a worker for more than ``limit`` chunks."""
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    if len(chunks) <= limit:
+        return chunks, doc
+    kept, last = chunks[:limit], chunks[limit - 1]
+    where = (
+        f"page {last.page_end}" if last.page_end is not None
+        else f"character {last.end:,} of {len(doc.text):,}"
+    )
+    warning = (
+        f"only the first {limit:,} of {len(chunks):,} chunks were indexed "
+        f"(the text after {where} is not searchable)"
+    )
+    return kept, replace(doc, warnings=(*doc.warnings, warning))
 
 
 @dataclass(frozen=True, slots=True)

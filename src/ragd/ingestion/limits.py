@@ -54,6 +54,9 @@ class ParseLimits:
     ``memory_mb`` caps the parser process's address space (``RLIMIT_AS``), ``cpu_seconds`` its
     CPU time (``RLIMIT_CPU``) and ``timeout_seconds`` the wall-clock time the caller waits.
     The ``zip_*`` limits are checked by :func:`check_zip` on the archive's directory.
+    ``max_pages``, ``max_chars``, ``max_csv_rows`` and ``max_csv_columns`` do not refuse a
+    document: the parser reads it up to the cap and says what it left out in a warning
+    (:meth:`parser_options`).
     """
 
     timeout_seconds: float = 60.0
@@ -61,9 +64,22 @@ class ParseLimits:
     cpu_seconds: int = 120
     max_file_bytes: int = 50 * _MIB
     max_pages: int = 2000
+    max_chars: int = 5_000_000
+    max_csv_rows: int = 50_000
+    max_csv_columns: int = 512
     zip_max_entries: int = 10_000
     zip_max_total_uncompressed: int = 500 * _MIB
     zip_max_ratio: float = 200.0
+
+    def parser_options(self) -> dict[str, int]:
+        """The caps a parser applies itself: keyword arguments of
+        :func:`ragd.ingestion.parsers.parse` (sent to the sandbox's child as JSON)."""
+        return {
+            "max_pages": self.max_pages,
+            "max_chars": self.max_chars,
+            "max_csv_rows": self.max_csv_rows,
+            "max_csv_columns": self.max_csv_columns,
+        }
 
 
 def check_zip(data: bytes, limits: ParseLimits) -> None:

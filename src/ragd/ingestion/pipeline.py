@@ -24,7 +24,7 @@ import numpy as np
 
 from ragd.errors import Busy, InvalidInput, RagdError
 from ragd.index.base import SearchBackend
-from ragd.ingestion.chunking import Chunk, chunk_document, chunk_id
+from ragd.ingestion.chunking import Chunk, cap_chunks, chunk_document, chunk_id
 from ragd.ingestion.limits import ParseLimits
 from ragd.ingestion.parsers.base import ParsedDocument, ParseError
 from ragd.ingestion.sandbox import DEFAULT_TARGET, SandboxPool
@@ -85,6 +85,9 @@ def parse_limits(settings: IngestionSettings) -> ParseLimits:
         cpu_seconds=settings.parse_cpu_seconds,
         max_file_bytes=settings.max_upload_bytes,
         max_pages=settings.max_pages,
+        max_chars=settings.max_parsed_chars,
+        max_csv_rows=settings.max_csv_rows,
+        max_csv_columns=settings.max_csv_columns,
     )
 
 
@@ -200,6 +203,7 @@ class IngestionPipeline:
         await self._stage(state, "chunk", 0, 1)
         with _timed(state.timings, "chunk"):
             chunks = await self._chunk(parsed, info.max_tokens)
+            chunks, parsed = cap_chunks(chunks, parsed, self._settings.max_chunks_per_document)
         total = len(chunks)
 
         await self._stage(state, "embed", 0, total)

@@ -205,7 +205,8 @@ async def _communicate(
     make sure the child is gone afterwards."""
     import asyncio
 
-    header = {"filename": filename, "declared_type": declared_type, "max_pages": limits.max_pages}
+    header = {"filename": filename, "declared_type": declared_type,
+              "options": limits.parser_options()}
     max_output = max(4 * limits.max_file_bytes, _MIB)
     writers: list[StreamWriter] = []
     try:
@@ -524,7 +525,7 @@ def serve_one(config: dict[str, Any]) -> int:
             data,
             filename=header["filename"],
             declared_type=header["declared_type"],
-            max_pages=header["max_pages"],
+            **header["options"],
         )
         if not isinstance(document, ParsedDocument):
             raise TypeError(f"the parser returned {type(document).__name__}")

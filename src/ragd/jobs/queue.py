@@ -25,8 +25,8 @@ jobs back; deferrals (backoff, release) are the queue's own, on its clock.
 **Scope and position.** A claimer may restrict its claim to a set of job ids (a client that
 runs the jobs it enqueued itself, ``ragd ingest --local``, leaves everyone else's alone), at most
 :data:`MAX_CLAIM_IDS` of them per claim. A queued job's position is the number of its tenant's
-queued jobs ahead of it in claim order (oldest first): one count over the index
-``ix_jobs_tenant_queue`` (tenant, status, created_at, id).
+queued jobs ahead of it in claim order (oldest first within a tenant): one count over the index
+``ix_jobs_queue`` (status, tenant, created_at, id).
 
 **Wake-up.** On PostgreSQL every transaction that adds a job, or queues one again at once,
 sends ``NOTIFY`` on :data:`JOBS_CHANNEL` (payload: the job's kind), delivered when it commits;
@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol, cast
 
-from sqlalchemy import Select, and_, delete, event, func, or_, select, text, tuple_
+from sqlalchemy import Select, and_, delete, event, func, or_, select, text, tuple_, union_all
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -141,12 +141,18 @@ class JobQueue(Protocol):
     async def claim(
         self, worker_id: str, kinds: Sequence[str], *, job_ids: Collection[str] | None = None
     ) -> Job | None:
-        """Take the oldest due job of one of ``kinds``: a queued one whose ``run_after`` has
-        passed, or a running one whose lease expired. None when there is nothing to do.
+        """Take a due job of one of ``kinds``: a queued one whose ``run_after`` has passed,
+        or a running one whose lease expired. None when there is nothing to do.
+
+        Fair between tenants: the job comes from the tenant with the fewest running jobs
+        (live leases), then the one whose latest job was claimed longest ago (never: first),
+        then the one whose due job is oldest; within a tenant, a job whose worker died first,
+        then the oldest (FIFO). So a tenant's backlog takes no more than its share of the
+        workers while another tenant has work, and leaves them all when it is alone.
 
         ``job_ids`` (at most :data:`MAX_CLAIM_IDS`; :class:`InvalidInput` beyond) restricts
-        the claim to those jobs: any other job, however old, is left for other claimers. An
-        empty collection claims nothing."""
+        the claim to those jobs, oldest first: any other job, however old, is left for other
+        claimers. An empty collection claims nothing."""
         ...
 
     async def heartbeat(self, job_id: str, worker_id: str) -> bool:
@@ -238,6 +244,16 @@ class SqlJobQueue:
     ``ragd.stores._sql_locks`` (collection, job, document). A claim never waits for these
     locks: it passes the row by, and a later claim takes it if it is still due then.
 
+    **Fair claims** (see :meth:`JobQueue.claim`): one statement ranks one candidate per
+    tenant with work, its oldest due job, plus the jobs whose lease expired
+    (:func:`fair_candidates_query`: index steps per tenant with work, never a walk over a
+    backlog), then the claimer locks the first candidate it can, by id, checking again
+    that it is due. On PostgreSQL a candidate another claimer holds or has just taken is
+    passed by for the next tenant's; only when every candidate is held does the claimer
+    take, in the same order of tenants, the next due job it can lock (a second job of a
+    tenant already being served). A ranking read a moment before a concurrent claim
+    committed can only make that claim less fair, never take a job twice: the lock decides.
+
     ``clock`` replaces the database's clock (see the module docstring); tests inject one to
     move time instead of waiting for it.
     """
@@ -293,7 +309,7 @@ class SqlJobQueue:
 
     async def position(self, tenant_id: str, job_id: str) -> int | None:
         # One statement: the job (queued, the tenant's) and a correlated count of the
-        # tenant's queued jobs before it, a range of ix_jobs_tenant_queue.
+        # tenant's queued jobs before it, a range of ix_jobs_queue.
         ahead = aliased(JobRow)
         count = (
             select(func.count())
@@ -393,16 +409,22 @@ class SqlJobQueue:
             return None
         async with self._db.transaction() as s:
             now = await self._now(s)
-            query = select(JobRow).where(JobRow.kind.in_(list(kinds)), _due(now))
+            chosen: Select[Any] | None = None
             if job_ids is not None:
-                query = query.where(JobRow.id.in_(list(job_ids)))
-            query = (
-                query.order_by(JobRow.created_at, JobRow.id)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-            )
+                # The claimer's own jobs (ragd ingest --local): oldest first, no fairness.
+                chosen = (
+                    select(JobRow)
+                    .where(JobRow.kind.in_(list(kinds)), _due(now),
+                           JobRow.id.in_(list(job_ids)))
+                    .order_by(JobRow.created_at, JobRow.id)
+                    .limit(1)
+                    .with_for_update(skip_locked=True)
+                )
             while True:
-                row = (await s.scalars(query)).first()
+                row: JobRow | None = (
+                    await self._next_due(s, kinds, now) if chosen is None
+                    else (await s.scalars(chosen)).first()
+                )
                 if row is None:
                     return None
                 if row.status == "running":
@@ -422,10 +444,39 @@ class SqlJobQueue:
                 row.status = "running"
                 row.lease_owner = worker_id
                 row.lease_expires_at = now + self._lease
+                row.claimed_at = now
                 row.attempts += 1
                 row.updated_at = now
                 await s.flush()
                 return job_from_row(row)
+
+    async def _next_due(
+        self, s: AsyncSession, kinds: Sequence[str], now: datetime
+    ) -> JobRow | None:
+        """The due job the fair ranking puts first among those this claimer can lock."""
+        ranked = (await s.execute(fair_candidates_query(kinds, now))).all()
+        for job_id, _ in ranked:
+            row = (await s.scalars(_lockable(job_id, kinds, now))).first()
+            if row is not None:
+                return row
+        if s.get_bind().dialect.name != "postgresql":
+            return None  # nothing is skipped on SQLite: every candidate was due
+        # Other claimers hold every candidate: the next job of a tenant, in the same order.
+        for tenant_id in dict.fromkeys(tenant_id for _, tenant_id in ranked):
+            query = (
+                select(JobRow)
+                .where(
+                    JobRow.tenant_id == tenant_id, JobRow.kind.in_(list(kinds)),
+                    _queued_and_due(JobRow, now),
+                )
+                .order_by(JobRow.created_at, JobRow.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            )
+            row = (await s.scalars(query)).first()
+            if row is not None:
+                return row
+        return None
 
     async def prune(self, older_than: timedelta) -> int:
         """Delete finished jobs (succeeded, failed, cancelled) that ended before
@@ -563,14 +614,103 @@ def _due(now: datetime) -> Any:
     """Claimable at ``now``: queued and due (or never deferred: a producer's clock may be
     ahead of the queue's), or running on an expired lease."""
     return or_(
-        and_(
-            JobRow.status == "queued",
-            or_(
-                JobRow.run_after <= now,
-                and_(JobRow.attempts == 0, JobRow.run_after <= JobRow.created_at),
-            ),
-        ),
+        _queued_and_due(JobRow, now),
         and_(JobRow.status == "running", JobRow.lease_expires_at <= now),
+    )
+
+
+def _queued_and_due(job: Any, now: datetime) -> Any:
+    return and_(
+        job.status == "queued",
+        or_(job.run_after <= now, and_(job.attempts == 0, job.run_after <= job.created_at)),
+    )
+
+
+def fair_candidates_query(kinds: Sequence[str], now: datetime) -> Select[str, str]:
+    """The jobs a fair claim may take (see :meth:`JobQueue.claim`), as (id, tenant id),
+    best first: each tenant's oldest due queued job of ``kinds``, and every job of ``kinds``
+    whose lease expired (few: one per dead worker), ranked by their tenant's running jobs
+    (live leases), its latest claim (never first), then their age. Nothing is locked.
+
+    Every read is an index step: the tenants with queued jobs come from a recursive loose
+    scan of ``ix_jobs_queue`` (the first queued job of the next tenant after the previous
+    one, in index order: one step per tenant however long its backlog); a tenant's oldest
+    due job, running count, latest claim, and a candidate's age are look-ups by tenant or
+    id. (A tenant whose queued jobs are all of other kinds costs a walk over them; every
+    ragd worker handles every kind.)"""
+    kinds = list(kinds)
+
+    def first_queued_tenant(after: Any) -> Any:
+        scan = aliased(JobRow, name="scan")
+        query = select(scan.tenant_id).where(scan.status == "queued")
+        if after is not None:
+            query = query.where(scan.tenant_id > after)
+        # Ordered as ix_jobs_queue is (not min()), so a planner reads that index rather than
+        # the tenant index filtered by status, which would step over finished jobs.
+        return query.order_by(scan.tenant_id, scan.created_at, scan.id).limit(1)
+
+    tenants = select(
+        first_queued_tenant(None).scalar_subquery().label("tenant_id")
+    ).cte("queued_tenants", recursive=True)
+    tenants = tenants.union_all(
+        select(first_queued_tenant(tenants.c.tenant_id).scalar_subquery())
+        .where(tenants.c.tenant_id.is_not(None))
+    )
+    head = aliased(JobRow, name="head")
+    oldest_due = (
+        select(head.id)
+        .where(
+            head.tenant_id == tenants.c.tenant_id, head.kind.in_(kinds),
+            _queued_and_due(head, now),
+        )
+        .order_by(head.created_at, head.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    expired = aliased(JobRow, name="expired")
+    candidates = union_all(
+        select(oldest_due.label("job_id"), tenants.c.tenant_id.label("tenant_id"))
+        .where(tenants.c.tenant_id.is_not(None)),
+        select(expired.id, expired.tenant_id).where(
+            expired.status == "running", expired.lease_expires_at <= now,
+            expired.kind.in_(kinds),
+        ),
+    ).cte("candidates")
+    live = aliased(JobRow, name="live")
+    running = (
+        select(func.count())
+        .select_from(live)
+        .where(
+            live.status == "running", live.tenant_id == candidates.c.tenant_id,
+            live.lease_expires_at > now,
+        )
+        .scalar_subquery()
+    )
+    served = aliased(JobRow, name="served")
+    last_claim = (
+        select(served.claimed_at)
+        .where(served.tenant_id == candidates.c.tenant_id, served.claimed_at.is_not(None))
+        .order_by(served.claimed_at.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    job = aliased(JobRow, name="job")
+    age = select(job.created_at).where(job.id == candidates.c.job_id).scalar_subquery()
+    return (
+        select(candidates.c.job_id, candidates.c.tenant_id)
+        .where(candidates.c.job_id.is_not(None))
+        .order_by(running, last_claim.nulls_first(), age, candidates.c.job_id)
+    )
+
+
+def _lockable(job_id: str, kinds: Sequence[str], now: datetime) -> Select[JobRow]:
+    """The job, locked, if it is still due and no other claimer holds it (``SKIP
+    LOCKED``). On PostgreSQL a row another claimer took since the ranking was read is
+    checked again as that claimer committed it, and is no longer due."""
+    return (
+        select(JobRow)
+        .where(JobRow.id == job_id, JobRow.kind.in_(list(kinds)), _due(now))
+        .with_for_update(skip_locked=True)
     )
 
 
@@ -693,6 +833,7 @@ __all__ = [
     "SqlJobQueue",
     "announce_job",
     "backoff_delay",
+    "fair_candidates_query",
     "job_from_row",
     "new_job_row",
 ]

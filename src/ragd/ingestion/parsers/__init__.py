@@ -13,7 +13,13 @@ import zipfile
 from collections.abc import Callable
 from pathlib import PurePath
 
-from ragd.ingestion.parsers.base import FORMATS, ParsedDocument, ParseError, Section
+from ragd.ingestion.parsers.base import (
+    FORMATS,
+    ParsedDocument,
+    ParseError,
+    Section,
+    cut_to_chars,
+)
 from ragd.ingestion.parsers.text import decode
 
 __all__ = [
@@ -148,8 +154,16 @@ def parse(
     filename: str | None,
     declared_type: str | None = None,
     max_pages: int = 2000,
+    max_chars: int | None = None,
+    max_csv_rows: int | None = None,
+    max_csv_columns: int | None = None,
 ) -> ParsedDocument:
     """Detects the format of ``data`` and parses it; raises :class:`ParseError`.
+
+    The caps cut rather than refuse: PDF pages and PPTX slides past ``max_pages``, CSV rows
+    past ``max_csv_rows`` (after the header) and cells past ``max_csv_columns`` are not read,
+    and the text is kept to its first ``max_chars`` characters (None: no cap); each cut adds
+    a warning to the document that says what was left out.
 
     Resource limits are not applied here: untrusted bytes reach this function only through
     :mod:`ragd.ingestion.sandbox`, whose parent checks ZIP archives (DOCX, PPTX) against the
@@ -157,11 +171,14 @@ def parse(
     :func:`~ragd.ingestion.limits.check_zip` before this runs in a resource-limited child.
     """
     fmt = detect_format(data, filename, declared_type)
-    parser = _parsers(max_pages)[fmt]
-    return parser(data)
+    parser = _parsers(max_pages, csv_rows=max_csv_rows, csv_columns=max_csv_columns)[fmt]
+    document = parser(data)
+    return document if max_chars is None else cut_to_chars(document, max_chars)
 
 
-def _parsers(max_pages: int) -> dict[str, Callable[[bytes], ParsedDocument]]:
+def _parsers(
+    max_pages: int, *, csv_rows: int | None = None, csv_columns: int | None = None
+) -> dict[str, Callable[[bytes], ParsedDocument]]:
     # Imported here: each pulls in a heavy third-party library only when its format is used.
     from ragd.ingestion.parsers.csv import parse_csv
     from ragd.ingestion.parsers.docx import parse_docx
@@ -178,5 +195,5 @@ def _parsers(max_pages: int) -> dict[str, Callable[[bytes], ParsedDocument]]:
         "html": parse_html,
         "markdown": parse_markdown,
         "text": parse_text,
-        "csv": parse_csv,
+        "csv": lambda data: parse_csv(data, max_rows=csv_rows, max_columns=csv_columns),
     }

@@ -7,7 +7,7 @@ touch the network, or resolve XML entities.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 SectionKind = Literal[
@@ -54,6 +54,29 @@ class ParsedDocument:
     @property
     def text(self) -> str:
         return "\n\n".join(section.text for section in self.sections)
+
+
+def cut_to_chars(document: ParsedDocument, max_chars: int) -> ParsedDocument:
+    """``document`` with its text (:attr:`ParsedDocument.text`) kept to the first
+    ``max_chars`` characters, the sections past that dropped and a warning saying so; the
+    document itself when it is not longer."""
+    total = sum(len(section.text) for section in document.sections)
+    total += 2 * max(len(document.sections) - 1, 0)  # the blank lines that join them
+    if total <= max_chars:
+        return document
+    kept: list[Section] = []
+    used = 0
+    for section in document.sections:
+        room = max_chars - used - (2 if kept else 0)
+        if room <= 0:
+            break
+        if len(section.text) > room:
+            kept.append(replace(section, text=section.text[:room]))
+            break
+        kept.append(section)
+        used += len(section.text) + (2 if len(kept) > 1 else 0)
+    warning = f"only the first {max_chars:,} of {total:,} characters were read"
+    return replace(document, sections=tuple(kept), warnings=(*document.warnings, warning))
 
 
 class ParseError(Exception):
