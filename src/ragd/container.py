@@ -37,6 +37,7 @@ from ragd.generation.providers.factory import build_routes
 from ragd.generation.router import Router
 from ragd.index.base import SearchBackend
 from ragd.index.factory import build_search_backend
+from ragd.ingestion.events import job_observer
 from ragd.ingestion.pipeline import CollectionPurger, IngestionPipeline
 from ragd.ingestion.service import IngestionService
 from ragd.ingestion.worker import WorkerPool
@@ -64,6 +65,8 @@ from ragd.stores.factory import (
 logger = logging.getLogger(__name__)
 
 PRUNE_INTERVAL_SECONDS = 600.0
+#: How often the lazily saved index partitions (the embedded vectors) are checkpointed.
+INDEX_CHECKPOINT_SECONDS = 30.0
 #: Lock files in the data dir (see the locks in ``ops/files.py``).
 STARTUP_LOCK = "startup.lock"
 HOUSEKEEPING_LOCK = "housekeeping.lock"
@@ -188,14 +191,19 @@ async def open_services(
         runtime.attach(memory)
         install_live_metrics(metrics, runtime=runtime, memory=memory)
         catalog = build_catalog(settings, db)
-        queue = build_job_queue(settings, db, finalisers=catalog_finalisers(settings))
+        queue = build_job_queue(
+            settings, db, finalisers=catalog_finalisers(settings),
+            on_complete=job_observer(metrics),
+        )
         indexes = build_search_backend(settings, db, catalog, index_signal)
         ingestion = IngestionService(catalog, queue, indexes, settings.ingestion)
-        search = SearchService(catalog, indexes, runtime)
+        search = SearchService(catalog, indexes, runtime, on_search=metrics.observe_search)
         conversations = build_conversations(settings, db)
         # Providers are built from configuration only: no network call, no model load.
-        router = Router(build_routes(settings.llm, runtime), settings.llm)
-        answers = AnswerService(search, router, conversations, settings.llm)
+        router = Router(build_routes(settings.llm, runtime), settings.llm,
+                        on_outcome=metrics.llm_outcome)
+        answers = AnswerService(search, router, conversations, settings.llm,
+                                on_answer=metrics.observe_chat)
         startup.phase("services")
         services = Services(
             settings=settings,
@@ -361,10 +369,11 @@ async def recover_indexes(services: Services) -> None:
         logger.info("index changes replayed", extra={"changes": applied})
 
 
-async def run_index_checkpoints(services: Services, interval: float = 30.0) -> None:
-    """Save lazily checkpointed index partitions periodically (a background task)."""
+async def run_index_checkpoints(services: Services, interval: float | None = None) -> None:
+    """Save lazily checkpointed index partitions every ``interval`` seconds (default
+    :data:`INDEX_CHECKPOINT_SECONDS`; a background task)."""
     while True:
-        await asyncio.sleep(interval)
+        await asyncio.sleep(INDEX_CHECKPOINT_SECONDS if interval is None else interval)
         try:
             await services.indexes.flush()
         except Exception:  # noqa: BLE001 - the next checkpoint (or a replay) covers it

@@ -24,7 +24,7 @@ from typing import Protocol
 from ragd.db import migrate
 from ragd.db.engine import Database
 from ragd.jobs.factory import ManagedJobQueue
-from ragd.jobs.queue import Finaliser, SqlJobQueue
+from ragd.jobs.queue import CompletionObserver, Finaliser, SqlJobQueue
 from tests.postgres import shared_postgres
 
 __all__ = ["BACKENDS", "Backend", "PostgresBackend", "SqliteBackend"]
@@ -47,7 +47,7 @@ class Backend(Protocol):
 
     def queue(
         self, db: Database, *, lease_seconds: float, clock: Clock,
-        finalisers: Mapping[str, Finaliser],
+        finalisers: Mapping[str, Finaliser], on_complete: CompletionObserver | None = None,
     ) -> ManagedJobQueue:
         """This backend's job queue on ``db``, reading time from ``clock``."""
         ...
@@ -78,9 +78,10 @@ class SqliteBackend:
 
     def queue(
         self, db: Database, *, lease_seconds: float, clock: Clock,
-        finalisers: Mapping[str, Finaliser],
+        finalisers: Mapping[str, Finaliser], on_complete: CompletionObserver | None = None,
     ) -> ManagedJobQueue:
-        return SqlJobQueue(db, lease_seconds=lease_seconds, clock=clock, finalisers=finalisers)
+        return SqlJobQueue(db, lease_seconds=lease_seconds, clock=clock, finalisers=finalisers,
+                           on_complete=on_complete)
 
 
 class PostgresBackend:
@@ -99,9 +100,10 @@ class PostgresBackend:
 
     def queue(
         self, db: Database, *, lease_seconds: float, clock: Clock,
-        finalisers: Mapping[str, Finaliser],
+        finalisers: Mapping[str, Finaliser], on_complete: CompletionObserver | None = None,
     ) -> ManagedJobQueue:
-        return SqlJobQueue(db, lease_seconds=lease_seconds, clock=clock, finalisers=finalisers)
+        return SqlJobQueue(db, lease_seconds=lease_seconds, clock=clock, finalisers=finalisers,
+                           on_complete=on_complete)
 
 
 def _url(path: Path) -> str:

@@ -16,6 +16,7 @@ from ragd.db.tables import utcnow
 from ragd.index.base import SearchBackend
 from ragd.index.factory import build_search_backend
 from ragd.jobs.factory import ManagedJobQueue
+from ragd.jobs.queue import CompletionObserver
 from ragd.ops.files import ChangeSignal
 from ragd.ops.signals import build_change_signal
 from ragd.settings import Settings
@@ -79,12 +80,13 @@ class Site:
         return build_rate_limits(self.settings, self.db)
 
     def queue(
-        self, *, clock: Callable[[], datetime] = utcnow, lease_seconds: float = 30
+        self, *, clock: Callable[[], datetime] = utcnow, lease_seconds: float = 30,
+        on_complete: CompletionObserver | None = None,
     ) -> ManagedJobQueue:
         """The job queue, with the catalog's finalisers, reading time from ``clock``."""
         return self.backend.queue(
             self.db, lease_seconds=lease_seconds, clock=clock,
-            finalisers=catalog_finalisers(self.settings),
+            finalisers=catalog_finalisers(self.settings), on_complete=on_complete,
         )
 
     def signal(self, channel: str) -> ChangeSignal:

@@ -14,9 +14,11 @@ from ragd.errors import Conflict, InvalidInput, NotFound
 from ragd.jobs.factory import ManagedJobQueue
 from ragd.stores.catalog import (
     DELETE_COLLECTION_JOB,
+    DOCUMENT_STATUSES,
     INGEST_JOB,
     Catalog,
     Collection,
+    CollectionStats,
     Document,
     Page,
 )
@@ -30,6 +32,49 @@ async def _collection(catalog: Catalog, tenant: str, name: str = "Docs") -> Coll
 
 
 # -- collections ------------------------------------------------------------------------------
+
+
+async def test_collection_stats_count_documents_by_status_and_searchable_chunks(
+    catalog: Catalog, queue: ManagedJobQueue, tenant: str, other_tenant: str
+) -> None:
+    docs = await _collection(catalog, tenant)
+    assert await catalog.collection_stats(tenant, docs.id) == CollectionStats(
+        dict.fromkeys(DOCUMENT_STATUSES, 0), 0
+    )
+    replaced = await ingest(catalog, queue, tenant, docs.id, ["alpha", "beta", "gamma"])
+    await ingest(catalog, queue, tenant, docs.id, ["delta"], seed=5)
+    theirs = await _collection(catalog, other_tenant, "Theirs")
+    await ingest(catalog, queue, other_tenant, theirs.id, ["omega", "psi"], seed=9)
+    # Every job claimed below is the oldest due one: the ones left queued come last.
+    failing = await catalog.add_document(tenant, docs.id, upload("broken"), max_attempts=3)
+    assert failing.job is not None
+    job = await claim(queue, failing.job.id)
+    await catalog.finish_version(tenant, failing.document.id, 1, "failed", "parse error")
+    assert await queue.fail(job.id, "worker-1", "parse error", retryable=False)
+    working = await catalog.add_document(tenant, docs.id, upload("working"), max_attempts=3)
+    assert working.job is not None
+    await claim(queue, working.job.id)
+    assert await catalog.start_version(tenant, working.document.id, 1) is not None
+    dropped = await catalog.add_document(tenant, docs.id, upload("dropped"), max_attempts=3)
+    assert dropped.job is not None and await queue.cancel(tenant, dropped.job.id) is not None
+    await catalog.add_document(tenant, docs.id, upload("waiting"), max_attempts=3)
+    # A new version of a ready document: queued again, its searchable chunks still count.
+    assert await catalog.replace_document(
+        tenant, replaced.document.id, upload("alpha 2"), max_attempts=3
+    ) is not None
+
+    stats = await catalog.collection_stats(tenant, docs.id)
+    assert stats == CollectionStats(
+        {"queued": 2, "processing": 1, "ready": 1, "failed": 1, "cancelled": 1}, 4
+    )
+    assert await catalog.collection_stats(other_tenant, theirs.id) == CollectionStats(
+        {"queued": 0, "processing": 0, "ready": 1, "failed": 0, "cancelled": 0}, 2
+    )
+    assert await catalog.collection_stats(other_tenant, docs.id) is None
+    assert await catalog.collection_stats(tenant, MISSING) is None
+    await catalog.delete_collection(tenant, docs.id, inline_chunks=0, max_attempts=3)
+    assert await catalog.collection_stats(tenant, docs.id) is None  # being deleted: hidden
+
 
 
 async def test_collection_names_are_unique_per_tenant_whatever_their_case(
@@ -411,6 +456,7 @@ async def test_ids_of_another_tenant_are_missing_on_every_method(
     new_chunks = chunks(document.id, 1, ["intruder"])
     calls: dict[str, Callable[[str, str, Sequence[int]], Awaitable[object]]] = {
         "get_collection": lambda c, d, k: catalog.get_collection(other_tenant, c),
+        "collection_stats": lambda c, d, k: catalog.collection_stats(other_tenant, c),
         "update_collection": lambda c, d, k: catalog.update_collection(
             other_tenant, c, name="Mine", description="x", metadata={"a": 1}
         ),

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+import ragd.jobs.queue as queue_module
 from ragd.errors import Conflict, InvalidInput, NotFound
 from ragd.jobs.factory import ManagedJobQueue
 from ragd.jobs.queue import MAX_CLAIM_IDS, Job, new_job_row
@@ -654,3 +655,80 @@ async def test_prune_removes_only_old_finished_jobs(
     assert (await _get(queue, tenant, waiting.id)).status == "running"
     assert (await _get(queue, tenant, recent.id)).status == "queued"
     assert await queue.prune(timedelta(minutes=30)) == 0
+
+
+# -- watching the queue -----------------------------------------------------------------------
+
+
+async def test_depth_counts_waiting_and_running_jobs_by_kind_and_finds_stuck_ones(
+    queue: ManagedJobQueue, tenant: str, other_tenant: str, clock: Clock
+) -> None:
+    """Every tenant's jobs, read from the rows (any replica gives the same figures);
+    finished jobs are not depth; a running job past its lease is stuck until its worker
+    heartbeats again or another worker reclaims it."""
+    empty = await queue.depth()
+    assert (empty.jobs, empty.capped, empty.stuck, empty.stuck_for_seconds) == ({}, False, 0, None)
+    for owner in (tenant, tenant, other_tenant):
+        await queue.enqueue(owner, KIND, {})
+    await queue.enqueue(tenant, "other", {})
+    await queue.enqueue(tenant, "other", {})
+    finished = await queue.claim("w0", ["other"])
+    assert finished is not None and await queue.complete(finished.id, "w0")
+    running = await _claim(queue, "w1")
+    depth = await queue.depth()
+    assert depth.jobs == {("queued", KIND): 2, ("queued", "other"): 1, ("running", KIND): 1}
+    assert (depth.stuck, depth.stuck_for_seconds) == (0, None)
+
+    clock.advance(30 + 5)  # the lease was 30 s: its worker stopped beating 5 s ago
+    stuck = await queue.depth()
+    assert stuck.stuck == 1 and stuck.jobs == depth.jobs
+    assert stuck.stuck_for_seconds is not None and 5 <= stuck.stuck_for_seconds < 6
+    assert (await queue.stuck()).jobs == 1
+    assert await queue.heartbeat(running.id, "w1")  # alive after all: not stuck any more
+    assert (await queue.depth()).stuck == 0
+
+
+async def test_a_completion_observer_sees_each_succeeded_job_after_its_commit(
+    site: Site, tenant: str, clock: Clock
+) -> None:
+    seen: list[Job] = []
+
+    queue = site.queue(clock=clock, on_complete=seen.append)
+    first = await queue.enqueue(tenant, KIND, {"document_id": "d1"})
+    await _claim(queue)
+    assert await queue.set_stage(first.id, "w1", "index", 7, 7)
+    assert await queue.complete(first.id, "w1", {"parse": 0.5, "index": 0.25})
+    assert [(j.id, j.status, j.timings, j.progress_total) for j in seen] == [
+        (first.id, "succeeded", {"parse": 0.5, "index": 0.25}, 7)
+    ]
+    assert seen[0].payload == {"document_id": "d1"} and seen[0].tenant_id == tenant
+    # Failures, and calls that change nothing, are not completions.
+    second = await queue.enqueue(tenant, KIND, {})
+    await _claim(queue)
+    assert await queue.fail(second.id, "w1", "boom", retryable=False)
+    assert not await queue.complete(first.id, "w1")
+    assert len(seen) == 1
+
+    def broken(job: Job) -> None:
+        raise RuntimeError("observer bug")
+
+    failing = site.queue(clock=clock, on_complete=broken)
+    third = await failing.enqueue(tenant, KIND, {})
+    await _claim(failing)
+    assert await failing.complete(third.id, "w1")  # recorded in spite of the observer
+    assert (await _get(failing, tenant, third.id)).status == "succeeded"
+
+
+async def test_depth_counts_a_bounded_number_of_jobs_per_status(
+    queue: ManagedJobQueue, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However long the backlog, a scrape reads at most the bound per status, and says
+    its figure is a floor."""
+    monkeypatch.setattr(queue_module, "DEPTH_SCAN_LIMIT", 3)
+    for _ in range(2):
+        await queue.enqueue(tenant, KIND, {})
+    assert (await queue.depth()).capped is False
+    for _ in range(3):
+        await queue.enqueue(tenant, "other", {})
+    capped = await queue.depth()
+    assert capped.capped is True and sum(capped.jobs.values()) == 3

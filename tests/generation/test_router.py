@@ -395,6 +395,40 @@ async def test_breaker_opens_skips_the_provider_then_a_probe_closes_it(
     await router.aclose()
 
 
+async def test_every_outcome_and_skip_is_reported_and_failing_is_the_last_call(
+    servers: ExitStack,
+) -> None:
+    """``on_outcome`` (the Prometheus counter) hears each call's outcome and each skip;
+    ``failing`` is whether the provider's last call failed for its own sake: a rejected key
+    is failing, a client error is not."""
+    primary = start(servers, Step("status", status=500), Step("status", status=401),
+                    Step("status", status=400), Step("status", status=500))
+    fallback = start(servers)
+    heard: list[tuple[str, str]] = []
+    clock = FakeClock()
+    router = Router(
+        [route(primary, "primary", max_attempts=1), route(fallback, "fallback")],
+        llm_settings(breaker_failures=2), clock=clock, sleep=Sleeps(clock),
+        on_outcome=lambda provider, outcome: heard.append((provider, outcome)),
+    )
+    failing = []
+    for _ in range(3):  # overloaded, auth (not counted by the breaker), client
+        await router.complete(REQUEST)
+        failing.append(status_of(router, "primary").failing)
+    assert failing == [True, True, False]
+    # The second overloaded: auth and client errors did not reset the streak, nor count.
+    await router.complete(REQUEST)
+    await router.complete(REQUEST, order=["primary"])  # skipped
+    assert status_of(router, "primary").state == "open" and status_of(router, "primary").failing
+    assert not status_of(router, "fallback").failing
+    await router.aclose()
+    assert heard == [
+        ("primary", "overloaded"), ("fallback", "ok"), ("primary", "auth"), ("fallback", "ok"),
+        ("primary", "client"), ("fallback", "ok"), ("primary", "overloaded"),
+        ("fallback", "ok"), ("primary", "skipped_breaker_open"), ("fallback", "ok"),
+    ]
+
+
 async def test_a_failed_probe_reopens_the_breaker(servers: ExitStack) -> None:
     primary = start(servers, default=Step("status", status=503))
     fallback = start(servers)

@@ -4,13 +4,22 @@ after a crash between the SQL commit and the index write, rebuild, verify, and t
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
+import pytest
+from click.testing import Result
 from typer.testing import CliRunner
 
+import ragd.container as container_module
+import ragd.index.manager as manager_module
 from ragd.app import create_app
 from ragd.cli import app as cli_app
 from ragd.container import open_services
@@ -73,24 +82,126 @@ async def test_changes_committed_without_index_write_are_replayed(tmp_path: Path
         manager.close()
 
 
-def test_rebuild_restores_deleted_partitions_and_cli_verify(tmp_path: Path) -> None:
+def _cli(settings: Settings, *args: str) -> Result:
+    env = {"RAGD_JWT_SECRET": TEST_SECRET,
+           "RAGD_MODELS__CACHE_DIR": str(settings.models.cache_dir)}
+    return CliRunner().invoke(
+        cli_app, [*args, "--data-dir", str(settings.data_dir)], env=env
+    )
+
+
+def _reports(result: Result) -> list[dict[str, Any]]:
+    reports: list[dict[str, Any]] = json.loads(result.stdout)
+    return reports
+
+
+async def _tenant_name(settings: Settings, tenant_id: str) -> str:
+    async with open_services(settings) as services:
+        found = await services.store.get_tenant(tenant_id)
+        assert found is not None
+        return found.name
+
+
+def test_deleted_partitions_are_pending_a_lost_entry_is_broken_and_rebuild_repairs(
+    tmp_path: Path,
+) -> None:
     settings = ingest_settings(tmp_path / "data")
     tenant, ids = asyncio.run(_ingest(settings))
+    name = asyncio.run(_tenant_name(settings, tenant.tenant_id))
+    in_step = _cli(settings, "index", "verify", "--json")
+    assert in_step.exit_code == 0, in_step.output
+    assert [(r["tenant_name"], r["tenant_id"], r["state"]) for r in _reports(in_step)] == [
+        (name, tenant.tenant_id, "ok")
+    ]
+
+    # Partitions deleted: the whole change log is after their (absent) marks, so the next
+    # sync replays everything: behind, not broken.
     shutil.rmtree(settings.data_dir / "indexes" / tenant.tenant_id)
-    runner = CliRunner()
-    env = {"RAGD_JWT_SECRET": TEST_SECRET, "RAGD_MODELS__CACHE_DIR": str(
-        settings.models.cache_dir)}
-    args = ["--data-dir", str(settings.data_dir), "--tenant", tenant.tenant_id]
-    result = runner.invoke(cli_app, ["index", "verify", *args, "--json"], env=env)
-    assert result.exit_code == 1, result.output
-    assert '"ok": false' in result.output
-    result = runner.invoke(cli_app, ["index", "rebuild", *args], env=env)
-    assert result.exit_code == 0, result.output
-    assert "rebuilt with" in result.output
-    result = runner.invoke(cli_app, ["index", "verify", *args], env=env)
-    assert result.exit_code == 0, result.output
-    assert " ok " in result.output
+    behind = _cli(settings, "index", "verify", "--tenant", name, "--json")
+    assert behind.exit_code == 0, behind.output
+    [report] = _reports(behind)
+    assert report["state"] == "pending" and not report["ok"]
+    assert report["vector_missing"] == report["vector_pending"] == len(TEXTS)
+    assert report["lexical_missing"] == report["lexical_pending"] == len(TEXTS)
+    assert "nothing to repair" in behind.stderr and "NEEDS REPAIR" not in behind.stderr
+    asyncio.run(_search_finds(settings, tenant, ids["volcano"]))  # a start replays it
+
+    # An entry lost behind the log's back: the saved vectors lack a chunk that no change
+    # after their mark brings back.
+    vectors = settings.data_dir / "indexes" / tenant.tenant_id / "vectors"
+    partition = UsearchPartition(vectors)
+    lost = min(partition.keys())
+    partition.delete({lost})
+    partition.commit(partition.applied_seq)
+    partition.close()
+    broken = _cli(settings, "index", "verify", "--tenant", tenant.tenant_id)
+    assert broken.exit_code == 1, broken.output
+    assert f"{name} ({tenant.tenant_id})  broken" in broken.stdout
+    assert "missing(lexical=0, vectors=1)" in broken.stdout
+    assert "pending(lexical=0, vectors=0)" in broken.stdout
+    assert "NEEDS REPAIR" in broken.stderr and "ragd index rebuild" in broken.stderr
+
+    rebuilt = _cli(settings, "index", "rebuild", "--tenant", name)
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert f"{name} ({tenant.tenant_id})  rebuilt with {len(TEXTS)} entries" in rebuilt.output
+    fine = _cli(settings, "index", "verify")
+    assert fine.exit_code == 0, fine.output
+    assert f"{name} ({tenant.tenant_id})  ok " in fine.stdout
     asyncio.run(_search_finds(settings, tenant, ids["volcano"]))
+
+
+async def test_vectors_not_saved_yet_during_ingestion_are_pending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A running server saves its vectors at most every 30 s: a verify from another process
+    meanwhile finds the saved partition missing the chunks committed since, all of them in
+    the change log after its mark: pending, exit 0. (The checkpoint interval is lengthened
+    so the test does not depend on how fast this machine ingests.)"""
+    monkeypatch.setattr(manager_module, "VECTOR_CHECKPOINT_SECONDS", 3600.0)
+    monkeypatch.setattr(container_module, "INDEX_CHECKPOINT_SECONDS", 3600.0)
+    settings = ingest_settings(tmp_path / "data")
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://ragd.test",
+                                     timeout=120) as client:
+            tenant = await new_tenant(client)
+            for title, text in TEXTS.items():
+                r = await upload_text(client, tenant, title, text)
+                assert r.status_code == 202, r.text
+                job = await wait_job(client, tenant, r.json()["job_id"])
+                assert job["status"] == "succeeded", job
+        result = await _verify_in_another_process(settings)
+        assert result.returncode == 0, result.stdout + result.stderr
+        [report] = json.loads(result.stdout)
+        assert report["tenant_id"] == tenant.tenant_id
+        assert report["tenant_name"] == await _tenant_name_of(app, tenant.tenant_id)
+        assert report["state"] == "pending", report
+        assert report["vector_missing"] == report["vector_pending"] == len(TEXTS)
+        assert report["vector_applied"] < report["last_change"]
+        assert report["lexical_missing"] == report["lexical_orphans"] == 0
+        assert "nothing to repair" in result.stderr
+    # Shutdown saved the vectors.
+    after = await _verify_in_another_process(settings)
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert json.loads(after.stdout)[0]["state"] == "ok"
+
+
+async def _verify_in_another_process(settings: Settings) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RAGD_JWT_SECRET": TEST_SECRET,
+           "RAGD_MODELS__CACHE_DIR": str(settings.models.cache_dir)}
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "ragd", "index", "verify", "--json",
+         "--data-dir", str(settings.data_dir)],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+
+
+async def _tenant_name_of(app: Any, tenant_id: str) -> str:
+    found = await app.state.services.store.get_tenant(tenant_id)
+    assert found is not None
+    return str(found.name)
 
 
 async def _search_finds(settings: Settings, tenant: Tenant, document_id: str) -> None:

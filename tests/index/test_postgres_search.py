@@ -661,12 +661,11 @@ def test_index_verify_and_rebuild_commands_on_postgresql(
                            env=env)
     assert broken.exit_code == 1, broken.output
     report = json.loads(broken.stdout[broken.stdout.index("["):])
-    assert [(r["tenant_id"], r["lexical_missing"], r["ok"]) for r in report] == [
-        (tenant, 1, False)
-    ]
+    assert [(r["tenant_id"], r["tenant_name"], r["lexical_missing"], r["state"])
+            for r in report] == [(tenant, "acme", 1, "broken")]
     rebuilt = runner.invoke(cli, ["index", "rebuild", "--data-dir", str(data_dir)], env=env)
     assert rebuilt.exit_code == 0, rebuilt.output
-    assert f"{tenant}  rebuilt with 2 entries" in rebuilt.output
+    assert f"acme ({tenant})  rebuilt with 2 entries" in rebuilt.output
     fine = runner.invoke(cli, ["index", "verify", "--data-dir", str(data_dir)], env=env)
     assert fine.exit_code == 0 and "ok" in fine.output, fine.output
     assert not (data_dir / "indexes" / tenant).exists()

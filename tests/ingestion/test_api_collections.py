@@ -14,6 +14,7 @@ from tests.ingestion.conftest import (
     Tenant,
     app_client,
     new_tenant,
+    upload_file,
     upload_text,
     wait_job,
 )
@@ -22,6 +23,9 @@ COLLECTION_FIELDS = {
     "id", "name", "description", "metadata", "document_count", "embedder",
     "embedder_dimension", "created_at", "updated_at",
 }
+
+
+EMPTY_COUNTS = {"queued": 0, "processing": 0, "ready": 0, "failed": 0, "cancelled": 0}
 
 
 async def _ingest(client: httpx.AsyncClient, tenant: Tenant, title: str, text: str,
@@ -70,7 +74,8 @@ async def test_create_get_patch_collection(ingest_client: httpx.AsyncClient) -> 
         assert_error(dup, 409, "collection_exists")
 
     got = await client.get(f"/api/v1/collections/{cid}", headers=h)
-    assert got.status_code == 200 and got.json() == body
+    assert got.status_code == 200
+    assert got.json() == {**body, "chunk_count": 0, "documents_by_status": EMPTY_COUNTS}
 
     patched = await client.patch(f"/api/v1/collections/{cid}",
                                  json={"description": "new text"}, headers=h)
@@ -359,3 +364,33 @@ async def test_collection_deletion_cannot_be_cancelled_and_completes(tmp_path: P
         assert check.ok and check.chunks == 0, check
         again = await client.post("/api/v1/collections", json={"name": "docs"}, headers=h)
         assert again.status_code == 201, again.text
+
+
+async def test_a_collection_shows_its_documents_by_status_and_its_chunks(
+    tmp_path: Path,
+) -> None:
+    """Ready documents with their searchable chunks, and one failed (a PDF that does not
+    parse); another tenant gets the same 404 as an unknown id."""
+    async with app_client(tmp_path / "data") as client:
+        tenant = await new_tenant(client)
+        ready = [await _ingest(client, tenant, title, text) for title, text in (
+            ("volcano", "Basalt columns form when lava cools slowly and contracts."),
+            ("glacier", "Glaciers carve fjords; meltwater feeds the rivers below."),
+        )]
+        failed = await upload_file(client, tenant, "a.pdf", b"%PDF-1.7\n garbage",
+                                   "application/pdf")
+        assert failed.status_code == 202, failed.text
+        job = await wait_job(client, tenant, failed.json()["job_id"])
+        assert job["status"] == "failed", job
+        got = await client.get(f"/api/v1/collections/{tenant.collection_id}",
+                               headers=tenant.headers)
+        assert got.status_code == 200, got.text
+        body = got.json()
+        assert set(body) == COLLECTION_FIELDS | {"chunk_count", "documents_by_status"}
+        assert body["documents_by_status"] == {**EMPTY_COUNTS, "ready": 2, "failed": 1}
+        assert body["chunk_count"] == sum(d["chunk_count"] for d in ready)
+        assert body["document_count"] == 3
+        other = await new_tenant(client)
+        for collection_id in (tenant.collection_id, "no-such-collection"):
+            assert_error(await client.get(f"/api/v1/collections/{collection_id}",
+                                          headers=other.headers), 404, "collection_not_found")

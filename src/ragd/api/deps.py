@@ -6,7 +6,8 @@ container in the app state) is read here only, by the narrow dependencies below.
 runs a query against tables that are not there yet; only the readiness probe
 (``SchemaGateDep``) looks past it.
 
-* services: ``SettingsDep``, ``DatabaseDep``, ``CatalogDep``, ``QueueDep``, ``IngestionDep``,
+* services: ``SettingsDep``, ``DatabaseDep``, ``CatalogDep``, ``QueueDep``,
+  ``QueueMonitorDep`` (depth and stuck jobs, for the operations routes), ``IngestionDep``,
   ``SearchDep``, ``AnswersDep``, ``ConversationsDep``, ``RuntimeDep``, ``LlmRouterDep``,
   ``MemoryDep``, ``MetricsDep``, ``StartupDep``;
 * identity: ``AuthServiceDep``/``AccountServiceDep`` -> ``CurrentPrincipal`` ->
@@ -33,6 +34,7 @@ from ragd.errors import AuthenticationFailed, PermissionDenied, Unavailable
 from ragd.generation.answer import AnswerService
 from ragd.generation.router import Router
 from ragd.ingestion.service import IngestionService
+from ragd.jobs.factory import ManagedJobQueue
 from ragd.jobs.queue import JobQueue
 from ragd.models.runtime import ModelRuntime
 from ragd.ops.memory import MemoryManager
@@ -102,6 +104,10 @@ async def get_queue(services: _ServicesDep) -> JobQueue:
     return services.queue
 
 
+async def get_queue_monitor(services: _ServicesDep) -> ManagedJobQueue:
+    return services.queue
+
+
 async def get_ingestion(services: _ServicesDep) -> IngestionService:
     return services.ingestion
 
@@ -151,6 +157,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
+QueueMonitorDep = Annotated[ManagedJobQueue, Depends(get_queue_monitor)]
 IngestionDep = Annotated[IngestionService, Depends(get_ingestion)]
 SearchDep = Annotated[SearchService, Depends(get_search)]
 AnswersDep = Annotated[AnswerService, Depends(get_answers)]

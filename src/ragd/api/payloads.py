@@ -24,7 +24,13 @@ from ragd.api.fields import (
 )
 from ragd.errors import InvalidInput
 from ragd.jobs.queue import Job, JobStatus
-from ragd.stores.catalog import Collection, Document, DocumentStatus, StoredChunk
+from ragd.stores.catalog import (
+    Collection,
+    CollectionStats,
+    Document,
+    DocumentStatus,
+    StoredChunk,
+)
 from ragd.stores.metadata import MAX_METADATA_BYTES, check_metadata
 
 CollectionName = Annotated[str, StringConstraints(min_length=1, max_length=200), *NameLine]
@@ -99,6 +105,33 @@ class CollectionOut(BaseModel):
             document_count=c.document_count, embedder=c.embedder_name,
             embedder_dimension=c.embedder_dimension, created_at=c.created_at,
             updated_at=c.updated_at,
+        )
+
+
+class DocumentCounts(BaseModel):
+    """Documents by status."""
+
+    queued: int
+    processing: int
+    ready: int
+    failed: int
+    cancelled: int
+
+
+class CollectionDetailOut(CollectionOut):
+    """One collection with its figures (``GET /collections/{id}``)."""
+
+    documents_by_status: DocumentCounts
+    chunk_count: int = Field(
+        description="Chunks of its documents' searchable versions (what search reads)."
+    )
+
+    @classmethod
+    def with_stats(cls, c: Collection, stats: CollectionStats) -> CollectionDetailOut:
+        return cls(
+            **CollectionOut.of(c).model_dump(),
+            documents_by_status=DocumentCounts(**dict(stats.documents)),
+            chunk_count=stats.chunks,
         )
 
 

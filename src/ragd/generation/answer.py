@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -62,6 +62,8 @@ NOT_FOUND_ANSWER = (
 #: answers instead of rewriting produces a paragraph).
 MAX_REWRITE_CHARS = 500
 MAX_TOP_K = 50
+#: Told ``(streamed, seconds)`` of every answer given (the chat latency histogram).
+AnswerObserver = Callable[[bool, float], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +122,8 @@ class _Prepared:
 
 
 class AnswerService:
-    """``answer`` (whole) and ``stream`` (events) for one tenant's user."""
+    """``answer`` (whole) and ``stream`` (events) for one tenant's user; ``on_answer`` is
+    told each answer's seconds (a stream's: until its last event)."""
 
     def __init__(
         self,
@@ -128,11 +131,14 @@ class AnswerService:
         router: Router,
         conversations: Conversations,
         settings: LLMSettings,
+        *,
+        on_answer: AnswerObserver | None = None,
     ) -> None:
         self._search = search
         self._router = router
         self._conversations = conversations
         self._settings = settings
+        self._on_answer = on_answer
 
     @property
     def router(self) -> Router:
@@ -163,6 +169,7 @@ class AnswerService:
             )
         prepared.timings["total"] = _ms(started)
         await self._remember(tenant_id, user_id, chat, prepared, answer)
+        self._answered(stream=False, started=started)
         return answer
 
     async def stream(
@@ -192,6 +199,7 @@ class AnswerService:
             yield ChatEvent("token", {"text": answer.answer})
             prepared.timings["total"] = _ms(started)
             await self._remember(tenant_id, user_id, chat, prepared, answer)
+            self._answered(stream=True, started=started)
             yield ChatEvent("done", answer)
             return
 
@@ -238,6 +246,7 @@ class AnswerService:
             timings_ms=prepared.timings, interrupted=interrupted,
         )
         await self._remember(tenant_id, user_id, chat, prepared, answer)
+        self._answered(stream=True, started=started)
         if interrupted is not None:
             yield ChatEvent("error", {
                 "code": "provider_interrupted", "message": interrupted,
@@ -245,6 +254,10 @@ class AnswerService:
             })
             return
         yield ChatEvent("done", answer)
+
+    def _answered(self, *, stream: bool, started: float) -> None:
+        if self._on_answer is not None:
+            self._on_answer(stream, time.perf_counter() - started)
 
     # -- the shared first half ------------------------------------------------------------
 

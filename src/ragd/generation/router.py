@@ -53,6 +53,7 @@ __all__ = [
     "AllProvidersFailed",
     "Attempt",
     "LastError",
+    "OutcomeObserver",
     "ProviderState",
     "ProviderStatus",
     "Route",
@@ -77,6 +78,10 @@ _RECENT_CALLS = 20
 SkipReason = Literal["breaker_open", "deadline", "not_requested"]
 ProviderState = Literal["configured", "healthy", "degraded", "open"]
 _Gate = Literal["call", "forced", "stop"]
+#: Told each provider's outcome: ``(provider, outcome)``, the outcome being ``ok``, the
+#: failure's kind (:data:`~ragd.generation.base.ErrorKind`), or ``skipped_breaker_open`` /
+#: ``skipped_deadline`` for a provider of the plan that was not called.
+OutcomeObserver = Callable[[str, str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,8 +167,10 @@ class ProviderStatus:
 
     ``state``: ``configured`` (never called), ``healthy``, ``degraded`` (breaker closed but
     the last call, or one of the last 20, failed for a reason other than a client error or
-    the deadline) or ``open`` (breaker open or half-open). Latencies are over the last 200
-    successful calls (streams: until the last chunk), None before the first one.
+    the deadline) or ``open`` (breaker open or half-open). ``failing``: the last call failed,
+    for a reason other than the request itself (``client``) or the deadline (a rejected key,
+    ``auth``, is failing). Latencies are over the last 200 successful calls (streams: until the
+    last chunk), None before the first one.
     """
 
     name: str
@@ -178,6 +185,7 @@ class ProviderStatus:
     last_error: LastError | None
     last_success_at: str | None
     breaker: BreakerSnapshot
+    failing: bool = False
 
 
 @dataclass(slots=True)
@@ -189,6 +197,7 @@ class _Stats:
     recent_unhealthy: deque[bool] = field(default_factory=lambda: deque(maxlen=_RECENT_CALLS))
     last_error: LastError | None = None
     last_success_at: str | None = None
+    last_outcome: str | None = None  # "ok" or the last failure's kind
 
 
 @dataclass(slots=True)
@@ -221,6 +230,7 @@ class Router:
     durations; ``wall_clock`` (seconds since the epoch) only dates the last success, the last
     error and a breaker's opening on the status page; ``sleep`` performs backoff waits;
     ``random`` (in [0, 1)) is the jitter. All are injectable so tests need not wait.
+    ``on_outcome`` is told every call's outcome and every skip (the Prometheus counter).
     """
 
     def __init__(
@@ -232,6 +242,7 @@ class Router:
         wall_clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         random: Callable[[], float] = _random.random,
+        on_outcome: OutcomeObserver | None = None,
     ) -> None:
         if not routes:
             raise ValueError("the router needs at least one route")
@@ -244,6 +255,7 @@ class Router:
         self._wall_clock = wall_clock
         self._sleep = sleep
         self._random = random
+        self._on_outcome = on_outcome
         self._slots = [
             _Slot(
                 route=route,
@@ -349,7 +361,9 @@ class Router:
         stats.latencies.append(seconds)
         stats.recent_unhealthy.append(False)
         stats.last_success_at = self._now_iso()
+        stats.last_outcome = "ok"
         run.attempts.append(Attempt(slot.name, attempt, True, None, None, None, seconds, waited))
+        self._tell(slot.name, "ok")
 
     def _failed(
         self,
@@ -372,6 +386,8 @@ class Router:
         stats.errors[error.kind] += 1
         stats.recent_unhealthy.append(error.kind not in ("client", "deadline"))
         stats.last_error = LastError(error.kind, error.message, self._now_iso())
+        stats.last_outcome = error.kind
+        self._tell(slot.name, error.kind)
         run.attempts.append(
             Attempt(
                 slot.name, attempt, False, error.kind, error.status, error.message, seconds, waited
@@ -386,6 +402,14 @@ class Router:
                 "status": error.status,
             },
         )
+
+    def _skip(self, run: _Run, slot: _Slot, reason: SkipReason) -> None:
+        run.skipped.append(Skip(slot.name, reason))
+        self._tell(slot.name, f"skipped_{reason}")
+
+    def _tell(self, provider: str, outcome: str) -> None:
+        if self._on_outcome is not None:
+            self._on_outcome(provider, outcome)
 
     @staticmethod
     def _classify(exc: BaseException, shortened: bool) -> ProviderError:
@@ -430,7 +454,7 @@ class Router:
         past_deadline = self._clock() >= run.deadline
         if past_deadline and (not fallback or attempt > 1):
             if attempt == 1:
-                run.skipped.append(Skip(slot.name, "deadline"))
+                self._skip(run, slot, "deadline")
             return "stop"
         if slot.breaker.allow():
             return "call"
@@ -438,7 +462,7 @@ class Router:
         if fallback:
             return "forced"
         if attempt == 1:
-            run.skipped.append(Skip(slot.name, "breaker_open"))
+            self._skip(run, slot, "breaker_open")
         return "stop"
 
     async def _complete_at(self, slot: _Slot, request: ChatRequest, run: _Run) -> Completion | None:
@@ -593,6 +617,7 @@ class Router:
                     last_error=stats.last_error,
                     last_success_at=stats.last_success_at,
                     breaker=snapshot,
+                    failing=stats.last_outcome not in (None, "ok", "client", "deadline"),
                 )
             )
         return result

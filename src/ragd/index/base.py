@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -131,9 +131,23 @@ class VectorPartition(Partition, Protocol):
         ...
 
 
+VerificationState = Literal["ok", "pending", "broken"]
+
+
 @dataclass(frozen=True, slots=True)
 class Verification:
-    """How one tenant's search indexes compare with its chunk rows (``ragd index verify``)."""
+    """How one tenant's search indexes compare with its chunk rows (``ragd index verify``).
+
+    ``*_missing`` are chunk rows a partition lacks, ``*_orphans`` entries it holds without a
+    chunk row; ``*_pending`` is how many of those differences the change log after the
+    partition's saved mark (``*_applied``) accounts for, so that replaying the log (the next
+    sync, or the next start) repairs them. A vector partition is saved at most every 30 s,
+    so during ingestion its saved file is normally behind by the chunks committed since.
+
+    :attr:`state`: ``ok`` (in step), ``pending`` (behind, and every difference is in the log
+    after the mark: nothing to repair) or ``broken`` (a difference the log does not account
+    for, or a mark ahead of the log: only ``ragd index rebuild`` repairs it).
+    """
 
     tenant_id: str
     chunks: int
@@ -144,9 +158,12 @@ class Verification:
     lexical_orphans: int
     vector_missing: int
     vector_orphans: int
+    lexical_pending: int = 0
+    vector_pending: int = 0
 
     @property
     def ok(self) -> bool:
+        """In step: no difference, and both partitions have applied the whole log."""
         return (
             self.lexical_missing == self.lexical_orphans == 0
             and self.vector_missing == self.vector_orphans == 0
@@ -154,13 +171,32 @@ class Verification:
             and self.vector_applied >= self.last_change
         )
 
+    @property
+    def broken(self) -> bool:
+        """A difference that replaying the change log would not repair."""
+        return (
+            self.lexical_missing + self.lexical_orphans > self.lexical_pending
+            or self.vector_missing + self.vector_orphans > self.vector_pending
+            # A mark ahead of the log (a database restored from an older backup, say):
+            # replay would skip the changes numbered up to the mark.
+            or self.lexical_applied > self.last_change
+            or self.vector_applied > self.last_change
+        )
+
+    @property
+    def state(self) -> VerificationState:
+        if self.broken:
+            return "broken"
+        return "ok" if self.ok else "pending"
+
     def as_dict(self) -> dict[str, Any]:
         return {
-            "tenant_id": self.tenant_id, "ok": self.ok, "chunks": self.chunks,
-            "last_change": self.last_change, "lexical_applied": self.lexical_applied,
-            "vector_applied": self.vector_applied, "lexical_missing": self.lexical_missing,
-            "lexical_orphans": self.lexical_orphans, "vector_missing": self.vector_missing,
-            "vector_orphans": self.vector_orphans,
+            "tenant_id": self.tenant_id, "state": self.state, "ok": self.ok,
+            "chunks": self.chunks, "last_change": self.last_change,
+            "lexical_applied": self.lexical_applied, "vector_applied": self.vector_applied,
+            "lexical_missing": self.lexical_missing, "lexical_orphans": self.lexical_orphans,
+            "lexical_pending": self.lexical_pending, "vector_missing": self.vector_missing,
+            "vector_orphans": self.vector_orphans, "vector_pending": self.vector_pending,
         }
 
 

@@ -34,6 +34,7 @@ from ragd.index.base import (
     Verification,
     read_applied_seq,
 )
+from ragd.index.drift import compare
 from ragd.ops.files import ChangeSignal, FileChangeSignal, lock_file
 from ragd.stores.catalog import Catalog, Change, IndexEntry
 
@@ -269,16 +270,16 @@ class IndexManager:
         parts = await self.partitions(tenant_id)
         async with parts.lock:
             await asyncio.to_thread(_refresh, parts)
+            since = await self._catalog.last_change(tenant_id)
             stored = await self._all_keys(tenant_id)
             last = await self._catalog.last_change(tenant_id)
             lexical, vectors = await asyncio.to_thread(
                 lambda: (parts.lexical.keys(), parts.vectors.keys())
             )
-        return Verification(
-            tenant_id=tenant_id, chunks=len(stored), last_change=last,
-            lexical_applied=parts.lexical.applied_seq, vector_applied=parts.vectors.applied_seq,
-            lexical_missing=len(stored - lexical), lexical_orphans=len(lexical - stored),
-            vector_missing=len(stored - vectors), vector_orphans=len(vectors - stored),
+        return await compare(  # which differences the log after each mark repairs
+            self._catalog, tenant_id, stored=stored, since=since, last=last,
+            lexical=(parts.lexical.applied_seq, lexical),
+            vectors=(parts.vectors.applied_seq, vectors),
         )
 
     async def rebuild(self, tenant_id: str) -> int:

@@ -552,14 +552,3 @@ def serve_one(config: dict[str, Any]) -> int:
     # The fork server's child exits with os._exit: no interpreter teardown to wait for.
     return 0
 
-
-if __name__ == "__main__":  # TEMPORARY: the one-shot child of the previous design, for branches
-    # still running it from the editable install; removed once they are merged.
-    _options = json.loads(sys.argv[1])
-    sys.path[:0] = [str(path) for path in _options["sys_path"]]
-    try:
-        prepare(_options)
-    except Exception:  # noqa: BLE001, S110 - reported by serve_one
-        pass
-    sys.stderr.flush()
-    os._exit(serve_one(_options))

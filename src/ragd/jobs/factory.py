@@ -15,7 +15,14 @@ from typing import Protocol
 
 from ragd.db.backends import POSTGRESQL, SQLITE, choose
 from ragd.db.engine import Database
-from ragd.jobs.queue import Finaliser, JobQueue, SqlJobQueue
+from ragd.jobs.queue import (
+    CompletionObserver,
+    Finaliser,
+    JobQueue,
+    QueueDepth,
+    SqlJobQueue,
+    Stuck,
+)
 from ragd.settings import Settings
 
 __all__ = ["QUEUES", "ManagedJobQueue", "build_job_queue"]
@@ -30,15 +37,28 @@ class ManagedJobQueue(JobQueue, Protocol):
         Queued and running jobs are never touched."""
         ...
 
+    async def depth(self) -> QueueDepth:
+        """Jobs queued and running by kind, and those running past their lease, read from
+        the shared rows now (the same on every replica), at a bounded cost."""
+        ...
 
-QueueBuilder = Callable[[Database, Settings, Mapping[str, Finaliser]], ManagedJobQueue]
+    async def stuck(self) -> Stuck:
+        """Only the jobs running past their lease (cheap enough for every health check)."""
+        ...
+
+
+QueueBuilder = Callable[
+    [Database, Settings, Mapping[str, Finaliser], CompletionObserver | None], ManagedJobQueue
+]
 
 
 def _sql_queue(
-    db: Database, settings: Settings, finalisers: Mapping[str, Finaliser]
+    db: Database, settings: Settings, finalisers: Mapping[str, Finaliser],
+    on_complete: CompletionObserver | None,
 ) -> ManagedJobQueue:
     return SqlJobQueue(
-        db, lease_seconds=settings.ingestion.lease_seconds, finalisers=finalisers
+        db, lease_seconds=settings.ingestion.lease_seconds, finalisers=finalisers,
+        on_complete=on_complete,
     )
 
 
@@ -46,8 +66,11 @@ QUEUES: Mapping[str, QueueBuilder] = {SQLITE: _sql_queue, POSTGRESQL: _sql_queue
 
 
 def build_job_queue(
-    settings: Settings, db: Database, *, finalisers: Mapping[str, Finaliser] | None = None
+    settings: Settings, db: Database, *, finalisers: Mapping[str, Finaliser] | None = None,
+    on_complete: CompletionObserver | None = None,
 ) -> ManagedJobQueue:
     """The durable job queue; ``finalisers`` (by job kind) run in the transaction that ends
-    a job of that kind as failed or cancelled."""
-    return choose(settings.database_url, QUEUES, "job queue")(db, settings, finalisers or {})
+    a job of that kind as failed or cancelled; ``on_complete`` sees each job that succeeded."""
+    return choose(settings.database_url, QUEUES, "job queue")(
+        db, settings, finalisers or {}, on_complete
+    )

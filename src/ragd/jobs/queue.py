@@ -31,14 +31,22 @@ queued jobs ahead of it in claim order (oldest first within a tenant): one count
 **Wake-up.** On PostgreSQL every transaction that adds a job, or queues one again at once,
 sends ``NOTIFY`` on :data:`JOBS_CHANNEL` (payload: the job's kind), delivered when it commits;
 worker pools that listen claim at once instead of at their next poll.
+
+**Watching it.** :meth:`SqlJobQueue.depth` reads how many jobs wait and run, by kind, and how
+many run past their lease (stuck: their worker died or stalled, and no worker has reclaimed
+them), from the rows at the moment of the call, so every replica reports the same figures; it
+counts at most :data:`DEPTH_SCAN_LIMIT` jobs per status, so its cost stays bounded however
+long the backlog. An ``on_complete`` observer sees every job that succeeds, after the
+transaction that records it has committed.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol, cast
 
 from sqlalchemy import Select, and_, delete, event, func, or_, select, text, tuple_, union_all
@@ -53,6 +61,8 @@ from ragd.db.engine import Database
 from ragd.db.listen import channel_name, notify_on_commit
 from ragd.db.tables import JobRow, utcnow
 from ragd.errors import Conflict, InvalidInput, NotFound
+
+logger = logging.getLogger(__name__)
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 JOB_STATUSES: tuple[JobStatus, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -75,6 +85,11 @@ JOBS_CHANNEL = channel_name(JOBS)
 MAX_CLAIM_IDS = 500
 #: Where the queue reads the time (an injected clock; None: the database's).
 Clock = Callable[[], datetime]
+#: Jobs counted per status at most by :meth:`SqlJobQueue.depth` (beyond: ``capped``).
+DEPTH_SCAN_LIMIT = 100_000
+#: Called with each job that succeeded, once its transaction has committed (never raises
+#: into the queue: a failing observer is logged).
+CompletionObserver = Callable[["Job"], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +123,31 @@ class JobPage:
 
     items: tuple[Job, ...]
     next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """The queue at one moment, by the queue's clock.
+
+    ``jobs``: (status, kind) → how many, for the statuses that are work to do or being done
+    (``queued``, ``running``); ``capped``: a status had :data:`DEPTH_SCAN_LIMIT` jobs or more
+    and its counts stop there. ``stuck``: running jobs whose lease has expired;
+    ``stuck_for_seconds``: how long ago the oldest of those leases expired (None: none).
+    """
+
+    jobs: Mapping[tuple[JobStatus, str], int]
+    capped: bool
+    stuck: int
+    stuck_for_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Stuck:
+    """Running jobs whose lease has expired (their worker died or stalled, and no worker
+    has reclaimed them yet), and how long ago the oldest of those leases expired."""
+
+    jobs: int
+    for_seconds: float | None
 
 
 def backoff_delay(attempts: int) -> timedelta:
@@ -265,10 +305,12 @@ class SqlJobQueue:
         lease_seconds: float = 30,
         clock: Clock | None = None,
         finalisers: Mapping[str, Finaliser] | None = None,
+        on_complete: CompletionObserver | None = None,
     ) -> None:
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
         self._finalisers = dict(finalisers or {})
+        self._on_complete = on_complete
         self._db = db
         self._lease = timedelta(seconds=lease_seconds)
         self._clock = clock
@@ -551,7 +593,43 @@ class SqlJobQueue:
             _finish(row, "succeeded", now)
             row.error = None
             row.timings = json.dumps(dict(timings or {}), separators=(",", ":"))
-            return True
+            await s.flush()
+            finished = job_from_row(row)
+        if self._on_complete is not None:
+            try:
+                self._on_complete(finished)
+            except Exception:  # noqa: BLE001 - an observer must not undo a recorded success
+                logger.exception("job completion observer failed", extra={"job_id": job_id})
+        return True
+
+    async def depth(self) -> QueueDepth:
+        """Jobs queued and running by kind, and those running past their lease (see
+        :class:`QueueDepth`): a few aggregate reads over the status index, each bounded by
+        :data:`DEPTH_SCAN_LIMIT` rows."""
+        jobs: dict[tuple[JobStatus, str], int] = {}
+        capped = False
+        async with self._db.read() as s:
+            now = await self._now(s)
+            active: tuple[JobStatus, ...] = ("queued", "running")
+            for status in active:
+                scanned = (
+                    select(JobRow.kind).where(JobRow.status == status)
+                    .limit(DEPTH_SCAN_LIMIT).subquery()
+                )
+                rows = (await s.execute(
+                    select(scanned.c.kind, func.count()).group_by(scanned.c.kind)
+                )).all()
+                counts = {str(kind): cast(int, count) for kind, count in rows}
+                jobs.update(((status, kind), count) for kind, count in counts.items())
+                capped = capped or sum(counts.values()) >= DEPTH_SCAN_LIMIT
+            stuck = await _stuck(s, now)
+        return QueueDepth(jobs=jobs, capped=capped, stuck=stuck.jobs,
+                          stuck_for_seconds=stuck.for_seconds)
+
+    async def stuck(self) -> Stuck:
+        """Only the running jobs past their lease (one small read: a health check's)."""
+        async with self._db.read() as s:
+            return await _stuck(s, await self._now(s))
 
     async def fail(
         self, job_id: str, worker_id: str, error: str, *, retryable: bool = True
@@ -714,6 +792,18 @@ def _lockable(job_id: str, kinds: Sequence[str], now: datetime) -> Select[JobRow
     )
 
 
+async def _stuck(s: AsyncSession, now: datetime) -> Stuck:
+    count, oldest = (await s.execute(
+        select(func.count(), func.min(JobRow.lease_expires_at)).where(
+            JobRow.status == "running", JobRow.lease_expires_at <= now
+        )
+    )).one()
+    if oldest is None:
+        return Stuck(jobs=int(count or 0), for_seconds=None)
+    expired = oldest if oldest.tzinfo is not None else oldest.replace(tzinfo=UTC)
+    return Stuck(jobs=int(count or 0), for_seconds=max(0.0, (now - expired).total_seconds()))
+
+
 async def announce_job(session: AsyncSession, kind: str) -> None:
     """Tell the listening worker pools (PostgreSQL ``NOTIFY``, sent when the transaction of
     ``session`` commits, dropped if it rolls back; nothing on SQLite) that a ``kind`` job is
@@ -822,15 +912,19 @@ def job_from_row(row: JobRow) -> Job:
 __all__ = [
     "BACKOFF_BASE",
     "BACKOFF_MAX",
+    "DEPTH_SCAN_LIMIT",
     "JOBS_CHANNEL",
     "JOB_STATUSES",
     "MAX_CLAIM_IDS",
     "Clock",
+    "CompletionObserver",
     "Job",
     "JobPage",
     "JobQueue",
     "JobStatus",
+    "QueueDepth",
     "SqlJobQueue",
+    "Stuck",
     "announce_job",
     "backoff_delay",
     "fair_candidates_query",

@@ -1,9 +1,12 @@
-"""Live gauges for ``/metrics``: memory, caches and models, read at scrape time."""
+"""Live gauges for ``/metrics``: memory, caches and models, read at scrape time; the job
+queue's families, built from what the queue read for a scrape."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol
+
+from prometheus_client.core import GaugeMetricFamily
 
 from ragd.ops.cache import ByteLRUCache
 from ragd.ops.memory import MemoryManager, ModelCache, read_process_memory
@@ -67,3 +70,28 @@ def install_live_metrics(metrics: Metrics, *, runtime: LiveRuntime, memory: Memo
     metrics.add_live_source(memory_families)
     metrics.add_live_source(cache_families)
     metrics.add_live_source(model_families)
+
+
+def queue_families(
+    jobs: Mapping[tuple[str, str], int], *, kinds: Iterable[str], stuck: int, capped: bool
+) -> list[Any]:
+    """The job queue's depth as read from the database for one scrape: jobs by status
+    (``queued``, ``running``) and kind, with a zero sample for each known ``kinds`` so a
+    drained queue reads 0 rather than vanishing; jobs running past their lease; whether a
+    status was counted only up to the queue's bound."""
+    depth = GaugeMetricFamily(
+        "ragd_jobs", "Jobs waiting (queued) and being worked on (running), from the database.",
+        labels=["status", "kind"],
+    )
+    values = {(status, kind): 0 for status in ("queued", "running") for kind in kinds}
+    values.update(jobs)
+    for (status, kind), count in sorted(values.items()):
+        depth.add_metric([status, kind], count)
+    return [
+        depth,
+        gauge("ragd_jobs_stuck", "Jobs running past their lease (worker dead or stalled).",
+              stuck),
+        gauge("ragd_jobs_depth_capped",
+              "1 when a status had more jobs than a scrape counts (its figure is a floor).",
+              float(capped)),
+    ]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -30,6 +30,8 @@ from ragd.stores.catalog import Catalog, Document, StoredChunk
 
 Mode = Literal["hybrid", "dense", "lexical"]
 MODES: tuple[Mode, ...] = ("hybrid", "dense", "lexical")
+#: Told the mode and the seconds of every search that answered (the latency histogram).
+SearchObserver = Callable[[str, float], None]
 #: Candidates taken from each ranker (the fusion sees at most this many from each).
 CANDIDATES = 100
 #: With metadata filters, look this many times deeper before filtering.
@@ -75,7 +77,8 @@ class SearchResult:
 
 
 class SearchService:
-    """``search(tenant_id, request)``: the one retrieval path (API, chat, eval)."""
+    """``search(tenant_id, request)``: the one retrieval path (API, chat, eval);
+    ``on_search`` is told each answered search's mode and seconds."""
 
     def __init__(
         self,
@@ -85,8 +88,10 @@ class SearchService:
         *,
         fusion: str = DEFAULT_METHOD,
         fusion_params: dict[str, Any] | None = None,
+        on_search: SearchObserver | None = None,
     ) -> None:
         self._catalog = catalog
+        self._on_search = on_search
         self._indexes = indexes
         self._runtime = runtime
         self._fusion = fusion
@@ -186,6 +191,8 @@ class SearchService:
                                    reranked, self._runtime.reranker_configured, want_rerank)
             hits.append(SearchHit(chunk=chunk, document=document, score=score, explain=explain))
         timings["total"] = _ms(started)
+        if self._on_search is not None:
+            self._on_search(request.mode, time.perf_counter() - started)
         return SearchResult(
             hits=hits, timings_ms=timings, query_truncated=truncated, query_tokens=tokens,
             fusion=method, reranked=reranked,

@@ -244,6 +244,15 @@ class CommitOutcome(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class CollectionStats:
+    """A collection's documents by status (every status, zeros included) and the chunks of
+    their searchable versions (what search reads of the collection)."""
+
+    documents: Mapping[DocumentStatus, int]
+    chunks: int
+
+
+@dataclass(frozen=True, slots=True)
 class CollectionRemoval:
     """Outcome of deleting a collection: removed now, or handed to ``job``."""
 
@@ -362,6 +371,13 @@ class Catalog(Versions, ChangeLog, ChunkReader, Protocol):
     async def get_collection(self, tenant_id: str, collection_id: str) -> Collection | None: ...
 
     async def find_collection(self, tenant_id: str, name: str) -> Collection | None: ...
+
+    async def collection_stats(
+        self, tenant_id: str, collection_id: str
+    ) -> CollectionStats | None:
+        """The collection's documents by status and its searchable chunks, in one aggregate
+        read; None when it is not one of the tenant's collections (or is being deleted)."""
+        ...
 
     async def update_collection(
         self, tenant_id: str, collection_id: str, *, name: str | None = None,

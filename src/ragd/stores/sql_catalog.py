@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -55,6 +55,7 @@ from ragd.stores.catalog import (
     Accepted,
     Collection,
     CollectionRemoval,
+    CollectionStats,
     Document,
     DocumentContent,
     DocumentStatus,
@@ -146,6 +147,33 @@ class SqlCatalog(SqlVersions, SqlChangeLog, SqlChunkReader):
                 )
             ).first()
         return None if found is None else collection(found[0], found[1])
+
+    async def collection_stats(
+        self, tenant_id: str, collection_id: str
+    ) -> CollectionStats | None:
+        # The collection outer-joined to its documents, grouped by status: no row at all
+        # means no such collection of this tenant; one NULL-status row, no documents.
+        query = (
+            select(DocumentRow.status, func.count(DocumentRow.id),
+                   func.coalesce(func.sum(DocumentRow.chunk_count), 0))
+            .select_from(CollectionRow)
+            .outerjoin(DocumentRow, and_(DocumentRow.collection_id == CollectionRow.id,
+                                         DocumentRow.tenant_id == CollectionRow.tenant_id))
+            .where(CollectionRow.id == collection_id, CollectionRow.tenant_id == tenant_id,
+                   CollectionRow.status == "active")
+            .group_by(DocumentRow.status)
+        )
+        async with self._db.read() as s:
+            rows = (await s.execute(query)).all()
+        if not rows:
+            return None
+        documents: dict[DocumentStatus, int] = dict.fromkeys(DOCUMENT_STATUSES, 0)
+        chunks = 0
+        for status, count, chunk_count in rows:
+            if status is not None:
+                documents[cast(DocumentStatus, status)] = int(count)
+                chunks += int(chunk_count)
+        return CollectionStats(documents=documents, chunks=chunks)
 
     async def update_collection(
         self, tenant_id: str, collection_id: str, *, name: str | None = None,

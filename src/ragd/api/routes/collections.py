@@ -11,6 +11,7 @@ from ragd.api.deps import CatalogDep, CurrentPrincipal, IngestionDep
 from ragd.api.errors import ERROR_RESPONSES
 from ragd.api.payloads import (
     CollectionDeleted,
+    CollectionDetailOut,
     CollectionIn,
     CollectionOut,
     CollectionPage,
@@ -57,11 +58,13 @@ async def list_collections(
 @router.get("/{collection_id}")
 async def get_collection(
     collection_id: CollectionId, principal: CurrentPrincipal, catalog: CatalogDep
-) -> CollectionOut:
+) -> CollectionDetailOut:
+    """The collection with its documents by status and its searchable chunks."""
     collection = await catalog.get_collection(principal.tenant_id, collection_id)
-    if collection is None:
+    stats = await catalog.collection_stats(principal.tenant_id, collection_id)
+    if collection is None or stats is None:
         raise _missing()
-    return CollectionOut.of(collection)
+    return CollectionDetailOut.with_stats(collection, stats)
 
 
 @router.patch("/{collection_id}")

@@ -26,6 +26,7 @@ from ragd.api.deps import (
     MemoryDep,
     MetricsDep,
     PlatformAdmin,
+    QueueMonitorDep,
     RuntimeDep,
     SettingsDep,
     StartupDep,
@@ -39,11 +40,15 @@ from ragd.auth.principal import Principal
 from ragd.container import StartupMetrics
 from ragd.errors import AuthenticationFailed, InvalidInput, Unavailable
 from ragd.generation.router import Router
+from ragd.jobs.queue import Stuck
 from ragd.models.registry import UnloadResult
 from ragd.models.runtime import ModelRuntime
+from ragd.ops.health import Provider, Status, assess
 from ragd.ops.memory import read_process_memory
 from ragd.ops.metrics import CONTENT_TYPE
 from ragd.ops.report import build_report
+from ragd.ops.telemetry import queue_families
+from ragd.stores.catalog import DELETE_COLLECTION_JOB, INGEST_JOB
 
 logger = logging.getLogger(__name__)
 router = APIRouter(
@@ -51,7 +56,6 @@ router = APIRouter(
 )
 metrics_router = APIRouter(tags=["performance"], responses=ERROR_RESPONSES, route_class=ApiRoute)
 
-Status = Literal["ok", "degraded", "critical"]
 
 
 async def performance_reader(
@@ -85,25 +89,50 @@ async def sees_details(
 
 
 Details = Annotated[bool, Depends(sees_details)]
+#: The job kinds ragd runs (a zero sample each when none is queued or running).
+JOB_KINDS = (INGEST_JOB, DELETE_COLLECTION_JOB)
 
 
 # -- schemas ------------------------------------------------------------------------------
 
 
 class Check(BaseModel):
-    name: str
+    name: str = Field(description="database, memory, models, llm, jobs or uptime.")
     status: Status
     detail: str | None = Field(
         default=None, description="Figures behind the status (platform admins only)."
     )
 
 
+class HealthReason(BaseModel):
+    """Why the status is not ``ok``: one entry per cause."""
+
+    code: str = Field(description=(
+        "Stable and machine-readable: database_unreachable, memory_above_emergency "
+        "(critical); memory_above_soft_limit, model_failed, llm_providers_down (every "
+        "configured LLM provider failing or open: answers come from the extractive "
+        "fallback), llm_breaker_open, jobs_stuck (jobs running past their lease) "
+        "(degraded)."
+    ))
+    status: Status
+    message: str | None = Field(
+        default=None, description="What happened, with its figures (platform admins only)."
+    )
+    subject: str | None = Field(
+        default=None, description="The model or provider concerned (platform admins only)."
+    )
+
+
 class HealthOut(BaseModel):
-    """Anyone sees the overall status and each check's status; the figures (memory, limits,
-    version, uptime, providers) need a platform admin or ``RAGD_PUBLIC_PERFORMANCE``."""
+    """Anyone sees the overall status, each check's status and the reasons' codes; the
+    figures (memory, limits, version, uptime, providers, the reasons' messages) need a
+    platform admin or ``RAGD_PUBLIC_PERFORMANCE``."""
 
     status: Status
     checks: list[Check]
+    reasons: list[HealthReason] = Field(
+        description="Empty when the status is ok; otherwise each cause of it."
+    )
     version: str | None = None
     uptime_seconds: float | None = None
     pid: int | None = Field(
@@ -222,40 +251,49 @@ def _unload_out(result: UnloadResult) -> UnloadOut:
 )
 async def health(
     db: DatabaseDep, memory: MemoryDep, runtime: RuntimeDep, startup: StartupDep,
-    llm_router: LlmRouterDep, details: Details,
+    llm_router: LlmRouterDep, queue: QueueMonitorDep, details: Details,
 ) -> HealthOut:
-    """Overall status with its checks. Public and cheap; the figures behind them only for
-    platform admins (an anonymous caller learns nothing an attacker could size up)."""
-    checks: list[Check] = []
+    """Overall status with its checks and the reasons behind a status that is not ok
+    (``ops/health.py`` decides). Public and cheap (a ping and one small read of the running
+    jobs); the figures behind it only for platform admins (an anonymous caller learns
+    nothing an attacker could size up)."""
+    database_error: str | None = None
+    stuck = Stuck(jobs=0, for_seconds=None)
     try:
         await db.ping()
-        checks.append(Check(name="database", status="ok", detail="reachable"))
+        stuck = await queue.stuck()
     except Exception as exc:  # noqa: BLE001 - any failure is a critical check
-        checks.append(Check(name="database", status="critical", detail=type(exc).__name__))
+        database_error = type(exc).__name__
     sample = memory.latest or read_process_memory()
-    memory_status: Status = memory.level(sample.rss)
-    checks.append(Check(
-        name="memory", status=memory_status,
-        detail=f"rss {sample.rss / 2**20:.0f} MB; soft {memory.soft_bytes / 2**20:.0f} "
-        f"MB, emergency {memory.emergency_bytes / 2**20:.0f} MB",
-    ))
-    failed = [s.name for s in runtime.registry.stats() if s.state == "failed"]
-    checks.append(Check(
-        name="models", status="degraded" if failed else "ok",
-        detail=f"failed: {', '.join(failed)}" if failed else "no failed models",
-    ))
-    checks.append(Check(name="uptime", status="ok", detail=f"{_uptime(startup):.0f} s"))
-    statuses = {check.status for check in checks}
-    overall: Status = (
-        "critical" if "critical" in statuses else "degraded" if "degraded" in statuses else "ok"
+    statuses = llm_router.status()
+    found = assess(
+        database_error=database_error, rss=sample.rss, soft_limit=memory.soft_bytes,
+        emergency_limit=memory.emergency_bytes,
+        failed_models=[s.name for s in runtime.registry.stats() if s.state == "failed"],
+        providers=[
+            Provider(name=p.name, kind=p.kind, breaker_open=p.state == "open",
+                     failing=p.failing)
+            for p in statuses
+        ],
+        stuck_jobs=stuck.jobs, stuck_for_seconds=stuck.for_seconds,
+        uptime_seconds=_uptime(startup),
     )
     if not details:
-        return HealthOut(status=overall,
-                         checks=[Check(name=c.name, status=c.status) for c in checks])
-    providers = [{"name": p.name, "type": p.type, "status": p.status}
-                 for p in _llm_providers(llm_router)]
-    return HealthOut(status=overall, version=__version__, uptime_seconds=_uptime(startup),
-                     pid=os.getpid(), checks=checks, llm_providers=providers)
+        codes = dict.fromkeys((r.code, r.status) for r in found.reasons)
+        return HealthOut(
+            status=found.status,
+            checks=[Check(name=c.name, status=c.status) for c in found.checks],
+            reasons=[HealthReason(code=code, status=status) for code, status in codes],
+        )
+    return HealthOut(
+        status=found.status, version=__version__, uptime_seconds=_uptime(startup),
+        pid=os.getpid(),
+        checks=[Check(name=c.name, status=c.status, detail=c.detail) for c in found.checks],
+        reasons=[HealthReason(code=r.code, status=r.status, message=r.message,
+                              subject=r.subject)
+                 for r in found.reasons],
+        llm_providers=[{"name": p.name, "type": p.kind, "status": p.state} for p in statuses],
+    )
 
 
 @router.get("/memory")
@@ -354,7 +392,21 @@ async def models_cleanup(
     return ModelsCleanupOut(results=out, freed_bytes=sum(item.freed_bytes for item in out))
 
 
-@metrics_router.get("/metrics", include_in_schema=True)
-async def prometheus_metrics(metrics: MetricsDep, _: Reader) -> Response:
-    """Prometheus text exposition (same access rule as the other performance GETs)."""
-    return Response(metrics.render(), media_type=CONTENT_TYPE)
+@metrics_router.get(
+    "/metrics", include_in_schema=True,
+    responses={200: {"description": "Prometheus text format.",
+                     "content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}},
+)
+async def prometheus_metrics(
+    metrics: MetricsDep, queue: QueueMonitorDep, _: Reader
+) -> Response:
+    """Prometheus text exposition (same access rule as the other performance GETs). The job
+    queue's depth is read from the database for each scrape (so every replica reports the
+    same figures), counting at most a bounded number of jobs per status; the other
+    families are this process's own."""
+    depth = await queue.depth()
+    families = queue_families(
+        {(status, kind): count for (status, kind), count in depth.jobs.items()},
+        kinds=JOB_KINDS, stuck=depth.stuck, capped=depth.capped,
+    )
+    return Response(metrics.render(families), media_type=CONTENT_TYPE)
