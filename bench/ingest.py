@@ -16,10 +16,10 @@ lifespan, so the in-process worker pool runs with ragd's defaults (``ingestion.w
 3. wall time = first upload sent -> last job ``finished_at`` (the poll that saw the end
    bounds it too); files/s, chunks/s, MB/s of source bytes;
 4. per-stage time = the sum over jobs of the job's ``timings`` (``parse``, ``chunk``,
-   ``keywords``, ``embed``, ``index``; recorded by ``ragd.ingestion.pipeline``); with two
-   workers the sum exceeds the wall time. "embedding share" = embed / sum of stages, "model
-   share" = (embed + keywords) / sum of stages (KeyBERT embeds candidate phrases with the
-   same model);
+   ``embed``, ``index``; recorded by ``ragd.ingestion.pipeline``; ``keywords`` is the part of
+   ``embed`` spent ranking keywords from the forward pass, so it is not a stage of its own);
+   with two workers the sum exceeds the wall time. "embedding share" = "model share" = embed
+   / sum of stages;
 5. peak RSS: a thread samples ``psutil`` every 50 ms from the first upload to the last job:
    this process, and its children (the parser sandboxes; a child caught between fork and
    exec still shows this process's shared pages and is skipped) separately, compared with
@@ -91,6 +91,8 @@ SETS: dict[str, Path] = {
     "debian": EVAL_ROOT / "debian-faq" / "source",
 }
 STAGES = ("parse", "chunk", "embed", "keywords", "index")
+#: The stages that add up to a job's time (``keywords`` is spent within ``embed``).
+SUMMED = ("parse", "chunk", "embed", "index")
 DEFAULT_REPEAT = 3
 QUICK_REPEAT = 1
 #: --quick (and run.py --quick): an evenly strided sample per set; every file takes ~1 h a
@@ -459,7 +461,7 @@ def _child(name: str, args: dict[str, Any], cwd: Path) -> dict[str, Any]:
 def _derive(sample: dict[str, Any]) -> dict[str, Any]:
     """Rates and shares of one run."""
     stages = sample["stage_sums_s"]
-    total = sum(stages.values()) or 1e-9
+    total = sum(stages[stage] for stage in SUMMED) or 1e-9
     wall = sample["wall_s"] or 1e-9
     derived = {
         "files_per_s": sample["files"] / wall,
@@ -467,7 +469,7 @@ def _derive(sample: dict[str, Any]) -> dict[str, Any]:
         "mb_per_s": sample["bytes"] / MIB / wall,
         "stage_total_s": total,
         "embedding_share": stages["embed"] / total,
-        "model_share": (stages["embed"] + stages["keywords"]) / total,
+        "model_share": stages["embed"] / total,
         "worker_busy": sample["job_totals_s"] / (wall * max(1, sample["workers"])),
         "cpu_cores_busy": (sample["cpu_s"]["self"] + sample["cpu_s"]["children"]) / wall,
     }
@@ -848,9 +850,9 @@ def summary_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             "%", target=f">= {100 * EMBED_SHARE_TARGET:.0f}",
             status=common.verdict(part["embedding_share"], EMBED_SHARE_TARGET,
                                   lower_is_better=False),
-            note=f"model share (embed+keywords) {_pct(part['model_share'])}; parse "
-                 f"{_pct(part['share_parse'])}, chunk {_pct(part['share_chunk'])}, keywords "
-                 f"{_pct(part['share_keywords'])}, index {_pct(part['share_index'])}"))
+            note=f"parse {_pct(part['share_parse'])}, chunk {_pct(part['share_chunk'])}, "
+                 f"keywords (in embed) {_pct(part['share_keywords'])}, "
+                 f"index {_pct(part['share_index'])}"))
         if part.get("raw"):
             off_raw = (by_mode.get("no_keywords") or {}).get("ingest_over_raw")
             rows.append(common.row(
