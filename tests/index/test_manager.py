@@ -385,3 +385,24 @@ async def test_a_search_right_after_publish_sees_the_document(tmp_path: Path) ->
     assert [hit.key for hit in hits] == [1]
     await manager.settle()
     manager.close()
+
+
+async def test_a_search_during_a_background_sync_waits_for_it(tmp_path: Path) -> None:
+    """The publish's sync has started (and cleared the dirty mark) but not applied yet: a
+    search must not read the partitions before it finishes."""
+    log = ChangeLog("tenant-a")
+    gate, entered = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+    manager = IndexManager(  # type: ignore[arg-type]  # the fake is all the manager reads
+        log, tmp_path / "indexes",
+        lexical_factory=lambda path: CountingLexical(  # type: ignore[arg-type,return-value]
+            path, gate, entered, loop, []),
+    )
+    log.upsert(1, "harbour cranes")
+    await manager.publish("tenant-a")
+    await entered.wait()  # the sync is inside its commit
+    search = asyncio.create_task(manager.lexical_search("tenant-a", "cranes", 5))
+    gate.set()
+    assert [hit.key for hit in await search] == [1]
+    await manager.settle()
+    manager.close()

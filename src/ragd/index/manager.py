@@ -151,7 +151,9 @@ class IndexManager:
         if self._signal.changed():
             for other in self._tenants.values():
                 other.dirty = True
-        if parts.dirty:
+        # A sync in progress (a publish's, in the background) may be applying a change this
+        # search must see: it cleared ``dirty`` when it started, so wait for it too.
+        if parts.dirty or parts.lock.locked():
             async with parts.lock:
                 # Both legs of a hybrid search get here together: the second finds the
                 # partitions synced by the first and does not replay again.
