@@ -16,6 +16,7 @@ ingestions with different embedders the second is refused.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from sqlalchemy import and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -66,20 +67,34 @@ class SqlVersions(SqlPart):
     async def start_version(
         self, tenant_id: str, document_id: str, version: int
     ) -> tuple[Document, DocumentContent, Collection] | None:
-        async with self._db.transaction() as s:
-            row = await locked_document(s, tenant_id, document_id)
+        # The reads (the original bytes among them) outside the writer lane; then one short
+        # UPDATE. Whatever happens in between (a replacement, a deletion) only makes the
+        # UPDATE a no-op: the commit checks the lease and the latest version again.
+        async with self._db.read() as s:
+            row = await document_row(s, tenant_id, document_id)
             if row is None or row.latest_version != version:
                 return None
             found = await active_collection(s, tenant_id, row.collection_id)
             blob = await s.get(DocumentVersionRow, (row.id, version))
             if found is None or blob is None:
                 return None
-            if row.active_version != version:
-                row.status = "processing"
-                row.error = None
-                row.updated_at = utcnow()
-            await s.flush()
-            return document(row), content(blob), collection(found, 0)
+            started = document(row), content(blob), collection(found, 0)
+            mark = row.active_version != version and (
+                row.status != "processing" or row.error is not None
+            )
+        if mark:
+            async with self._db.transaction() as s:
+                await s.execute(
+                    update(DocumentRow)
+                    .where(
+                        DocumentRow.id == document_id, DocumentRow.tenant_id == tenant_id,
+                        DocumentRow.latest_version == version,
+                        DocumentRow.active_version.is_distinct_from(version),
+                    )
+                    .values(status="processing", error=None, updated_at=utcnow())
+                )
+            started = (replace(started[0], status="processing", error=None), *started[1:])
+        return started
 
     async def commit_version(self, commit: VersionCommit) -> CommitOutcome:
         """One transaction for a version of up to ``commit_batch`` chunks. A larger one is
