@@ -267,6 +267,11 @@ class MemorySettings(SettingsGroup):
         default=16.0, ge=0, description="Vectors of keyword candidate phrases (ingestion)."
     )
     cache_ttl_seconds: float = Field(default=3600.0, gt=0)
+    malloc_arenas: int = Field(
+        default=2, ge=0, le=64,
+        description="glibc malloc arenas of ragd serve/worker (0: glibc's default of 8 per "
+        "core). MALLOC_ARENA_MAX in the environment wins.",
+    )
     soft_idle_seconds: float = Field(
         default=300.0,
         gt=0,
@@ -283,8 +288,11 @@ class MemorySettings(SettingsGroup):
 class IngestionSettings(SettingsGroup):
     """Uploads, parsing limits, chunking and the ingestion worker pool."""
 
+    # 4, not one per core: a small document spends most of its time outside the model
+    # (database writes, parsing), so two loops kept the two inference slots busy ~40 % of the
+    # time; four overlap those waits (measured: 15.1 -> 16.3 documents/s in process).
     workers: int = Field(
-        default=2, ge=0, le=64,
+        default=4, ge=0, le=64,
         description="Ingestion workers inside `ragd serve` (0: only `ragd worker` processes).",
     )
     max_upload_mb: float = Field(default=50.0, gt=0, le=4096)

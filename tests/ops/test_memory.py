@@ -328,3 +328,15 @@ async def test_soft_cleanup_unloads_models_idle_shorter_than_their_ttl(
     assert registry.state("reranker") == "loaded"
     assert registry.state("keywords") == "loaded"
     assert (await registry.unload_idle()) == []  # plain idle sweeps still follow the TTL
+
+
+def test_malloc_arenas_are_capped_unless_the_environment_says_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ragd.ops.memory import limit_malloc_arenas
+
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert limit_malloc_arenas(0) is False  # 0: glibc's default stays
+    assert limit_malloc_arenas(2) is True  # this suite runs on Linux with glibc
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert limit_malloc_arenas(2) is False  # glibc already follows the variable

@@ -119,6 +119,7 @@ def serve(
     # child measures its own start-up).
     startup = _startup_metrics() if workers == 1 else None
     settings = _settings(config, host=host, port=port, data_dir=data_dir)
+    _limit_malloc_arenas(settings)
     sockets = _listen(settings.host, settings.port)
 
     from ragd.ops.logs import configure_logging
@@ -134,6 +135,13 @@ def serve(
             sock.close()
     if status:
         raise typer.Exit(status)
+
+
+def _limit_malloc_arenas(settings: Any) -> None:
+    """Before any thread starts (see :func:`ragd.ops.memory.limit_malloc_arenas`)."""
+    from ragd.ops.memory import limit_malloc_arenas
+
+    limit_malloc_arenas(settings.memory.malloc_arenas)
 
 
 def _startup_metrics() -> Any:
@@ -515,6 +523,7 @@ def worker(
     from ragd.ops.logs import configure_logging
 
     settings = _settings(config, data_dir=data_dir)
+    _limit_malloc_arenas(settings)
     configure_logging(settings.log_level, settings.log_format, production=settings.is_production)
 
     async def main() -> None:
