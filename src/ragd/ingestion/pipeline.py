@@ -240,6 +240,7 @@ class IngestionPipeline:
                 await self._stage(state, "embed", min(start + batch, total), total)
 
         await self._stage(state, "index", 0, total, check_cancel=True)
+        index_started = time.perf_counter()
         with _timed(state.timings, "index"):
             outcome = await self._catalog.commit_version(
                 VersionCommit(
@@ -254,12 +255,17 @@ class IngestionPipeline:
                     timings=dict(state.timings),
                     warnings=parsed.warnings,
                     embedder_name=info.name, embedder_dimension=info.dimension,
+                    # The job ends in the same transaction as the version it produced.
+                    completes_job=True, index_started=index_started,
                 )
             )
             if outcome is CommitOutcome.LEASE_LOST:
                 raise Stop(cancelled=False)
             if outcome in (CommitOutcome.COMMITTED, CommitOutcome.ALREADY_COMMITTED):
                 await self._indexes.publish(tenant_id)
+        if outcome is CommitOutcome.COMMITTED:
+            await self._queue.completed(tenant_id, job.id)
+            return
         # ``keywords`` is part of ``embed``, not a stage of its own.
         state.timings["total"] = round(
             sum(state.timings.get(stage, 0.0) for stage in STAGES), 6

@@ -230,6 +230,10 @@ class JobQueue(Protocol):
         ``(stage, done, total)`` (saving a progress write)."""
         ...
 
+    async def completed(self, tenant_id: str, job_id: str) -> None:
+        """Run the completion observer for a job another transaction marked succeeded."""
+        ...
+
     async def fail(
         self, job_id: str, worker_id: str, error: str, *, retryable: bool = True
     ) -> bool:
@@ -603,19 +607,25 @@ class SqlJobQueue:
             row = await _owned_row(s, job_id, worker_id)
             if row is None:
                 return False
-            if stage is not None:
-                row.stage, row.progress_done, row.progress_total = stage
-            _finish(row, "succeeded", now)
-            row.error = None
-            row.timings = json.dumps(dict(timings or {}), separators=(",", ":"))
+            mark_succeeded(row, now, timings, stage)
             await s.flush()
             finished = job_from_row(row)
+        self._completed(finished)
+        return True
+
+    async def completed(self, tenant_id: str, job_id: str) -> None:
+        """Tell the completion observer of a job that another transaction marked succeeded
+        (:func:`mark_succeeded`: the version commit that also ends its ingest job)."""
+        job = await self.get(tenant_id, job_id)
+        if job is not None and job.status == "succeeded":
+            self._completed(job)
+
+    def _completed(self, job: Job) -> None:
         if self._on_complete is not None:
             try:
-                self._on_complete(finished)
+                self._on_complete(job)
             except Exception:  # noqa: BLE001 - an observer must not undo a recorded success
-                logger.exception("job completion observer failed", extra={"job_id": job_id})
-        return True
+                logger.exception("job completion observer failed", extra={"job_id": job.id})
 
     async def depth(self) -> QueueDepth:
         """Jobs queued and running by kind, and those running past their lease (see
@@ -882,6 +892,20 @@ def _locked(query: Select[JobRow]) -> Select[JobRow]:
     """``query`` reading its rows through their locks (``FOR UPDATE``; nothing on SQLite),
     the values as the last writer committed them even if this session had loaded them."""
     return query.with_for_update().execution_options(populate_existing=True)
+
+
+def mark_succeeded(
+    row: JobRow, now: datetime, timings: Mapping[str, float] | None = None,
+    stage: tuple[str, int, int] | None = None,
+) -> None:
+    """End a running job as succeeded, in the caller's transaction (the caller checked the
+    lease: :meth:`SqlJobQueue.complete`, or the version commit of an ingest job, which then
+    calls :meth:`SqlJobQueue.completed`)."""
+    if stage is not None:
+        row.stage, row.progress_done, row.progress_total = stage
+    _finish(row, "succeeded", now)
+    row.error = None
+    row.timings = json.dumps(dict(timings or {}), separators=(",", ":"))
 
 
 def _finish(row: JobRow, status: JobStatus, now: datetime) -> None:

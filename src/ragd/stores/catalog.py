@@ -218,6 +218,11 @@ class VersionCommit:
     warnings: tuple[str, ...]
     embedder_name: str | None
     embedder_dimension: int | None
+    #: Also end the job as succeeded in the commit's transaction (one write transaction
+    #: fewer per document), with ``timings`` plus ``index`` (the seconds since
+    #: ``index_started``, a ``time.perf_counter()`` reading) and ``total``.
+    completes_job: bool = False
+    index_started: float | None = None
 
 
 def check_embedder(

@@ -15,14 +15,23 @@ ingestions with different embedders the second is refused.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 
 from sqlalchemy import and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ragd.db.tables import ChunkRow, CollectionRow, DocumentRow, DocumentVersionRow, utcnow
-from ragd.jobs.queue import Job
+from ragd.db.clock import database_now
+from ragd.db.tables import (
+    ChunkRow,
+    CollectionRow,
+    DocumentRow,
+    DocumentVersionRow,
+    JobRow,
+    utcnow,
+)
+from ragd.jobs.queue import Job, mark_succeeded
 from ragd.stores._sql_locks import locked_collection, locked_document, locked_job
 from ragd.stores._sql_rows import (
     SqlPart,
@@ -121,7 +130,7 @@ class SqlVersions(SqlPart):
             checked = await _check(s, commit)
             if isinstance(checked, CommitOutcome):
                 return checked
-            row, _ = checked
+            row, _, _ = checked
             if first:
                 # Leftovers of an attempt of this version that died while staging.
                 await s.execute(delete(ChunkRow).where(
@@ -139,7 +148,7 @@ class SqlVersions(SqlPart):
             checked = await _check(s, commit)
             if isinstance(checked, CommitOutcome):
                 return checked
-            row, found = checked
+            row, found, job = checked
             await _record_embedder(s, found, commit)
             if staged:
                 # The previous version's chunks go; the staged ones become the version.
@@ -177,6 +186,9 @@ class SqlVersions(SqlPart):
             row.timings = dumps(dict(commit.timings))
             row.ready_at = now
             row.updated_at = now
+            if commit.completes_job:
+                mark_succeeded(job, await database_now(s), _job_timings(commit),
+                               ("index", len(commit.chunks), len(commit.chunks)))
             return CommitOutcome.COMMITTED
 
     async def finish_version(
@@ -228,11 +240,22 @@ async def finalise_ingest_job(s: AsyncSession, job: Job) -> None:
     ))
 
 
+def _job_timings(commit: VersionCommit) -> dict[str, float]:
+    timings = dict(commit.timings)
+    if commit.index_started is not None:
+        timings["index"] = round(time.perf_counter() - commit.index_started, 6)
+    timings["total"] = round(
+        sum(timings.get(stage, 0.0) for stage in ("parse", "chunk", "embed", "index")), 6
+    )
+    return timings
+
+
 async def _check(
     s: AsyncSession, commit: VersionCommit
-) -> CommitOutcome | tuple[DocumentRow, CollectionRow]:
+) -> CommitOutcome | tuple[DocumentRow, CollectionRow, JobRow]:
     """Whether ``commit``'s worker may still write its version: the outcome that stops it,
-    or the document and collection rows to write to, locked (collection, job, document)."""
+    or the document, collection and job rows to write to, locked (collection, job,
+    document)."""
     seen = await document_row(s, commit.tenant_id, commit.document_id)  # which collection
     found = None if seen is None else await locked_collection(
         s, commit.tenant_id, seen.collection_id, exclusive=False
@@ -249,7 +272,7 @@ async def _check(
         return CommitOutcome.ALREADY_COMMITTED
     if row.latest_version != commit.version:
         return CommitOutcome.SUPERSEDED
-    return row, found
+    return row, found, job
 
 
 async def _record_embedder(s: AsyncSession, found: CollectionRow, commit: VersionCommit) -> None:
