@@ -2,10 +2,10 @@
 while another tenant's large backlog is queued, against the upload's own processing time.
 
     .venv/bin/python bench/fairness.py [--backlog 2000] [--probes 3] [--clients 4]
-                                       [--workers 2] [--no-keywords] [--quick] [--json out.json]
+                                       [--workers 4] [--no-keywords] [--quick] [--json out.json]
 
 A real ``ragd serve`` on a fresh data dir (the embedded default: SQLite, tantivy, usearch;
-``--workers`` in-process ingestion workers, default 2, keywords on unless
+``--workers`` in-process ingestion workers, default 4 (the server's), keywords on unless
 ``--no-keywords``). Tenant A uploads ``--backlog`` small text documents (JSON, 1-2 chunks
 each) through ``--clients`` threads as fast as they are accepted; the workers start on them
 at once. When every one of A's uploads has been accepted, tenant B uploads one document of
@@ -192,7 +192,7 @@ def _one_run(backlog: int, probes: int, clients: int, workers: int,
 
 
 def run(quick: bool = False, *, backlog: int = 2000, probes: int = 3, clients: int = 4,
-        workers: int = 2, keywords: bool = True) -> dict[str, Any]:
+        workers: int = 4, keywords: bool = True) -> dict[str, Any]:
     if quick:
         backlog, probes = 100, 1
     single = _one_run(backlog, probes, clients, workers, keywords)
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backlog", type=int, default=2000, help="tenant A's documents")
     parser.add_argument("--probes", type=int, default=3, help="tenant B's uploads, in turn")
     parser.add_argument("--clients", type=int, default=4, help="threads uploading A's backlog")
-    parser.add_argument("--workers", type=int, default=2, help="ingestion workers in serve")
+    parser.add_argument("--workers", type=int, default=4, help="ingestion workers in serve")
     parser.add_argument("--no-keywords", action="store_true")
     parser.add_argument("--quick", action="store_true", help="backlog 100, one probe")
     parser.add_argument("--json", type=Path, default=None)
