@@ -6,7 +6,7 @@ Per set (``python-faq``, ``debian-faq``: every passage of ``../shared/eval/<set>
 
 1. a fresh ``ragd serve`` on the embedded default (SQLite + tantivy + usearch) in a fresh data
    dir, the prepared model cache shared with the other benches (``/tmp/ragd-model-cache``,
-   prepared once before the runs), ragd's defaults otherwise (2 in-process ingestion workers,
+   prepared once before the runs), ragd's defaults otherwise (4 in-process ingestion workers,
    ``inference_threads`` 1, ``embed_batch`` 64), and ``RAGD_INGESTION__KEYWORDS_ENABLED=false``
    for the ``no_keywords`` run;
 2. a tenant registered over HTTP, 4 one-line warm-up documents ingested and awaited (the
@@ -31,8 +31,8 @@ Per set (``python-faq``, ``debian-faq``: every passage of ``../shared/eval/<set>
    ``ragd.stores.catalog.embed_text``, what the pipeline embeds) and embedded in this process
    by ragd's ``OnnxEmbedder.from_directory`` on the same prepared model with the server's
    default model settings (``inference_threads`` 1), in batches of ``embed_batch`` (64), by as
-   many callers as the server has ingestion workers (2: the server embeds with two workers of
-   one thread each, so one caller would use half the machine). Raw chunks/s; ingest chunks/s
+   many callers as the server runs embedder calls at once (``embedder_concurrency``: one per
+   core, 2 here; one caller would use half the machine). Raw chunks/s; ingest chunks/s
    / raw chunks/s is the "time-to-searchable ratio" without keywords and the "total ratio"
    with them.
 
@@ -241,7 +241,8 @@ def raw_throughput(embedder: Any, texts: Sequence[str], *, batch: int,
 def ingest_run(documents: Sequence[dict[str, str]], *, keywords: bool, root: Path,
                cache_dir: Path, clients: int = CLIENTS, embedder: Any = None) -> dict[str, Any]:
     """One run (see the module docstring); ``embedder`` set = the raw ONNX step too."""
-    from ragd.settings import IngestionSettings
+    from ragd.models.runtime import embedder_concurrency
+    from ragd.settings import IngestionSettings, ModelsSettings
 
     defaults = IngestionSettings()
     env = ingest.serve_env(cache_dir)
@@ -274,7 +275,7 @@ def ingest_run(documents: Sequence[dict[str, str]], *, keywords: bool, root: Pat
         if embedder is not None:
             texts = _embed_texts(client, headers, stored)
             raw = raw_throughput(embedder, texts, batch=defaults.embed_batch,
-                                 callers=defaults.workers)
+                                 callers=embedder_concurrency(ModelsSettings()))
     return _figures(uploads, stored, jobs, sampler, cpu_s, seen_done_s, raw, keywords,
                     [round(load_before, 2), round(load_after, 2)])
 
