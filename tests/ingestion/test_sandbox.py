@@ -585,3 +585,19 @@ async def test_an_idle_fork_server_stops(loop_clock: LoopClock) -> None:
         assert "hello" in document.text
     finally:
         await pool.close()
+
+
+def prepare_dies(config: dict[str, Any]) -> None:
+    os._exit(1)
+
+
+async def test_a_fork_server_that_dies_while_starting_fails_the_parse() -> None:
+    from ragd.ingestion.forkserver import ForkServer, ForkServerGone
+
+    server = ForkServer("ragd.ingestion.sandbox:serve_one", {}, prepare=f"{HERE}:prepare_dies",
+                        sys_path=(str(ROOT),))
+    try:
+        with pytest.raises(ForkServerGone):
+            await server.fork()
+    finally:
+        await server.close()

@@ -245,7 +245,10 @@ class ForkServer:
         if control is not None:
             _loop().remove_reader(control.fileno())
             control.close()
-        self._ready = None
+        ready, self._ready = self._ready, None
+        if ready is not None and not ready.done():  # it died before it was ready
+            ready.set_exception(ForkServerGone("the fork server died while starting"))
+            ready.exception()  # retrieved here too: a caller may have given up waiting
         logger.warning("the parser fork server died; it is restarted on the next document")
         self._gone("the fork server died")
 
