@@ -61,6 +61,20 @@ async def _get(catalog: Catalog, tenant: str, document_id: str) -> Document:
 # -- COMMITTED --------------------------------------------------------------------------------
 
 
+async def test_claiming_an_ingest_job_marks_its_document_processing(
+    catalog: Catalog, queue: ManagedJobQueue, tenant: str
+) -> None:
+    # In the claim's own transaction: starting the version then has nothing left to write.
+    collection_id = await new_collection(catalog, tenant)
+    document, _ = await _queued(catalog, queue, tenant, collection_id, "claimed")
+    assert document.status == "queued"
+    claimed = await _get(catalog, tenant, document.id)
+    assert (claimed.status, claimed.error, claimed.active_version) == ("processing", None, None)
+    started = await catalog.start_version(tenant, document.id, 1)
+    assert started is not None and started[0].status == "processing"
+
+
+
 async def test_a_committed_version_is_searchable_with_its_changes_logged(
     catalog: Catalog, queue: ManagedJobQueue, tenant: str
 ) -> None:

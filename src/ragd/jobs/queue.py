@@ -48,7 +48,7 @@ import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol, cast, runtime_checkable
 
 from sqlalchemy import (
     Select,
@@ -87,6 +87,17 @@ BACKOFF_MAX = timedelta(minutes=5)
 #: cancelled (by its worker, or by the queue when the worker died on its last attempt), so
 #: whatever the job was producing never looks "in progress" after the job has ended.
 Finaliser = Callable[[AsyncSession, "Job"], Awaitable[None]]
+
+
+@runtime_checkable
+class ClaimObserver(Protocol):
+    """A finaliser that also sees each job of its kind being claimed, in the claim's own
+    transaction (the ingestion catalog marks the job's document "processing" there, instead
+    of in a write transaction of its own)."""
+
+    async def claimed(self, s: AsyncSession, job: Job) -> None: ...
+
+
 #: A job's error text is kept to this many characters.
 MAX_ERROR_CHARS = 4000
 #: The wake-up a job's kind is announced on when it becomes due at once (a PostgreSQL
@@ -507,7 +518,11 @@ class SqlJobQueue:
                 row.attempts += 1
                 row.updated_at = now
                 await s.flush()
-                return job_from_row(row)
+                job = job_from_row(row)
+                hook = self._finalisers.get(row.kind)
+                if isinstance(hook, ClaimObserver):
+                    await hook.claimed(s, job)
+                return job
 
     async def _next_due(
         self, s: AsyncSession, kinds: Sequence[str], now: datetime
@@ -972,6 +987,7 @@ __all__ = [
     "JOBS_CHANNEL",
     "JOB_STATUSES",
     "MAX_CLAIM_IDS",
+    "ClaimObserver",
     "Clock",
     "CompletionObserver",
     "Job",

@@ -35,6 +35,7 @@ from ragd.db.tables import (
     DocumentRow,
     DocumentVersionRow,
     JobRow,
+    new_id,
     utcnow,
 )
 from ragd.errors import Conflict, InvalidInput, NotFound
@@ -308,8 +309,9 @@ class SqlCatalog(SqlVersions, SqlChangeLog, SqlChunkReader):
                 )
             if existing is not None:
                 return Accepted(document=document(existing), job=None, duplicate=True)
+            # Ids chosen here, so the three rows go in one flush (no UPDATE for the job id).
             row = DocumentRow(
-                tenant_id=tenant_id, collection_id=collection_id,
+                id=new_id(), tenant_id=tenant_id, collection_id=collection_id,
                 title=upload.title or upload.filename or "untitled",
                 filename=upload.filename, content_type=upload.content_type, format=None,
                 content_sha256=upload.content_sha256, size_bytes=len(upload.content),
@@ -317,16 +319,13 @@ class SqlCatalog(SqlVersions, SqlChangeLog, SqlChunkReader):
                 latest_version=1, chunk_count=0, token_count=0, keywords="[]",
                 warnings="[]", timings="{}", created_at=now, updated_at=now,
             )
-            s.add(row)
-            await s.flush()
-            s.add(_version_row(row, 1, upload, now))
             job_row = new_job_row(
                 tenant_id, INGEST_JOB, {"document_id": row.id, "version": 1},
                 max_attempts=max_attempts, now=now,
             )
-            s.add(job_row)
+            job_row.id = row.job_id = new_id()
+            s.add_all([row, _version_row(row, 1, upload, now), job_row])
             await s.flush()
-            row.job_id = job_row.id
             return Accepted(document=document(row), job=job_from_row(job_row), duplicate=False)
 
     async def _by_content(

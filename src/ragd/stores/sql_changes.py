@@ -112,11 +112,19 @@ async def add_chunks(
     chunks: Sequence[NewChunk], now: datetime,
 ) -> None:
     """Insert ``chunks`` as ``version`` of the document and log an ``upsert`` for every chunk
-    row the document then has."""
+    row the document then has (the caller removed its other rows first)."""
     if not chunks:
         return
-    await stage_chunks(s, tenant_id, collection_id, document_id, version, chunks, now)
-    await log_upserts(s, tenant_id, document_id, now)
+    if s.get_bind().dialect.name == "postgresql":
+        await stage_chunks(s, tenant_id, collection_id, document_id, version, chunks, now)
+        await log_upserts(s, tenant_id, document_id, now)
+        return
+    # The new rows' keys come back from the insert itself: no second read of the chunks.
+    keys = list(await s.scalars(
+        insert(ChunkRow).returning(ChunkRow.key, sort_by_parameter_order=True),
+        _chunk_rows(tenant_id, collection_id, document_id, version, chunks, now),
+    ))
+    await _log(s, tenant_id, "upsert", keys, now)
 
 
 async def stage_chunks(
@@ -128,19 +136,7 @@ async def stage_chunks(
     version only) until :func:`log_upserts` runs in the transaction that activates it."""
     if not chunks:
         return
-    rows: list[dict[str, Any]] = [
-        {
-            "id": chunk.id, "tenant_id": tenant_id,
-            "collection_id": collection_id, "document_id": document_id,
-            "version": version, "ordinal": chunk.ordinal,
-            "text": chunk.text, "heading_path": dumps(list(chunk.heading_path)),
-            "page": chunk.page, "page_end": chunk.page_end,
-            "token_count": chunk.token_count, "start": chunk.start,
-            "end": chunk.end, "keywords": dumps(list(chunk.keywords)),
-            "vector": chunk.vector, "created_at": now,
-        }
-        for chunk in chunks
-    ]
+    rows = _chunk_rows(tenant_id, collection_id, document_id, version, chunks, now)
     if s.get_bind().dialect.name == "postgresql":
         # The search backend's columns, written with the row, so the commit that activates
         # the version makes it searchable (see ragd.db.pgsearch).
@@ -154,20 +150,44 @@ async def stage_chunks(
     await s.execute(insert(ChunkRow), rows)
 
 
+def _chunk_rows(
+    tenant_id: str, collection_id: str, document_id: str, version: int,
+    chunks: Sequence[NewChunk], now: datetime,
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": chunk.id, "tenant_id": tenant_id,
+            "collection_id": collection_id, "document_id": document_id,
+            "version": version, "ordinal": chunk.ordinal,
+            "text": chunk.text, "heading_path": dumps(list(chunk.heading_path)),
+            "page": chunk.page, "page_end": chunk.page_end,
+            "token_count": chunk.token_count, "start": chunk.start,
+            "end": chunk.end, "keywords": dumps(list(chunk.keywords)),
+            "vector": chunk.vector, "created_at": now,
+        }
+        for chunk in chunks
+    ]
+
+
 async def log_upserts(s: AsyncSession, tenant_id: str, document_id: str, now: datetime) -> int:
     """Log an ``upsert`` for every chunk row the document has; how many."""
     keys = (await s.scalars(select(ChunkRow.key).where(ChunkRow.document_id == document_id))).all()
+    await _log(s, tenant_id, "upsert", keys, now)
+    return len(keys)
+
+
+async def _log(
+    s: AsyncSession, tenant_id: str, op: str, keys: Sequence[int], now: datetime
+) -> None:
+    """Append one change per chunk key, after taking the log's append turn."""
     if not keys:
-        return 0
+        return
     await take_append_turn(s, INDEX_CHANGES, tenant_id)
     await s.execute(
         insert(IndexChangeRow),
-        [
-            {"tenant_id": tenant_id, "op": "upsert", "chunk_key": key, "created_at": now}
-            for key in keys
-        ],
+        [{"tenant_id": tenant_id, "op": op, "chunk_key": key, "created_at": now}
+         for key in keys],
     )
-    return len(keys)
 
 
 def active_chunks() -> Any:
@@ -195,13 +215,7 @@ async def remove_chunks(s: AsyncSession, tenant_id: str, condition: Any) -> None
     keys = (await s.scalars(select(ChunkRow.key).where(condition))).all()
     if not keys:
         return
-    now = utcnow()
-    await take_append_turn(s, INDEX_CHANGES, tenant_id)
-    await s.execute(
-        insert(IndexChangeRow),
-        [{"tenant_id": tenant_id, "op": "delete", "chunk_key": key, "created_at": now}
-         for key in keys],
-    )
+    await _log(s, tenant_id, "delete", keys, utcnow())
     await s.execute(delete(ChunkRow).where(condition))
 
 

@@ -168,12 +168,13 @@ class SqlVersions(SqlPart):
                     s, commit.tenant_id, row.collection_id, row.id, commit.version,
                     commit.chunks, now,
                 )
-            await s.execute(
-                delete(DocumentVersionRow).where(
-                    DocumentVersionRow.document_id == row.id,
-                    DocumentVersionRow.version < commit.version,
+            if commit.version > 1:  # versions start at 1: the first has none before it
+                await s.execute(
+                    delete(DocumentVersionRow).where(
+                        DocumentVersionRow.document_id == row.id,
+                        DocumentVersionRow.version < commit.version,
+                    )
                 )
-            )
             row.active_version = commit.version
             row.status = "ready"
             row.error = None
@@ -221,7 +222,35 @@ class SqlVersions(SqlPart):
             )
 
 
-async def finalise_ingest_job(s: AsyncSession, job: Job) -> None:
+class IngestJobHooks:
+    """What the queue does to an ``ingest`` job's document in its own transactions."""
+
+    async def __call__(self, s: AsyncSession, job: Job) -> None:
+        """Finaliser: see :func:`_finalise`."""
+        await _finalise(s, job)
+
+    async def claimed(self, s: AsyncSession, job: Job) -> None:
+        """The job was claimed: its version is now being processed (unless a newer one was
+        uploaded meanwhile, or this one is already active: then nothing changes)."""
+        version = int(job.payload.get("version", 0))
+        await s.execute(
+            update(DocumentRow)
+            .where(
+                DocumentRow.id == str(job.payload.get("document_id", "")),
+                DocumentRow.tenant_id == job.tenant_id,
+                DocumentRow.latest_version == version,
+                DocumentRow.active_version.is_distinct_from(version),
+            )
+            .values(status="processing", error=None, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+
+
+#: The ``ingest`` kind's queue hooks (a finaliser that also sees claims).
+finalise_ingest_job = IngestJobHooks()
+
+
+async def _finalise(s: AsyncSession, job: Job) -> None:
     """Queue finaliser for ``ingest`` jobs that the queue ended itself (the worker died on
     the last attempt, or cancellation was requested): the document leaves queued/processing
     with the job's outcome instead of staying "in progress" forever."""
@@ -263,9 +292,14 @@ async def _check(
     job = await locked_job(s, commit.job_id)
     if job is None or job.status != "running" or job.lease_owner != commit.worker_id:
         return CommitOutcome.LEASE_LOST
-    row = None if found is None else await locked_document(
-        s, commit.tenant_id, commit.document_id
-    )
+    if found is None:
+        row = None
+    elif s.get_bind().dialect.name == "postgresql":
+        row = await locked_document(s, commit.tenant_id, commit.document_id)
+    else:
+        # The transaction holds the whole database (BEGIN IMMEDIATE): the row read above
+        # is the row as it stands; reading it again would only cost a statement.
+        row = seen
     if row is None or found is None:
         return CommitOutcome.GONE
     if row.active_version == commit.version:
