@@ -23,6 +23,7 @@ import os
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping
+from datetime import timedelta
 
 from ragd.db.listen import Listener
 from ragd.jobs.queue import JOBS_CHANNEL, Job, JobQueue
@@ -113,6 +114,26 @@ class WorkerPool:
         finally:
             await self.stop()
 
+    async def _claim(self, worker_id: str, kinds: list[str]) -> Job | None:
+        """Claim, and never be stopped halfway through the claim's transaction: a loop
+        cancelled there (at shutdown) cut its statements short, and the connection's reset
+        then failed with a logged traceback. Cancelled meanwhile, the claim completes first;
+        a job it took is put back at once (the attempt not used up), then the loop ends."""
+        claim = asyncio.ensure_future(self._queue.claim(
+            worker_id, kinds, job_ids=None if self._only is None else self._only()
+        ))
+        try:
+            return await asyncio.shield(claim)
+        except asyncio.CancelledError:
+            try:
+                job = await claim
+                if job is not None:
+                    await self._queue.release(job.id, worker_id, delay=timedelta(0))
+            except Exception:  # noqa: BLE001 - stopping anyway; its lease runs out
+                logger.warning("putting back a job claimed while stopping failed",
+                               exc_info=True)
+            raise
+
     async def _loop(self, worker_id: str) -> None:
         kinds = list(self._handlers)
         logger.info("worker started", extra={"worker_id": worker_id})
@@ -121,9 +142,7 @@ class WorkerPool:
             # the claim runs (too late for its snapshot) must not be lost.
             self._wake.clear()
             try:
-                job = await self._queue.claim(
-                    worker_id, kinds, job_ids=None if self._only is None else self._only()
-                )
+                job = await self._claim(worker_id, kinds)
             except Exception:  # noqa: BLE001 - a locked or unavailable DB: retry later
                 logger.warning("claiming a job failed", exc_info=True)
                 job = None
