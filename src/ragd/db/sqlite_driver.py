@@ -11,6 +11,8 @@ version commit of ~12 statements held the lane 25 ms, against 7 ms on an idle se
 :class:`OneHopCursor` runs the whole statement (cursor, execute, fetch, close) as one call
 on the connection's thread and keeps the result in memory, as the stock cursor does
 (``fetchall`` before returning). Server-side cursors (``stream()``) stay the stock ones.
+Measured with ``bench/ingest_corpus.py`` (500 documents of ~1 KB, medians of 3): 15.8 → 18.3
+documents/s, and the server's CPU 89 → 80 ms a document (fewer callbacks on the loop).
 
 It reaches into aiosqlite's connection (its queue of calls and its ``sqlite3`` connection),
 as SQLAlchemy's own adapter does to set the isolation level; :func:`one_hop_dbapi` returns
