@@ -15,6 +15,7 @@ import pytest
 
 from ragd.db import migrate
 from ragd.db.engine import Database
+from ragd.ingestion.pipeline import cancel_and_wait
 from ragd.ingestion.worker import WorkerPool
 from ragd.jobs.queue import Job, SqlJobQueue
 from ragd.stores.identity import SqlIdentityStore
@@ -77,3 +78,42 @@ async def test_a_loop_stopped_inside_its_claim_finishes_it_and_puts_the_job_back
         assert errors == [], caplog.text
     finally:
         await db.dispose()
+
+
+async def test_cancel_and_wait_does_not_swallow_the_callers_own_cancellation() -> None:
+    # A job's heartbeat is cancelled and awaited as the job ends; the worker loop cancelled
+    # during that wait (its pool being stopped) must end, not carry on.
+    child_cancelled, let_go = asyncio.Event(), asyncio.Event()
+
+    async def child() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            child_cancelled.set()
+            await let_go.wait()  # still cleaning up when the caller is cancelled
+            raise
+
+    carried_on: list[str] = []
+
+    async def caller() -> None:
+        heartbeat = asyncio.create_task(child())
+        await asyncio.sleep(0)  # let it start
+        await cancel_and_wait(heartbeat)
+        carried_on.append("after the wait")
+
+    task = asyncio.create_task(caller())
+    async with asyncio.timeout(HANG_TIMEOUT):
+        await child_cancelled.wait()
+        task.cancel()
+        await asyncio.sleep(0)
+        let_go.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert carried_on == []
+
+
+async def test_cancel_and_wait_returns_when_only_the_child_was_cancelled() -> None:
+    task = asyncio.create_task(asyncio.Event().wait())
+    await asyncio.sleep(0)
+    await cancel_and_wait(task)
+    assert task.cancelled()

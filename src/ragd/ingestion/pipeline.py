@@ -325,9 +325,7 @@ class IngestionPipeline:
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
 
 class CollectionPurger:
@@ -356,6 +354,20 @@ class CollectionPurger:
             await self._queue.fail(job.id, worker_id, f"{type(exc).__name__}: {exc}")
             return
         await self._queue.complete(job.id, worker_id)
+
+
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait for it to end, without swallowing a cancellation of the
+    caller itself. (``suppress(CancelledError)`` around the wait also swallowed the caller's
+    own cancellation when it arrived during that wait: a worker loop stopped just as a job
+    ended kept running, and stopping its pool waited forever.)"""
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
 
 
 async def release_busy(queue: JobQueue, job: Job, worker_id: str) -> None:
