@@ -93,15 +93,7 @@ class SqlVersions(SqlPart):
             )
         if mark:
             async with self._db.transaction() as s:
-                await s.execute(
-                    update(DocumentRow)
-                    .where(
-                        DocumentRow.id == document_id, DocumentRow.tenant_id == tenant_id,
-                        DocumentRow.latest_version == version,
-                        DocumentRow.active_version.is_distinct_from(version),
-                    )
-                    .values(status="processing", error=None, updated_at=utcnow())
-                )
+                await _mark_processing(s, tenant_id, document_id, version)
             started = (replace(started[0], status="processing", error=None), *started[1:])
         return started
 
@@ -230,20 +222,28 @@ class IngestJobHooks:
         await _finalise(s, job)
 
     async def claimed(self, s: AsyncSession, job: Job) -> None:
-        """The job was claimed: its version is now being processed (unless a newer one was
-        uploaded meanwhile, or this one is already active: then nothing changes)."""
-        version = int(job.payload.get("version", 0))
-        await s.execute(
-            update(DocumentRow)
-            .where(
-                DocumentRow.id == str(job.payload.get("document_id", "")),
-                DocumentRow.tenant_id == job.tenant_id,
-                DocumentRow.latest_version == version,
-                DocumentRow.active_version.is_distinct_from(version),
-            )
-            .values(status="processing", error=None, updated_at=utcnow())
-            .execution_options(synchronize_session=False)
+        """The job was claimed: its version is now being processed."""
+        await _mark_processing(
+            s, job.tenant_id, str(job.payload.get("document_id", "")),
+            int(job.payload.get("version", 0)),
         )
+
+
+async def _mark_processing(
+    s: AsyncSession, tenant_id: str, document_id: str, version: int
+) -> None:
+    """The document's ``version`` is being processed, unless a newer one was uploaded
+    meanwhile or this one is already active (then nothing changes)."""
+    await s.execute(
+        update(DocumentRow)
+        .where(
+            DocumentRow.id == document_id, DocumentRow.tenant_id == tenant_id,
+            DocumentRow.latest_version == version,
+            DocumentRow.active_version.is_distinct_from(version),
+        )
+        .values(status="processing", error=None, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
 
 
 #: The ``ingest`` kind's queue hooks (a finaliser that also sees claims).
