@@ -142,7 +142,8 @@ async def test_llm_answer_citations_are_verified_and_invalid_ones_dropped(
     with FakeLLMServer("openai") as fake:
         fake.push(Step(text="Columns are hexagonal because cooling lava contracts [1]. "
                             "Volcanoes are made of cheese [7]. Glaciers carve fjords "
-                            '[2: "fjords are made by dragons"].'))
+                            '[2: "fjords are made by dragons"]. Lava is old [0], hot [-1] '
+                            "and counted as items[0]."))
         async with app_client(tmp_path / "data",
                               llm={"providers": [_provider("fake", fake)]}) as client:
             tenant = await new_tenant(client)
@@ -150,8 +151,10 @@ async def test_llm_answer_citations_are_verified_and_invalid_ones_dropped(
             answer = await _chat(client, tenant, question="Why are basalt columns hexagonal?")
         assert answer["provider"] == "fake" and answer["model"] == "fake-model"
         assert [c["n"] for c in answer["citations"]] == [1]
-        assert answer["citations_dropped"] == 2
+        assert answer["citations_dropped"] == 4
         assert "[7]" not in answer["answer"] and "dragons" not in answer["answer"]
+        assert "[0]," not in answer["answer"] and "[-1]" not in answer["answer"]
+        assert answer["answer"].endswith("Lava is old, hot and counted as items[0].")
         _assert_quotes_in_chunks(answer)
         # The prompt: context blocks declared as data, the injection only inside a block.
         prompt = fake.requests[-1].json
@@ -208,7 +211,8 @@ async def _platform_admin(client: httpx.AsyncClient) -> dict[str, str]:
 
 async def test_sse_stream_tokens_citations_done(tmp_path: Path) -> None:
     with FakeLLMServer("openai") as fake:
-        fake.push(Step(text="Cooling lava contracts [1] into columns. Not real [9]."))
+        fake.push(Step(text="Cooling lava contracts [1] into columns. Not real [9]. "
+                            "Nor block [0] or [-2] or [1000]."))
         async with app_client(tmp_path / "data",
                               llm={"providers": [_provider("fake", fake)]}) as client:
             tenant = await new_tenant(client)
@@ -223,8 +227,9 @@ async def test_sse_stream_tokens_citations_done(tmp_path: Path) -> None:
         tokens = "".join(data["text"] for kind, data in events if kind == "token")
         done = events[-1][1]
         assert tokens == done["answer"] and "[9]" not in tokens and "[1]" in tokens
+        assert tokens.endswith("Not real. Nor block or or.")
         assert [data["n"] for kind, data in events if kind == "citation"] == [1]
-        assert done["citations_dropped"] == 1 and done["provider"] == "fake"
+        assert done["citations_dropped"] == 4 and done["provider"] == "fake"
 
 
 async def test_sse_stream_cut_mid_answer_ends_with_an_error_event(tmp_path: Path) -> None:

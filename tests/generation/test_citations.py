@@ -71,11 +71,27 @@ def test_marker_forms() -> None:
 
 
 def test_things_that_are_not_markers() -> None:
-    for text in ["[0]", "[]", "[abc]", "[1000]", "[01]", "[1](https://example.com)",
+    for text in ["[]", "[abc]", "[10000]", "[-]", "[1](https://example.com)",
                  "[^1]", "[ 1]", "[1 2]", '[1: ""]', "[1, 2: \"x\"]", "[[1]]", "[1, [2]",
-                 "[1\n]", '[1: "line\nbreak"]', "[1", "1]"]:
+                 "[1\n]", '[1: "line\nbreak"]', "[1", "1]", "x[0]", "seq[-1]", "f()[0]",
+                 "a_[00]", "`[2]`", "``a [2] b``", "```\n[2]\n```", "~~~py\nx = [1]\n~~~"]:
         assert find_markers(text) == [], text
-    assert [m.numbers for m in find_markers("see `[2]` and [999]")] == [(2,), (999,)]
+    assert [m.numbers for m in find_markers("see `[2]` and [999]")] == [(999,)]
+
+
+def test_markers_that_name_no_block_are_markers() -> None:
+    text = "a [0] b [-1] c [01] d [1000] e [2, 0] f ([0]) g x[1]"
+    assert [m.numbers for m in find_markers(text)] == [
+        (0,), (-1,), (0,), (1000,), (2, 0), (0,), (1,),
+    ]
+
+
+def test_code_spans_and_fences_end_where_markdown_ends_them() -> None:
+    text = "`a [1]` [2] ``b ` [3]`` [4]\n`open [5]\n[6]\n```python\nx[7]\n  ```\n[8]"
+    assert [m.numbers for m in find_markers(text)] == [(2,), (4,), (6,), (8,)]
+    # A fence closes only with a run of its own character, at least as long.
+    text = "````\n```\n[1]\n~~~~\n[2]\n````\n[3]"
+    assert [m.numbers for m in find_markers(text)] == [(3,)]
 
 
 # -- verify: hand examples --------------------------------------------------------------------
@@ -114,9 +130,29 @@ def test_fabricated_quote_is_dropped_and_a_real_one_is_mapped_to_the_stored_text
     assert verified.citations[0].quote in GLACIER
 
 
-def test_zero_is_not_a_marker_and_stays() -> None:
-    verified = verify("Item [0] stays.", BLOCKS)
-    assert verified == Verified("Item [0] stays.", [], 0)
+def test_markers_naming_no_block_are_removed() -> None:
+    for text in ["Lava cools [0].", "Lava cools [-2].", "Lava cools [01].", "Lava cools [4]."]:
+        assert verify(text, BLOCKS) == Verified("Lava cools.", [], 1), text
+    verified = verify("Lava cools [0, 1, 1000].", BLOCKS)
+    assert verified.text == "Lava cools [1]." and verified.dropped == 2
+
+
+def test_index_expressions_and_code_are_kept_as_written() -> None:
+    text = "Take x[0] and a[-1]; `xs[0]` and `ys[9]` too.\n```\nfirst = items[0] + rows[5]\n```"
+    assert verify(text, BLOCKS) == Verified(text, [], 0)
+
+
+def test_a_marker_removed_between_code_spans_leaves_a_space() -> None:
+    verified = verify("Use `a`[7]`b` [1], or `c`[7].", BLOCKS)
+    assert verified.text == "Use `a` `b` [1], or `c`."
+    assert verified.dropped == 2
+
+
+def test_a_fence_after_a_removed_marker_stays_a_fence() -> None:
+    text = "[7] ```\n[9] x[1]\n```\nLava [1]."
+    verified = verify(text, BLOCKS)
+    assert verified.text == "```\n[9] x[1]\n```\nLava [1]."
+    assert verified.dropped == 1 and [c.n for c in verified.citations] == [1]
 
 
 def test_partially_valid_list_keeps_the_valid_number() -> None:
@@ -224,7 +260,8 @@ FRAGMENTS = st.sampled_from([
     " ", " ", "  ", "\t", "\n", ".", ",", "!", "?", ":", "(", ")", "x", "1", "9", "-",
     "[1]", "[2]", "[3]", "[7]", "[0]", "[1, 9]", "[2,3]", "[", "]", "[1", "(http://x)",
     '[1: "thick lava"]', '[2: "made by dragons"]', '[3: "Harbour  CRANES"]', '"',
-    "[[", "]]", ", ", "[1][7]", "[9] ", " [8]", "\u201c",
+    "[[", "]]", ", ", "[1][7]", "[9] ", " [8]", "\u201c", "[0]", "[-1]", "x[0]", "[02]",
+    "`", "``", "```", "~~~", "\n```\n", "~", "_",
 ])
 TEXTS = st.lists(FRAGMENTS, max_size=30).map("".join)
 

@@ -5,12 +5,22 @@ The model is asked to cite context block ``n`` as ``[n]``. Accepted marker forms
 * ``[n]``, ``[n, m]`` (spaces or tabs around the commas), and adjacent ``[n][m]``;
 * ``[n: "exact words"]`` (straight or curly double quotes): block ``n`` must contain the words.
 
-Numbers are 1..999 without a leading zero (``[0]``, ``[01]``, ``[1000]`` are plain text), at
-most :data:`MAX_NUMBERS` per marker; a quote is 1..:data:`MAX_QUOTE_CHARS` characters with no
-newline, double quote or square bracket. ``[1](https://...)`` is a Markdown link, not a
-marker. A ``[`` nested in a would-be marker (``[1, [2]``, ``[[1]]``) makes the whole run plain
-text: removing an invalid inner marker could otherwise forge a new marker out of its
+A number is up to four digits, optionally negative: ``[0]``, ``[-1]``, ``[01]`` and a number
+beyond the last block are markers too, which name no block and are removed like any other
+invalid reference (``[10000]`` is plain text). An index expression is not a marker: a ``[0]``
+or a negative or zero-padded number written right after a letter, digit, ``_`` or ``)``
+(``x[0]``, ``f()[-1]``) stays as written. At most :data:`MAX_NUMBERS` numbers per marker; a
+quote is 1..:data:`MAX_QUOTE_CHARS` characters with no newline, double quote or square
+bracket. ``[1](https://...)`` is a Markdown link, not a marker. A ``[`` nested in a would-be
+marker (``[1, [2]``, ``[[1]]``) makes the whole run plain text: removing an invalid inner marker could otherwise forge a new marker out of its
 neighbours (``[1, [9]2]`` would become ``[1, 2]``).
+
+Code is never read for markers: inside a Markdown code span (`` `x[1]` ``, ending at its
+closing backtick run or the end of the line) or a fenced code block (a line opening with three
+or more backticks or tildes, up to the closing fence) every ``[`` is plain text, so code is
+returned as written. A line's opening is only spaces and markers, so a fence stays a fence
+when a marker before it is removed; a marker removed between two backticks leaves a space, so
+two code spans never merge into one.
 
 :func:`verify` keeps the valid references and removes the invalid ones (a number that is not a
 given block, a quote that block does not contain), tidying the whitespace the removal leaves
@@ -157,16 +167,15 @@ def _parse_grammar(s: str, i: int) -> _Parse:
     while True:
         if j >= n:
             return _Parse("partial", n)
-        if not ("1" <= s[j] <= "9"):
-            return _Parse("no", j)
-        k = j
-        while k < n and s[k].isascii() and s[k].isdigit() and k - j < 3:
+        k = j + 1 if s[j] == "-" else j
+        digits = k
+        while k < n and _is_digit(s[k]) and k - digits < _DIGITS:
             k += 1
         if k >= n:
             return _Parse("partial", n)
-        if s[k].isascii() and s[k].isdigit():  # a fourth digit
+        if k == digits or _is_digit(s[k]):  # no digit, or a digit too many
             return _Parse("no", k)
-        numbers.append(int(s[j:k]))
+        numbers.append(_number(s[j:k]))
         j = _skip_hspace(s, k)
         if j >= n:
             return _Parse("partial", n)
@@ -179,6 +188,16 @@ def _parse_grammar(s: str, i: int) -> _Parse:
         if c == ":" and len(numbers) == 1:
             return _parse_quote(s, j + 1, numbers[0])
         return _Parse("no", j)
+
+
+def _is_digit(c: str) -> bool:
+    return "0" <= c <= "9"
+
+
+def _number(written: str) -> int:
+    """A marker's number as written; 0 for a zero-padded one (it names no block)."""
+    value = int(written)
+    return value if str(value) == written else 0
 
 
 def _parse_quote(s: str, j: int, number: int) -> _Parse:
@@ -205,18 +224,80 @@ def _parse_quote(s: str, j: int, number: int) -> _Parse:
     return _Parse("match", j + 1, (number,), quote)
 
 
-_Item = tuple[Literal["text", "marker", "wait"], int, Marker | None]
+@dataclass(frozen=True, slots=True)
+class _Code:
+    """Where the scan is with respect to Markdown code: inside the fenced block opened by
+    ``fence``, inside the inline span opened by a run of ``span`` backticks, and whether only
+    spaces and markers were seen since the last line break (a fence opens a line)."""
+
+    fence: str = ""
+    span: int = 0
+    line_start: bool = True
 
 
-def _next_item(s: str, pos: int, final: bool) -> _Item:
-    """The item of ``s`` starting at ``pos``: a plain-text run, a marker, or ``wait`` (not
-    ``final`` and ``s`` ends before the item is decided). Looks ahead only as far as it must,
-    so a prefix of a text gives the same items as the whole text wherever it does not wait."""
-    bracket = s.find("[", pos)
-    if bracket == -1:
-        return ("text", len(s), None)
-    if bracket > pos:
-        return ("text", bracket, None)
+_Item = tuple[Literal["text", "marker", "wait"], int, Marker | None, _Code]
+_RUN = re.compile(r"`+|~+")
+_TEXT_END = re.compile(r"[\[`~\n]")
+_SPAN_END = re.compile(r"[`\n]")
+_FENCE_MIN = 3
+_DIGITS = 4
+#: A ``[0]``-like marker right after one of these is an index expression (``x[0]``).
+_INDEXED = frozenset(")_")
+
+
+def _next_item(s: str, pos: int, final: bool, code: _Code, before: str = "") -> _Item:
+    """The item of ``s`` starting at ``pos`` (``before``: the character before ``s``): a
+    plain-text run, a marker, or ``wait`` (not ``final`` and ``s`` ends before the item is
+    decided), with the code state after it. Looks ahead only as far as it must, so a prefix
+    of a text gives the same items as the whole text wherever it does not wait."""
+    c = s[pos]
+    if c == "\n":
+        return ("text", pos + 1, None, _Code(code.fence, 0, True))
+    if code.line_start and c in _HSPACE:
+        return ("text", _skip_hspace(s, pos), None, code)
+    if c in "`~" and (code.line_start or (c == "`" and not code.fence)):
+        return _code_run(s, pos, final, code)
+    if code.fence:
+        newline = s.find("\n", pos)
+        return ("text", len(s) if newline == -1 else newline, None, _mid_line(code))
+    if code.span:
+        found = _SPAN_END.search(s, pos)
+        return ("text", len(s) if found is None else found.start(), None, _mid_line(code))
+    if c != "[":
+        found = _TEXT_END.search(s, pos + 1)
+        return ("text", len(s) if found is None else found.start(), None, _mid_line(code))
+    kind, end, marker = _bracket(s, pos, final, before)
+    return (kind, end, marker, code if kind != "text" else _mid_line(code))
+
+
+def _mid_line(code: _Code) -> _Code:
+    return code if not code.line_start else _Code(code.fence, code.span, False)
+
+
+def _code_run(s: str, pos: int, final: bool, code: _Code) -> _Item:
+    """A run of backticks or tildes: a fence at a line's opening, else a code span's
+    opening or closing (backticks) or plain text (tildes)."""
+    run = _RUN.match(s, pos)
+    assert run is not None  # noqa: S101 - s[pos] is a backtick or a tilde
+    end = run.end()
+    if end == len(s) and not final:
+        return ("wait", pos, None, code)  # the run may go on
+    length = end - pos
+    if code.line_start and length >= _FENCE_MIN:
+        if not code.fence:
+            return ("text", end, None, _Code(s[pos:end], 0, False))
+        if s[pos] == code.fence[0] and length >= len(code.fence):
+            return ("text", end, None, _Code("", 0, False))
+    elif s[pos] == "`" and not code.fence:
+        span = length if not code.span else 0 if code.span == length else code.span
+        return ("text", end, None, _Code("", span, False))
+    return ("text", end, None, _mid_line(code))
+
+
+def _bracket(
+    s: str, pos: int, final: bool, before: str
+) -> tuple[Literal["text", "marker", "wait"], int, Marker | None]:
+    """The item at a ``[`` outside code: a marker, plain text or ``wait``."""
     parsed = _parse(s, pos)
     if parsed.status == "partial":
         if not final:
@@ -225,7 +306,11 @@ def _next_item(s: str, pos: int, final: bool) -> _Item:
     if parsed.status == "match":
         if parsed.end == len(s) and not final:
             return ("wait", pos, None)  # a "(" next would make it a Markdown link
-        if parsed.end == len(s) or s[parsed.end] != "(":
+        previous = s[pos - 1] if pos else before
+        indexed = (previous.isalnum() or previous in _INDEXED) and any(
+            n < 1 for n in parsed.numbers
+        )
+        if (parsed.end == len(s) or s[parsed.end] != "(") and not indexed:
             return ("marker", parsed.end,
                     Marker(pos, parsed.end, parsed.numbers, parsed.quote))
         return ("text", pos + 1, None)
@@ -241,8 +326,9 @@ def find_markers(text: str) -> list[Marker]:
     grammar)."""
     markers: list[Marker] = []
     pos = 0
+    code = _Code()
     while pos < len(text):
-        _, end, marker = _next_item(text, pos, True)
+        _, end, marker, code = _next_item(text, pos, True, code)
         if marker is not None:
             markers.append(marker)
         pos = end
@@ -487,7 +573,8 @@ class CitationStream:
     Tidying after an invalid marker is removed: the spaces before it go too (``"lava
     [7]."`` → ``"lava."``), and are put back unless what follows is whitespace, closing
     punctuation or the end (``"a [7] b"`` → ``"a b"``, ``"a [7][1]"`` → ``"a [1]"``); at the
-    start of a line the spaces after it go instead (``"[7] Text"`` → ``"Text"``). Text
+    start of a line the spaces after it go instead (``"[7] Text"`` → ``"Text"``); right after a
+    backtick or a tilde a space takes its place unless closing punctuation follows. Text
     without invalid markers is returned unchanged.
     """
 
@@ -496,6 +583,8 @@ class CitationStream:
         for block in blocks:
             self._blocks.setdefault(block.n, block)
         self._raw = ""
+        self._code = _Code()  # the code state at the start of ``_raw``
+        self._before = ""  # the character before ``_raw``
         self._text: list[str] = []  # everything emitted
         self._tail = ""  # the last MAX_MARKER_CHARS characters emitted
         self._held = ""  # trailing spaces not yet emitted
@@ -561,14 +650,17 @@ class CitationStream:
         raw = self._raw
         pos = 0
         while pos < len(raw):
-            kind, end, marker = _next_item(raw, pos, final)
+            kind, end, marker, code = _next_item(raw, pos, final, self._code, self._before)
             if kind == "wait":
                 break
             if marker is None:
                 self._plain(raw[pos:end])
             else:
                 self._marker(marker, raw[pos:end])
+            self._code = code
             pos = end
+        if pos:
+            self._before = raw[pos - 1]
         self._raw = raw[pos:]
 
     def _plain(self, text: str) -> None:
@@ -632,6 +724,8 @@ class CitationStream:
                 self._gap, self._held = self._held, ""
         elif self._gap is None and self._at_line_start():
             self._skip = True
+        elif self._gap is None and self._tail[-1:] in ("`", "~"):
+            self._gap = " "  # two backtick runs must not merge where the marker was
 
 
 def verify(text: str, blocks: Sequence[ContextBlock]) -> Verified:
