@@ -377,7 +377,8 @@ def test_kubernetes_service_links_are_not_mistaken_for_typos(
         ("RAGD_LLM__PROVIDERS", '[{"name": "a", "type": "extractive", "nme": "b"}]',
          "unknown setting llm.providers[0].nme (did you mean name?)"),
         ("RAGD_LLM__PROVIDERS", '[{"name": "a", "type": "gpt"}]',
-         "llm.providers[0].type: Input should be 'openai', 'anthropic' or 'extractive'"),
+         "llm.providers[0].type: unknown provider type 'gpt': use type \"openai\" (valid types: "
+         "'openai', 'anthropic', 'extractive')"),
     ],
 )
 def test_complex_variables_must_be_json_and_say_where_it_breaks(

@@ -33,6 +33,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -351,6 +352,34 @@ class IngestionSettings(SettingsGroup):
         return int(self.max_upload_mb * 1024 * 1024)
 
 
+#: The API root a provider type talks to when ``base_url`` is not set.
+DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com"}
+#: What to write instead of a ``type`` that names a server or product (keys: lower-case
+#: letters and digits only). Every one of these speaks one of the two supported protocols.
+_TYPE_HINTS = {
+    "ollama": 'type "openai" with base_url "http://127.0.0.1:11434/v1" (Ollama serves the '
+              "OpenAI API)",
+    "vllm": 'type "openai" with base_url "http://HOST:8000/v1" (vLLM serves the OpenAI API)',
+    "llamacpp": 'type "openai" with base_url "http://HOST:8080/v1" (llama.cpp\'s llama-server '
+                "serves the OpenAI API)",
+    "llamaserver": 'type "openai" with base_url "http://HOST:8080/v1" (llama.cpp\'s '
+                   "llama-server serves the OpenAI API)",
+    "lmstudio": 'type "openai" with base_url "http://127.0.0.1:1234/v1" (LM Studio serves the '
+                "OpenAI API)",
+    "claude": 'type "anthropic"',
+    "gpt": 'type "openai"',
+    "chatgpt": 'type "openai"',
+    "openaicompatible": 'type "openai" with the server\'s base_url',
+    "compatible": 'type "openai" with the server\'s base_url',
+    **{
+        product: 'type "openai" with base_url set to its OpenAI-compatible endpoint'
+        for product in ("azure", "azureopenai", "groq", "openrouter", "together", "mistral",
+                        "deepseek", "gemini", "google", "localai", "tgi", "fireworks",
+                        "perplexity", "xai", "grok", "sglang", "litellm")
+    },
+}
+
+
 class ProviderSettings(SettingsGroup):
     """One LLM provider of the ordered chain (``[[llm.providers]]`` in TOML)."""
 
@@ -358,9 +387,17 @@ class ProviderSettings(SettingsGroup):
     type: Literal["openai", "anthropic", "extractive"]
     model: str = Field(default="", max_length=200)
     base_url: str | None = Field(
-        default=None, description="openai: e.g. http://127.0.0.1:8080/v1; anthropic: API root."
+        default=None,
+        description="openai: the API root ending in /v1 (default https://api.openai.com/v1; "
+        "e.g. http://127.0.0.1:11434/v1 for Ollama); anthropic: default "
+        "https://api.anthropic.com.",
     )
     api_key: SecretStr | None = None
+    api_key_env: str | None = Field(
+        default=None, max_length=200, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Read api_key from this environment variable (keeps the key out of the "
+        "config file).",
+    )
     connect_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
     timeout_seconds: float = Field(
         default=30.0, gt=0, le=600,
@@ -371,12 +408,46 @@ class ProviderSettings(SettingsGroup):
     extra_headers: dict[str, str] = Field(default_factory=dict)
     max_attempts: int = Field(default=3, ge=1, le=10, description="Attempts per request.")
 
+    @field_validator("type", mode="before")
+    @classmethod
+    def _known_type(cls, value: Any) -> Any:
+        valid = ("openai", "anthropic", "extractive")
+        if not isinstance(value, str) or value in valid:
+            return value
+        key = "".join(c for c in value.lower() if c.isalnum())
+        hint = _TYPE_HINTS.get(key)
+        if hint is None and key in valid:
+            hint = f'type "{key}"'
+        if hint is None:
+            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+            hint = f'type "{close[0]}"' if close else None
+        listed = ", ".join(repr(v) for v in valid)
+        raise PydanticCustomError(
+            "provider_type",
+            "unknown provider type {value}{hint} (valid types: {listed})",
+            {"value": repr(value), "hint": f": use {hint}" if hint else "", "listed": listed},
+        )
+
     @model_validator(mode="after")
     def _complete(self) -> ProviderSettings:
         if self.type != "extractive" and not self.model:
             raise ValueError(f"provider {self.name}: model is required for type {self.type}")
-        if self.type == "openai" and not self.base_url:
-            raise ValueError(f"provider {self.name}: base_url is required for type openai")
+        if self.api_key_env and (self.api_key is None or not self.api_key.get_secret_value()):
+            key = os.environ.get(self.api_key_env, "").strip()
+            if not key:
+                raise ValueError(
+                    f"provider {self.name}: api_key_env names {self.api_key_env}, which is "
+                    "not set or empty"
+                )
+            self.api_key = SecretStr(key)
+        default = DEFAULT_BASE_URLS.get(self.type)
+        if default is not None and not self.base_url:
+            if self.api_key is None or not self.api_key.get_secret_value():
+                raise ValueError(
+                    f"provider {self.name}: api_key is required for {default} (set base_url "
+                    "for a local or self-hosted server)"
+                )
+            self.base_url = default
         return self
 
 

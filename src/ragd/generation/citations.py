@@ -12,8 +12,9 @@ or a negative or zero-padded number written right after a letter, digit, ``_`` o
 (``x[0]``, ``f()[-1]``) stays as written. At most :data:`MAX_NUMBERS` numbers per marker; a
 quote is 1..:data:`MAX_QUOTE_CHARS` characters with no newline, double quote or square
 bracket. ``[1](https://...)`` is a Markdown link, not a marker. A ``[`` nested in a would-be
-marker (``[1, [2]``, ``[[1]]``) makes the whole run plain text: removing an invalid inner marker could otherwise forge a new marker out of its
-neighbours (``[1, [9]2]`` would become ``[1, 2]``).
+marker (``[1, [2]``, ``[[1]]``) makes the whole run plain text: removing an invalid inner
+marker could otherwise forge a new marker out of its neighbours (``[1, [9]2]`` would become
+``[1, 2]``).
 
 Code is never read for markers: inside a Markdown code span (`` `x[1]` ``, ending at its
 closing backtick run or the end of the line) or a fenced code block (a line opening with three

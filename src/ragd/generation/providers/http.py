@@ -160,7 +160,25 @@ def translate_errors(label: str, timeout: float, redact: Redactor) -> Iterator[N
         raise ProviderError("malformed", f"{label}: undecodable body: {redact(str(exc))}") from exc
     except httpx.HTTPError as exc:
         detail = redact(str(exc)) or "no detail"
-        raise ProviderError("connection", f"{label}: {type(exc).__name__}: {detail}") from exc
+        target = _origin(exc)
+        what = (
+            f"cannot connect to {target}" if isinstance(exc, httpx.ConnectError)
+            else f"the connection to {target} failed"
+        )
+        raise ProviderError(
+            "connection", f"{label}: {what} ({type(exc).__name__}: {detail})"
+        ) from exc
+
+
+def _origin(exc: httpx.HTTPError) -> str:
+    """``scheme://host:port`` of the request that failed (never its path, query or
+    credentials), or ``the provider`` when the error carries no request."""
+    try:
+        url = exc.request.url
+    except RuntimeError:  # httpx: ".request" is not set
+        return "the provider"
+    port = url.port or {"https": 443, "http": 80}.get(url.scheme)
+    return f"{url.scheme}://{url.host}" + (f":{port}" if port else "")
 
 
 async def open_stream(
