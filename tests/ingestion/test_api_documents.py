@@ -215,6 +215,35 @@ async def test_text_upload_and_listing(ingest_client: httpx.AsyncClient) -> None
     assert len(seen) == len(set(seen)) == 5 and set(seen) == in_first | in_second
 
 
+async def test_a_json_text_upload_is_read_as_its_declared_type_never_sniffed(
+    ingest_client: httpx.AsyncClient,
+) -> None:
+    client = ingest_client
+    tenant = await new_tenant(client)
+    makevars = "PKG_CPPFLAGS = -I../inst/include\nPKG_LIBS = -lz -lbz2\n"
+    uploads = {
+        "makevars": await upload_text(client, tenant, "Makevars", makevars),
+        "pdf-like": await upload_text(client, tenant, "Versions",
+                                      "%PDF-1.7 is the version our printers accept."),
+        "markdown": await upload_text(client, tenant, "Guide", "# Setup\n\nRun the installer.",
+                                      content_type="text/markdown"),
+        "file": await upload_file(client, tenant, "Makevars", b"PKG_LIBS = -lm\n"),
+    }
+    for name, r in uploads.items():
+        assert r.status_code == 202, (name, r.text)
+        job = await wait_job(client, tenant, r.json()["job_id"])
+        assert job["status"] == "succeeded", (name, job)
+    makevars_chunks = await all_chunks(client, tenant, uploads["makevars"].json()["document_id"])
+    assert makevars_chunks[0]["text"].startswith("PKG_CPPFLAGS = -I../inst/include")
+    file_doc = await _document(client, tenant, uploads["file"].json()["document_id"])
+    assert file_doc["format"] == "text"
+    guide = uploads["markdown"].json()["document_id"]
+    assert (await _document(client, tenant, guide))["format"] == "markdown"
+    assert (await all_chunks(client, tenant, guide))[0]["heading_path"] == ["Setup"]
+    r = await upload_text(client, tenant, "Bad", "x", content_type="application/pdf")
+    assert_error(r, 422)
+
+
 async def test_replace_keeps_old_version_until_new_one_is_ready(tmp_path: Path) -> None:
     async with app_client(tmp_path / "data", ingestion={"workers": 0, **SMALL_CHUNKS}) as client:
         services = client.app.state.services  # type: ignore[attr-defined]

@@ -379,6 +379,24 @@ def test_detect_format_from_content() -> None:
     assert detect_format(_docx_bytes(), "upload.bin".removesuffix(".bin"), None) == "docx"
 
 
+MAKEVARS = b"PKG_CPPFLAGS = -I../inst/include\nPKG_LIBS = -lz\n"
+
+
+def test_text_that_merely_starts_like_a_signature_is_text() -> None:
+    assert detect_format(MAKEVARS, "Makevars", None) == "text"
+    assert detect_format(MAKEVARS, None, None) == "text"
+    assert detect_format(MAKEVARS, "Makevars.txt", None) == "text"
+    assert detect_format(MAKEVARS, None, "text/plain") == "text"
+    assert detect_format(b"PK\x03\x04 is how a ZIP starts.\n", "notes.md", None) == "markdown"
+    assert detect_format(b"%PDF-1.7 is the version we target.\n", "notes.txt", None) == "text"
+    assert detect_format(b"%PDF-1.7 is the version.\n", None, "text/markdown") == "markdown"
+    assert parse(MAKEVARS, filename="Makevars").text.startswith("PKG_CPPFLAGS = -I../inst")
+    # A real archive or PDF named as text is still what its bytes are: refused as a mismatch.
+    _assert_unsupported(_docx_bytes(), "letter.txt")
+    _assert_unsupported(next((DEBIAN / "source" / "faq" / "pdf").glob("*.pdf")).read_bytes(),
+                        "letter.txt")
+
+
 # --- hostile input ------------------------------------------------------------------------
 
 

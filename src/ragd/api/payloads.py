@@ -74,16 +74,26 @@ class CollectionPatchIn(ContentInput):
     metadata: Metadata | None = None
 
 
+#: The formats a JSON text upload may declare (``content_type``); never sniffed.
+TextType = Literal["text/plain", "text/markdown", "text/html", "text/csv"]
+
+
 class TextDocumentIn(ContentInput):
     collection_id: Identifier
     title: Title
     text: Annotated[str, NonBlank] = Field(min_length=1)
+    content_type: TextType = Field(
+        default="text/plain", description="How the text is read; it is never sniffed."
+    )
     metadata: Metadata | None = None
 
 
 class TextReplaceIn(ContentInput):
     title: Title | None = None
     text: Annotated[str, NonBlank] = Field(min_length=1)
+    content_type: TextType = Field(
+        default="text/plain", description="How the text is read; it is never sniffed."
+    )
     metadata: Metadata | None = None
 
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, get_args
 
 from ragd.ingestion.forkserver import Child, ForkServer, ForkServerGone
 from ragd.ingestion.limits import ParseLimits, check_zip
+from ragd.ingestion.parsers import opens_archive
 from ragd.ingestion.parsers.base import (
     FORMATS,
     ParsedDocument,
@@ -81,7 +82,7 @@ async def parse_in_sandbox(
     when the child dies of another signal or returns malformed output, and the parser's own
     codes otherwise.
     """
-    _check_input(data, limits)
+    _check_input(data, limits, filename, declared_type)
     pool = SandboxPool(limits, target=target, sys_path=sys_path)
     try:
         return await pool.parse(data, filename=filename, declared_type=declared_type)
@@ -136,7 +137,7 @@ class SandboxPool:
         self, data: bytes, *, filename: str | None, declared_type: str | None
     ) -> ParsedDocument:
         """Like :func:`parse_in_sandbox`, in a child of this pool's fork server."""
-        _check_input(data, self._limits)
+        _check_input(data, self._limits, filename, declared_type)
         self._in_flight += 1
         try:
             try:
@@ -186,14 +187,16 @@ class SandboxPool:
 _background: set[Any] = set()
 
 
-def _check_input(data: bytes, limits: ParseLimits) -> None:
+def _check_input(
+    data: bytes, limits: ParseLimits, filename: str | None, declared_type: str | None
+) -> None:
     if len(data) > limits.max_file_bytes:
         raise ParseError(
             f"the file is {len(data) / _MIB:.1f} MB, more than the limit of "
             f"{limits.max_file_bytes / _MIB:.0f} MB",
             code="file_too_large",
         )
-    if data.startswith(b"PK"):
+    if opens_archive(data, filename, declared_type):
         check_zip(data, limits)
 
 

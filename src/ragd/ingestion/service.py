@@ -70,8 +70,11 @@ class IngestionService:
     async def prepare(
         self, data: bytes, *, filename: str | None, declared_type: str | None,
         title: str | None, metadata: Mapping[str, Any] | None,
+        declared_format: str | None = None,
     ) -> Upload:
-        """Validate an upload and describe it (type detected from the content)."""
+        """Validate an upload and describe it: its type is ``declared_format`` (a key of
+        ``FORMATS``: text sent as JSON declares its type, which is never sniffed), else
+        detected from the content, the file name and ``declared_type``."""
         if len(data) > self.settings.max_upload_bytes:
             raise PayloadTooLarge(
                 f"the file is larger than {self.settings.max_upload_mb:g} MB"
@@ -84,11 +87,17 @@ class IngestionService:
             filename = strip_controls(filename.replace("\\", "/").rsplit("/", 1)[-1])
             filename = filename.strip()[:MAX_FILENAME] or None
         try:
-            if data.startswith(b"PK"):
-                # Reading a ZIP directory costs memory per entry: bound it before anything
-                # (type detection included) opens the archive in this process.
-                await asyncio.to_thread(check_zip, data, self._limits)
-            fmt = await asyncio.to_thread(detect_format, data, filename, declared_type)
+            if declared_format is not None:
+                if not data:
+                    raise ParseError("The file is empty.", code="empty")
+                fmt = declared_format
+            else:
+                # Reading a ZIP directory costs memory per entry: it is bounded before
+                # anything (type detection included) opens the archive in this process.
+                fmt = await asyncio.to_thread(
+                    detect_format, data, filename, declared_type,
+                    check_archive=lambda archive: check_zip(archive, self._limits),
+                )
         except ParseError as exc:
             if exc.code == "empty":
                 raise InvalidInput("the file is empty", code="empty_file") from None

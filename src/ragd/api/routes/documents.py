@@ -34,6 +34,7 @@ from ragd.api.payloads import (
 from ragd.api.routing import ApiRoute, parse_json
 from ragd.errors import InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
 from ragd.hygiene import text_problem
+from ragd.ingestion.parsers.base import FORMATS
 from ragd.ingestion.service import MAX_FILENAME, MAX_TITLE, IngestionService
 from ragd.stores.catalog import Accepted, DocumentStatus, Upload
 
@@ -183,7 +184,7 @@ async def create_document(
         assert collection_id is not None  # noqa: S101 - checked by _form_upload
     elif media_type == "application/json":
         body = await _json_body(request, TextDocumentIn, _text_limit(ingestion))
-        upload = await _text_upload(ingestion, body.text, body.title, body.metadata)
+        upload = await _text_upload(ingestion, body, body.title)
         collection_id = body.collection_id
     else:
         raise UnsupportedMediaType(
@@ -193,8 +194,9 @@ async def create_document(
 
 
 async def _text_upload(
-    ingestion: IngestionService, text: str, title: str | None, metadata: dict[str, Any] | None
+    ingestion: IngestionService, body: TextDocumentIn | TextReplaceIn, title: str | None
 ) -> Upload:
+    text = body.text
     if len(text) > ingestion.settings.max_text_chars:
         raise PayloadTooLarge(
             f"the text is longer than {ingestion.settings.max_text_chars} characters"
@@ -202,8 +204,9 @@ async def _text_upload(
     if not text.strip():
         raise InvalidInput("the text is empty", code="empty_file")
     return await ingestion.prepare(
-        text.encode("utf-8", "surrogatepass"), filename=None, declared_type="text/plain",
-        title=title, metadata=metadata,
+        text.encode("utf-8", "surrogatepass"), filename=None, declared_type=body.content_type,
+        title=title, metadata=body.metadata,
+        declared_format=next(f for f, mime in FORMATS.items() if mime == body.content_type),
     )
 
 
@@ -295,7 +298,7 @@ async def replace_document(
         upload, _ = await _form_upload(request, ingestion, need_collection=False)
     elif media_type == "application/json":
         body = await _json_body(request, TextReplaceIn, _text_limit(ingestion))
-        upload = await _text_upload(ingestion, body.text, body.title, body.metadata)
+        upload = await _text_upload(ingestion, body, body.title)
     else:
         raise UnsupportedMediaType(
             "send multipart/form-data (a file) or application/json (text)"

@@ -3,11 +3,14 @@
 The format comes from the content first (magic bytes, zip entries, HTML and CSV sniffing)
 and the file name or declared MIME type second; content that contradicts a binary format's
 extension, and everything that is not one of ``FORMATS``, is refused with
-``ParseError(code="unsupported_type")``.
+``ParseError(code="unsupported_type")``. A file named or declared as a text format whose
+bytes are UTF-8 text is that format, whatever its first bytes resemble: a Makefile line
+``PKG_CPPFLAGS = ...`` is not a damaged ZIP archive, nor a line ``%PDF-1.7 is ...`` a PDF.
 """
 
 from __future__ import annotations
 
+import codecs
 import io
 import zipfile
 from collections.abc import Callable
@@ -28,6 +31,7 @@ __all__ = [
     "ParsedDocument",
     "Section",
     "detect_format",
+    "opens_archive",
     "parse",
 ]
 
@@ -102,8 +106,18 @@ def _sniff_text(prefix_text: str, extension: str | None) -> str:
     return "text"
 
 
-def detect_format(data: bytes, filename: str | None, declared_type: str | None) -> str:
-    """The key of ``FORMATS`` that ``data`` is, or ``ParseError(code="unsupported_type")``."""
+def _is_utf8(prefix: bytes) -> bool:
+    """Whether ``prefix`` (the start of a file, maybe cut inside a character) is UTF-8."""
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(prefix, final=False)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _expected(filename: str | None, declared_type: str | None) -> tuple[str | None, str | None]:
+    """The format the name (else the declared MIME type) announces, and the file name's
+    suffix when it is one no format has."""
     extension_format: str | None = None
     unknown_suffix: str | None = None
     if filename:
@@ -115,12 +129,39 @@ def detect_format(data: bytes, filename: str | None, declared_type: str | None) 
                 # content decides (binary content is refused below).
                 unknown_suffix = suffix
     declared = (declared_type or "").split(";", 1)[0].strip().lower()
-    declared_format = _MIME_TYPES.get(declared)
-    expected = extension_format or declared_format
+    return extension_format or _MIME_TYPES.get(declared), unknown_suffix
+
+
+def _declared_text(prefix: bytes, expected: str | None) -> bool:
+    """Named or declared as a text format, and text it is."""
+    return expected in _TEXT_FORMATS and _is_utf8(prefix)
+
+
+def opens_archive(data: bytes, filename: str | None, declared_type: str | None) -> bool:
+    """Whether :func:`detect_format` would open ``data`` as a ZIP archive (the sandbox
+    checks those against the limits before a parser sees them)."""
+    prefix = data[:_SNIFF_BYTES]
+    return prefix.startswith(b"PK\x03\x04") and not _declared_text(
+        prefix, _expected(filename, declared_type)[0]
+    )
+
+
+def detect_format(
+    data: bytes, filename: str | None, declared_type: str | None, *,
+    check_archive: Callable[[bytes], None] | None = None,
+) -> str:
+    """The key of ``FORMATS`` that ``data`` is, or ``ParseError(code="unsupported_type")``.
+
+    ``check_archive(data)`` runs before a ZIP archive is opened to tell DOCX from PPTX (the
+    upload path bounds the archive's directory with it; it raises :class:`ParseError`)."""
+    expected, unknown_suffix = _expected(filename, declared_type)
     if not data:
         raise ParseError("The file is empty.", code="empty")
 
     prefix = data[:_SNIFF_BYTES]
+    if _declared_text(prefix, expected):
+        # A signature-like start (``PK``, ``%PDF-``) does not make text anything else.
+        return _sniff_text(decode(prefix), expected)
     # Readers accept junk before the PDF header (up to 1 KB); a text file that merely
     # mentions "%PDF-" near its top stays text.
     if prefix.lstrip().startswith(b"%PDF-") or (
@@ -128,6 +169,8 @@ def detect_format(data: bytes, filename: str | None, declared_type: str | None) 
     ):
         content = "pdf"
     elif prefix.startswith(b"PK\x03\x04"):
+        if check_archive is not None:
+            check_archive(data)
         content = _zip_format(data)
     elif _looks_binary(prefix) or (unknown_suffix is not None and b"\x00" in prefix):
         # An unknown extension gets no benefit of the doubt: one NUL byte means binary.
