@@ -46,7 +46,7 @@ def _provider(name: str, server: FakeLLMServer, **extra: Any) -> dict[str, Any]:
 
 
 def _assert_quotes_in_chunks(answer: dict[str, Any]) -> None:
-    texts = {hit["chunk_id"]: hit["text"] for hit in answer["retrieval"]["results"]}
+    texts = {block["chunk_id"]: block["text"] for block in answer["retrieval"]["context"]}
     for citation in answer["citations"]:
         assert citation["quote"] and citation["quote"] in texts[citation["chunk_id"]]
 

@@ -1,10 +1,10 @@
 """End to end: the Python FAQ pages (real HTML) ingested, 20 FAQ questions asked through
 ``POST /api/v1/chat`` with the extractive provider.
 
-Every answer must be extractive, cite only the chunks it was given, with quotes that occur
-in them. How many answers contain at least half of the words of one sentence of the gold
-answer is a *measurement* (printed, and quoted in the closing note), not a threshold: the
-extractive provider copies sentences, it does not paraphrase.
+Every answer must be extractive, cite only the chunks it was given (the hits, then the chunks
+that continue the best of them), with quotes that occur in them, and never repeat the question
+(a FAQ's question heading) as a paragraph. At least half of the answers must hold half of the
+gold answer's words (``bench/answers.py`` measures the same over every question of both sets).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from tests.shared_data import EVAL
 PYTHON = EVAL / "python-faq"
 QUESTIONS = 20
 _WORD = re.compile(r"\w+")
-_SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("eval_data")]
 
@@ -32,22 +31,8 @@ def _words(text: str) -> set[str]:
     return {w.lower() for w in _WORD.findall(text)}
 
 
-def sentence_hit(answer: str, gold: str, share: float = 0.5) -> bool:
-    """Whether ``answer`` holds at least ``share`` of the distinct words of one sentence of
-    ``gold`` (sentences of fewer than 4 words are ignored)."""
-    found = _words(answer)
-    for sentence in _SENTENCE.split(gold):
-        wanted = _words(sentence)
-        if len(wanted) >= 4 and len(wanted & found) >= share * len(wanted):
-            return True
-    return False
-
-
-def test_sentence_hit_rule() -> None:
-    gold = "Python is an interpreted language. It has modules and exceptions."
-    assert sentence_hit("- it has modules, classes and exceptions [1].", gold)
-    assert not sentence_hit("Java is compiled.", gold)
-    assert not sentence_hit("anything", "Yes. No.")  # too short to count
+def _plain(text: str) -> str:
+    return " ".join(w for w in _WORD.findall(text.lower()) if not w.isdigit())
 
 
 def _questions() -> list[tuple[str, str, str]]:
@@ -96,16 +81,24 @@ async def test_faq_questions_get_extractive_answers_with_verified_citations(
             if answer["grounded"]:
                 assert answer["answer"].startswith("Extractive answer")
                 assert answer["citations"] and answer["citations_dropped"] == 0
-            texts = {hit["chunk_id"]: hit["text"] for hit in answer["retrieval"]["results"]}
+            texts = {block["chunk_id"]: block["text"] for block in answer["retrieval"]["context"]}
             for citation in answer["citations"]:
                 assert citation["quote"] in texts[citation["chunk_id"]]
-            hit = sentence_hit(answer["answer"], gold)
+            context = answer["retrieval"]["context"]
+            assert [b["n"] for b in context] == list(range(1, len(context) + 1))
+            results = [hit["chunk_id"] for hit in answer["retrieval"]["results"]]
+            given_hits = [b["chunk_id"] for b in context if b["chunk_id"] in results]
+            assert [b["chunk_id"] for b in context[:len(given_hits)]] == given_hits
+            paragraphs = {_plain(p) for p in answer["answer"].split("\n\n")}
+            assert _plain(question) not in paragraphs
+            hit = len(_words(gold) & _words(answer["answer"])) >= 0.5 * len(_words(gold))
             hits += hit
             report.append({"query_id": query_id, "hit": hit, "grounded": answer["grounded"]})
     grounded = sum(r["grounded"] for r in report)
     print(  # noqa: T201 - the measurement is this test's output
-        f"\n[chat e2e] python-faq: {hits}/{len(questions)} extractive answers contain >= 50 % "
-        f"of the words of one gold-answer sentence; {grounded} grounded"
+        f"\n[chat e2e] python-faq: {hits}/{len(questions)} extractive answers hold >= 50 % "
+        f"of the gold answer's words; {grounded} grounded"
     )
+    assert hits >= QUESTIONS // 2, report
     # The relevance gate must not turn away questions the pages do answer.
     assert sum(r["grounded"] for r in report) >= QUESTIONS // 2, report

@@ -51,11 +51,13 @@ def provider(minilm_embedder: OnnxEmbedder) -> ExtractiveProvider:
     return ExtractiveProvider(embed, embed_query=embed_query)
 
 
-def _copied(line: str) -> tuple[str, int]:
-    """The sentence an answer line copied, and the block it cites."""
-    match = re.fullmatch(r"- (.*) \[(\d+)\](.*)", line)
-    assert match is not None, line
-    return match[1] + match[3], int(match[2])
+def _assert_copied(text: str, blocks: tuple[ContextBlock, ...] = BLOCKS) -> None:
+    """Every paragraph of the answer is text of the block it cites."""
+    body = text.split("\n\n", 1)[1]
+    for paragraph in body.split("\n\n"):
+        match = re.fullmatch(r"(.*) \[(\d+)\](.*)", paragraph, flags=re.DOTALL)
+        assert match is not None, paragraph
+        assert match[1] + match[3] in blocks[int(match[2]) - 1].text
 
 
 def _request(question: str, blocks: tuple[ContextBlock, ...] = BLOCKS) -> ChatRequest:
@@ -80,10 +82,7 @@ async def test_answer_is_extractive_and_cites_only_given_blocks(
     verified = verify(text, BLOCKS)
     assert verified.dropped == 0 and verified.text == text
     assert [c.n for c in verified.citations][0] == 1
-    # Every copied sentence is a sentence of the block it cites.
-    for line in text.splitlines()[2:]:
-        sentence, n = _copied(line)
-        assert sentence in BLOCKS[n - 1].text
+    _assert_copied(text)
     for citation in verified.citations:
         assert citation.quote in BLOCKS[citation.n - 1].text
 
@@ -100,14 +99,12 @@ async def test_instructions_in_a_block_are_never_followed(provider: ExtractivePr
                                     attempt_timeout=30)).text
     assert "evil.example" not in text and "Ignore previous" not in text
 
-    # Asked about the harbour, the sentence may be copied, but only as a cited quotation.
+    # Asked about the harbour, its paragraph is copied, but only as a cited quotation.
     text = (await provider.complete(_request("What do the harbour cranes do?"),
                                     attempt_timeout=30)).text
     assert text.startswith(EXTRACTIVE_PREFIX)
-    assert "Harbour cranes unload containers at dawn [3]." in text
-    for line in text.splitlines()[2:]:
-        sentence, n = _copied(line)
-        assert sentence in BLOCKS[n - 1].text
+    assert "Harbour cranes unload containers at dawn." in text and text.endswith("now [3].")
+    _assert_copied(text)
     assert verify(text, BLOCKS).dropped == 0
 
 
@@ -136,8 +133,27 @@ async def test_near_duplicates_and_document_markers(provider: ExtractiveProvider
     assert verify(text, blocks).dropped == 0
 
 
+async def test_an_faq_answer_is_its_section_without_the_question(
+    provider: ExtractiveProvider,
+) -> None:
+    faq = (
+        "How do glaciers shape valleys?\n\nGlaciers carve U-shaped valleys over thousands of "
+        "years. The ice grinds the rock below it.\n\nMeltwater then feeds the rivers.\n\n"
+        "Why are basalt columns hexagonal?\n\nCooling lava contracts and cracks."
+    )
+    blocks = (ContextBlock(1, "c1", "d1", "faq", None, faq),)
+    text = (await provider.complete(_request("How do glaciers shape valleys?", blocks),
+                                    attempt_timeout=30)).text
+    assert text == (
+        f"{EXTRACTIVE_PREFIX}\n\nGlaciers carve U-shaped valleys over thousands of years. The "
+        "ice grinds the rock below it.\n\nMeltwater then feeds the rivers [1]."
+    )
+
+
 async def test_stream_yields_the_complete_text(provider: ExtractiveProvider) -> None:
-    request = _request("How do glaciers shape valleys?")
+    request = _request("How do glaciers shape valleys?", (
+        ContextBlock(1, "c1", "d1", "faq", None, GLACIER + "\n\nThe rivers run to the sea."),
+    ))
     whole = (await provider.complete(request, attempt_timeout=30)).text
     chunks = [chunk async for chunk in provider.stream(request, attempt_timeout=30)]
     assert len(chunks) > 1 and "".join(c.text for c in chunks) == whole

@@ -169,7 +169,7 @@ def _ragd(obj: Any) -> dict[str, Any]:
 
 def _assert_verified(ragd: dict[str, Any], content: str) -> None:
     """Every citation's quote is in its retrieved chunk; its marker is in the content."""
-    texts = {hit["chunk_id"]: hit["text"] for hit in ragd["retrieval"]["results"]}
+    texts = {block["chunk_id"]: block["text"] for block in ragd["retrieval"]["context"]}
     assert ragd["citations"], ragd
     for citation in ragd["citations"]:
         assert citation["quote"] and citation["quote"] in texts[citation["chunk_id"]]

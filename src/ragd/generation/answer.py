@@ -43,6 +43,7 @@ from ragd.generation.router import (
 )
 from ragd.retrieval.search import SearchHit, SearchRequest, SearchResult, SearchService
 from ragd.settings import LLMSettings
+from ragd.stores.catalog import StoredChunk
 from ragd.stores.conversations import Conversations, NewMessage
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "AnswerService",
     "ChatInput",
     "ChatEvent",
+    "context_dict",
 ]
 
 logger = logging.getLogger(__name__)
@@ -62,6 +64,9 @@ NOT_FOUND_ANSWER = (
 #: answers instead of rewriting produces a paragraph).
 MAX_REWRITE_CHARS = 500
 MAX_TOP_K = 50
+#: The best hits whose documents are read on past the hit, and how many chunks further.
+CONTINUED_HITS = 2
+CONTINUATION_CHUNKS = 2
 #: Told ``(streamed, seconds)`` of every answer given (the chat latency histogram).
 AnswerObserver = Callable[[bool, float], None]
 
@@ -100,6 +105,9 @@ class Answer:
     usage: Usage | None
     timings_ms: dict[str, float] = field(default_factory=dict)
     interrupted: str | None = None  # streaming: why the stream ended early
+    #: The numbered blocks the providers were given: the relevant hits, then the chunks that
+    #: continue the best of them (citations name these).
+    context: list[ContextBlock] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +174,7 @@ class AnswerService:
                 search_query=prepared.search_query,
                 grounded=routed.completion.text != NO_ANSWER,
                 usage=routed.completion.usage, timings_ms=prepared.timings,
+                context=prepared.blocks,
             )
         prepared.timings["total"] = _ms(started)
         await self._remember(tenant_id, user_id, chat, prepared, answer)
@@ -192,6 +201,7 @@ class AnswerService:
             "search_query": prepared.search_query,
             "conversation_id": prepared.conversation_id,
             "hits": [_hit_summary(n, hit) for n, hit in enumerate(prepared.result.hits, 1)],
+            "context": [context_dict(block) for block in prepared.blocks],
             "timings_ms": prepared.result.timings_ms,
         })
         if prepared.request is None:
@@ -243,7 +253,7 @@ class AnswerService:
             skipped=list(routed.skipped), retrieval=prepared.result,
             search_query=prepared.search_query, grounded=verified.text != NO_ANSWER,
             usage=usage,
-            timings_ms=prepared.timings, interrupted=interrupted,
+            timings_ms=prepared.timings, interrupted=interrupted, context=prepared.blocks,
         )
         await self._remember(tenant_id, user_id, chat, prepared, answer)
         self._answered(stream=True, started=started)
@@ -304,7 +314,8 @@ class AnswerService:
         )
         timings["retrieval"] = result.timings_ms.get("total", 0.0)
         relevant = [hit for hit in result.hits if _relevance(hit) >= self._settings.min_relevance]
-        blocks = _blocks(relevant, self._settings.max_context_chars)
+        blocks = _blocks(relevant, self._settings.max_context_chars,
+                         await self._continuations(tenant_id, relevant))
         request = None
         if blocks:
             request = ChatRequest(
@@ -321,6 +332,21 @@ class AnswerService:
             question=question, search_query=search_query, conversation_id=conversation_id,
             result=result, blocks=blocks, request=request, timings=timings,
         )
+
+    async def _continuations(
+        self, tenant_id: str, hits: Sequence[SearchHit]
+    ) -> list[tuple[StoredChunk, SearchHit]]:
+        """The chunks that follow the best hits in their documents (each with the hit it
+        continues), not already hits themselves: an answer often runs on past the end of the
+        chunk that matched."""
+        have = {hit.chunk.id for hit in hits}
+        found: list[tuple[StoredChunk, SearchHit]] = []
+        for hit in hits[:CONTINUED_HITS]:
+            for chunk in await self._search.following(tenant_id, hit.chunk, CONTINUATION_CHUNKS):
+                if chunk.id not in have:
+                    have.add(chunk.id)
+                    found.append((chunk, hit))
+        return found
 
     async def _standalone(
         self, question: str, history: list[Message], order: Sequence[str] | None
@@ -380,20 +406,28 @@ def _relevance(hit: SearchHit) -> float:
     return -1.0 if explain.get("found_by") == "lexical" else float(hit.score)
 
 
-def _blocks(hits: Sequence[SearchHit], budget: int) -> list[ContextBlock]:
-    """Numbered blocks in retrieval order, as many as fit in ``budget`` characters (the
-    first always fits, cut if it must)."""
+def _blocks(
+    hits: Sequence[SearchHit], budget: int,
+    continuations: Sequence[tuple[StoredChunk, SearchHit]] = (),
+) -> list[ContextBlock]:
+    """Numbered blocks: the hits in retrieval order, then the chunks that continue the best
+    of them, as many as fit in ``budget`` characters (the first always fits, cut if it
+    must)."""
+    chunks = [(hit.chunk, hit) for hit in hits] + list(continuations)
     blocks: list[ContextBlock] = []
     used = 0
-    for hit in hits:
-        text = hit.chunk.text
+    for chunk, hit in chunks:
+        text = chunk.text
         if blocks and used + len(text) > budget:
             break
+        cut = len(text) > budget
         text = text[:budget]
         used += len(text)
         blocks.append(ContextBlock(
-            n=len(blocks) + 1, chunk_id=hit.chunk.id, document_id=hit.chunk.document_id,
-            title=hit.document.title, page=hit.chunk.page, text=text,
+            n=len(blocks) + 1, chunk_id=chunk.id, document_id=chunk.document_id,
+            title=hit.document.title, page=chunk.page, text=text,
+            heading_path=chunk.heading_path, start=chunk.start,
+            end=chunk.start + len(text) if cut else chunk.end,
         ))
     return blocks
 
@@ -410,6 +444,12 @@ def _stream_event(event: Any) -> ChatEvent:
     if isinstance(event, CitationEvent):
         return ChatEvent("citation", citation_dict(event.citation))
     return ChatEvent("token", {"text": event.text})
+
+
+def context_dict(block: ContextBlock) -> dict[str, Any]:
+    """A context block as JSON data (what a citation's ``n`` refers to)."""
+    return {"n": block.n, "chunk_id": block.chunk_id, "document_id": block.document_id,
+            "title": block.title, "page": block.page, "text": block.text}
 
 
 def citation_dict(citation: Citation) -> dict[str, Any]:

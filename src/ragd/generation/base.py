@@ -105,6 +105,11 @@ class ContextBlock:
     title: str
     page: int | None
     text: str
+    heading_path: tuple[str, ...] = ()
+    #: Where ``text`` lies in its document's parsed text (chunks of one document that touch
+    #: or overlap are read as one passage); None when unknown.
+    start: int | None = None
+    end: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

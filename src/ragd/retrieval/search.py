@@ -99,6 +99,14 @@ class SearchService:
         if fusion != DEFAULT_METHOD and fusion_params is None:
             self._fusion_params = {}
 
+    async def following(self, tenant_id: str, chunk: StoredChunk, count: int) -> list[StoredChunk]:
+        """The ``count`` chunks after ``chunk`` in its document (the active version; fewer at
+        the document's end), so an answer can read a section on past a chunk's end."""
+        found = await self._catalog.list_chunks(
+            tenant_id, chunk.document_id, after=chunk.ordinal, limit=count
+        )
+        return [c for c in found if c.version == chunk.version]
+
     async def search(self, tenant_id: str, request: SearchRequest) -> SearchResult:
         started = time.perf_counter()
         timings: dict[str, float] = {}

@@ -21,6 +21,7 @@ from ragd.generation.answer import (
     ChatInput,
     attempt_dict,
     citation_dict,
+    context_dict,
 )
 from ragd.stores.conversations import Conversation
 
@@ -77,9 +78,22 @@ class HitOut(BaseModel):
     text: str
 
 
+class ContextOut(BaseModel):
+    n: int
+    chunk_id: str
+    document_id: str
+    title: str
+    page: int | None
+    text: str
+
+
 class RetrievalOut(BaseModel):
     search_query: str
     results: list[HitOut]
+    context: list[ContextOut] = Field(
+        description="The numbered blocks the providers were given (a citation's n): the "
+        "relevant results, then the chunks that continue the best of them."
+    )
     timings_ms: dict[str, float]
 
 
@@ -144,6 +158,7 @@ def answer_out(answer: Answer) -> ChatOut:
                        page=hit.chunk.page, score=hit.score, text=hit.chunk.text)
                 for n, hit in enumerate(answer.retrieval.hits, start=1)
             ],
+            context=[ContextOut(**context_dict(block)) for block in answer.context],
             timings_ms=answer.retrieval.timings_ms,
         ),
         usage=usage, timings_ms=answer.timings_ms, interrupted=answer.interrupted,

@@ -1,25 +1,27 @@
-"""The extractive provider: an answer made only of copied context sentences, no model.
+"""The extractive provider: an answer made only of copied context paragraphs, no model.
 
 It is the chain's last resort, so it needs no download and no network: it splits every
-context block into sentences (:func:`ragd.generation.citations.split_sentences`), embeds them
-with the embedder the service already runs, and copies the few most similar to the question,
-each followed by its ``[n]`` citation, in document order. It never follows anything the
-text says — it only copies sentences — and it says plainly that no language model wrote the
-answer.
+context block into paragraphs (:func:`ragd.generation.compose.paragraphs`: headings, code,
+lists, prose), embeds the prose sentences and the headings with the embedder the service
+already runs, scores each paragraph by its best sentence or the heading of its section,
+whichever is more similar to the question (plus a small bonus for the block's retrieval
+rank), and lets :func:`ragd.generation.compose.compose` write the section around the best
+one, cited. It never follows anything the text says — it only copies — and it says plainly
+that no language model wrote the answer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from ragd.generation.base import ChatRequest, Completion, ContextBlock, ProviderError, StreamChunk
-from ragd.generation.citations import content_words, find_markers, split_sentences
+from ragd.generation.base import ChatRequest, Completion, ProviderError, StreamChunk
+from ragd.generation.citations import split_sentences
+from ragd.generation.compose import Paragraph, compose, paragraphs
 
 __all__ = [
     "EXTRACTIVE_PREFIX",
@@ -41,14 +43,8 @@ NO_ANSWER = (
     "Extractive answer (no language model was used): the documents do not contain an answer "
     "to this question."
 )
-#: A sentence less similar than this to the question is never copied.
+#: No paragraph is copied unless its best sentence (or its heading) is this similar.
 MIN_SIMILARITY = 0.25
-#: A sentence less similar than this share of the best sentence's similarity is copied only
-#: when it shares a content word with the question: next to one clearly relevant sentence,
-#: loosely related ones only dilute the answer.
-RELATIVE_SIMILARITY = 0.6
-#: Sentences this similar to an already chosen one are near-duplicates.
-DUPLICATE_SIMILARITY = 0.92
 #: Score bonus for the first block, falling linearly to 0 for the last (retrieval order).
 BLOCK_BONUS = 0.03
 #: Sentences shorter than this (in word characters) carry no answer ("Yes.", "Table 3").
@@ -56,11 +52,11 @@ MIN_SENTENCE_CHARS = 12
 
 
 @dataclass(frozen=True, slots=True)
-class _Sentence:
-    block: int  # index into the request's blocks
-    n: int
-    start: int
-    text: str  # as copied into the answer: one line, no markers
+class _Piece:
+    """A text to embed: a prose sentence of paragraph ``paragraph``, or a heading."""
+
+    paragraph: int
+    text: str
 
 
 class ExtractiveProvider:
@@ -77,15 +73,11 @@ class ExtractiveProvider:
         *,
         embed_query: EmbedQuery | None = None,
         name: str = "extractive",
-        max_sentences: int = 4,
         min_similarity: float = MIN_SIMILARITY,
     ) -> None:
-        if max_sentences < 1:
-            raise ValueError("max_sentences must be at least 1")
         self._embed = embed
         self._embed_query = embed_query
         self._name = name
-        self._max_sentences = max_sentences
         self._min_similarity = min_similarity
 
     @property
@@ -122,13 +114,14 @@ class ExtractiveProvider:
 
     async def _answer(self, request: ChatRequest, seconds: float) -> str:
         blocks = request.context
-        sentences = _sentences(blocks)
-        if not sentences or not request.question.strip():
+        found = paragraphs(blocks)
+        pieces = _pieces(found)
+        if not pieces or not request.question.strip():
             return NO_ANSWER
         try:
             async with asyncio.timeout(seconds):
                 question = await self._question_vector(request.question)
-                vectors = np.asarray(await self._embed([s.text for s in sentences]),
+                vectors = np.asarray(await self._embed([p.text for p in pieces]),
                                      dtype=np.float32)
         except ProviderError:
             raise
@@ -138,14 +131,12 @@ class ExtractiveProvider:
         except Exception as exc:  # noqa: BLE001 - the embedder's failure becomes the contract's
             raise ProviderError("malformed", f"extractive: embedding failed ({exc!r:.200})") \
                 from exc
-        if vectors.shape[0] != len(sentences):
+        if vectors.shape[0] != len(pieces):
             raise ProviderError("malformed", "extractive: embedder returned the wrong row count")
-        chosen = self._choose(sentences, vectors, question, request.question, len(blocks))
-        if not chosen:
-            return NO_ANSWER
-        chosen.sort(key=lambda i: (sentences[i].block, sentences[i].start))
-        lines = [f"- {_cited(sentences[i].text, sentences[i].n)}" for i in chosen]
-        return EXTRACTIVE_PREFIX + "\n\n" + "\n".join(lines)
+        passages = 1 + max(p.block for p in found) if found else 1
+        scores = self._scores(found, pieces, vectors @ question, passages)
+        body = compose(request.question, found, scores)
+        return EXTRACTIVE_PREFIX + "\n\n" + body if body else NO_ANSWER
 
     async def _question_vector(self, question: str) -> npt.NDArray[np.float32]:
         if self._embed_query is not None:
@@ -154,72 +145,41 @@ class ExtractiveProvider:
             vector = await self._embed([question])
         return np.asarray(vector, dtype=np.float32).reshape(-1)
 
-    def _choose(
-        self,
-        sentences: Sequence[_Sentence],
-        vectors: npt.NDArray[np.float32],
-        question: npt.NDArray[np.float32],
-        question_text: str,
-        block_count: int,
-    ) -> list[int]:
-        similarity = vectors @ question
-        bonus = np.array(
-            [BLOCK_BONUS * (block_count - s.block) / block_count for s in sentences],
-            dtype=np.float32,
-        )
-        scores = similarity + bonus
-        # Best score first; equal scores keep document order, so the output is deterministic.
-        order = sorted(range(len(sentences)), key=lambda i: (-float(scores[i]), i))
-        strong = RELATIVE_SIMILARITY * float(similarity.max())
-        asked = set(content_words(question_text))
-        chosen: list[int] = []
-        seen: set[str] = set()
-        for i in order:
-            if len(chosen) == self._max_sentences:
-                break
-            sim = float(similarity[i])
-            if sim < self._min_similarity or (
-                sim < strong and not asked.intersection(content_words(sentences[i].text))
-            ):
+    def _scores(
+        self, found: Sequence[Paragraph], pieces: Sequence[_Piece],
+        similarity: npt.NDArray[np.float32], block_count: int,
+    ) -> list[float]:
+        """Each paragraph's score: its best sentence's similarity or its section heading's,
+        whichever is higher, plus the block bonus; -inf for paragraphs that are not
+        candidates (headings, code, nothing similar enough)."""
+        best = [float("-inf")] * len(found)
+        for piece, value in zip(pieces, similarity.tolist(), strict=True):
+            best[piece.paragraph] = max(best[piece.paragraph], float(value))
+        scores = [float("-inf")] * len(found)
+        heading = float("-inf")
+        for i, paragraph in enumerate(found):
+            if i == 0 or found[i - 1].block != paragraph.block:
+                heading = float("-inf")
+            if paragraph.kind == "heading":
+                heading = best[i]
                 continue
-            key = " ".join(sentences[i].text.lower().split())
-            if key in seen or any(
-                float(vectors[i] @ vectors[j]) >= DUPLICATE_SIMILARITY for j in chosen
-            ):
+            value = max(best[i], heading)
+            if paragraph.kind == "code" or value < self._min_similarity:
                 continue
-            seen.add(key)
-            chosen.append(i)
-        return chosen
+            scores[i] = value + BLOCK_BONUS * (block_count - paragraph.block) / block_count
+        return scores
 
 
-def _sentences(blocks: Sequence[ContextBlock]) -> list[_Sentence]:
-    """Every answer-worthy sentence of ``blocks`` (one line, citation markers defused)."""
-    found: list[_Sentence] = []
-    for index, block in enumerate(blocks):
-        for start, end in split_sentences(block.text):
-            text = _copyable(block.text[start:end])
-            if sum(c.isalnum() for c in text) >= MIN_SENTENCE_CHARS:
-                found.append(_Sentence(index, block.n, start, text))
-    return found
-
-
-_TERMINAL = re.compile(r"[.!?]+[\"'\u2019\u201d)]*$")
-
-
-def _cited(sentence: str, n: int) -> str:
-    """``sentence`` with ``[n]`` before its terminal punctuation (after it when none)."""
-    end = _TERMINAL.search(sentence)
-    if end is None or end.start() == 0:
-        return f"{sentence} [{n}]"
-    return f"{sentence[:end.start()]} [{n}]{sentence[end.start():]}"
-
-
-def _copyable(sentence: str) -> str:
-    """``sentence`` on one line, with any ``[n]``-like marker in the document itself (a
-    bibliography reference) written as ``(n)`` so it cannot pass for a citation."""
-    sentence = " ".join(sentence.split())  # first: a marker may span a line break
-    markers = find_markers(sentence)
-    for marker in reversed(markers):
-        inner = sentence[marker.start + 1:marker.end - 1]
-        sentence = sentence[:marker.start] + "(" + inner + ")" + sentence[marker.end:]
-    return sentence
+def _pieces(found: Sequence[Paragraph]) -> list[_Piece]:
+    """The texts to embed: every heading, and every prose sentence long enough to carry an
+    answer."""
+    pieces: list[_Piece] = []
+    for i, paragraph in enumerate(found):
+        if paragraph.kind == "heading":
+            pieces.append(_Piece(i, paragraph.text))
+        elif paragraph.kind in ("prose", "list"):
+            for start, end in split_sentences(paragraph.text):
+                sentence = paragraph.text[start:end]
+                if sum(c.isalnum() for c in sentence) >= MIN_SENTENCE_CHARS:
+                    pieces.append(_Piece(i, sentence))
+    return pieces
