@@ -157,6 +157,47 @@ def refusal_table(in_domain: dict[str, list[float]], off: list[float]) -> list[d
     return rows
 
 
+GRID = [round(0.20 + 0.01 * i, 2) for i in range(41)]  # 0.20 .. 0.60
+MAX_IN_DOMAIN_REFUSED = 0.05
+
+
+def calibrate(in_domain: dict[str, list[list[float]]], off: list[float]) -> dict[str, Any]:
+    """The gate chosen by two-fold cross-validation: fit on one set's in-domain questions
+    (every variant given, e.g. source files and corpus) and every other off-topic question,
+    test on the other set and the other half; the fit picks the threshold that maximises
+    off-topic refused minus twice the worst in-domain refused, with no in-domain variant
+    above 5 %. The default is the mean of the two folds' picks (rounded to 0.01)."""
+    names = list(in_domain)
+    halves = [off[1::2], off[0::2]]
+    folds = []
+    for index, (fit, test) in enumerate([(names[0], names[-1]), (names[-1], names[0])]):
+        best: tuple[float, float] | None = None
+        for threshold in GRID:
+            refused = [_rate(values, threshold) for values in in_domain[fit]]
+            if max(refused) > MAX_IN_DOMAIN_REFUSED:
+                continue
+            score = _rate(halves[index], threshold) - 2 * max(refused)
+            if best is None or score > best[0]:
+                best = (score, threshold)
+        chosen = GRID[0] if best is None else best[1]
+        folds.append({
+            "fit": fit, "test": test, "threshold": chosen,
+            "fit_in_domain_refused": [round(_rate(v, chosen), 4) for v in in_domain[fit]],
+            "fit_off_topic_refused": round(_rate(halves[index], chosen), 4),
+            "test_in_domain_refused": [round(_rate(v, chosen), 4) for v in in_domain[test]],
+            "test_off_topic_refused": round(_rate(halves[1 - index], chosen), 4),
+        })
+    chosen = round(sum(f["threshold"] for f in folds) / len(folds) + 1e-9, 2)
+    return {"folds": folds, "chosen": chosen,
+            "in_domain_refused": {name: [round(_rate(v, chosen), 4) for v in values]
+                                  for name, values in in_domain.items()},
+            "off_topic_refused": round(_rate(off, chosen), 4)}
+
+
+def _rate(values: list[float], threshold: float) -> float:
+    return sum(v < threshold for v in values) / len(values) if values else 0.0
+
+
 def _share(flags: Iterable[bool]) -> float:
     values = list(flags)
     return round(sum(values) / len(values), 4) if values else 0.0
@@ -199,14 +240,9 @@ class Client:
         return result
 
 
-def _ingest(base_url: str, client: Client, names: list[str]) -> dict[str, Any]:
-    """A collection per set, every source file uploaded, every job awaited."""
-    started = time.perf_counter()
-    collections: dict[str, str] = {}
-    work: list[tuple[str, Path]] = []
-    for name in names:
-        collections[name] = client.post("/api/v1/collections", json={"name": name})["id"]
-        work.extend((collections[name], path) for path in source_files(name))
+def _upload_all(base_url: str, client: Client, bodies: list[dict[str, Any]]) -> list[str]:
+    """POST every body to /api/v1/documents from :data:`UPLOADERS` threads, then wait for
+    every job; returns the jobs that did not succeed."""
     jobs: list[str] = []
     lock = threading.Lock()
 
@@ -214,10 +250,8 @@ def _ingest(base_url: str, client: Client, names: list[str]) -> dict[str, Any]:
         uploader = Client(base_url)
         uploader.headers = client.headers
         try:
-            for collection_id, path in work[index::UPLOADERS]:
-                kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-                accepted = uploader.post("/api/v1/documents", data={"collection_id": collection_id},
-                                         files={"file": (path.name, path.read_bytes(), kind)})
+            for body in bodies[index::UPLOADERS]:
+                accepted = uploader.post("/api/v1/documents", **body)
                 with lock:
                     jobs.append(accepted["job_id"])
         finally:
@@ -226,15 +260,44 @@ def _ingest(base_url: str, client: Client, names: list[str]) -> dict[str, Any]:
     common.run_clients(upload, UPLOADERS)
     failed = []
     for job_id in jobs:
-        while True:
-            job = client.get(f"/api/v1/jobs/{job_id}")
-            if job["status"] in FINISHED:
-                if job["status"] != "succeeded":
-                    failed.append(f"{job_id}: {job.get('error')}")
-                break
+        while (job := client.get(f"/api/v1/jobs/{job_id}"))["status"] not in FINISHED:
             time.sleep(0.5)
-    return {"collections": collections, "files": len(work), "failed": failed,
+        if job["status"] != "succeeded":
+            failed.append(f"{job_id}: {job.get('error')}")
+    return failed
+
+
+def _ingest(base_url: str, client: Client, names: list[str]) -> dict[str, Any]:
+    """A collection per set, every source file uploaded, every job awaited."""
+    started = time.perf_counter()
+    collections: dict[str, str] = {}
+    bodies: list[dict[str, Any]] = []
+    for name in names:
+        collections[name] = client.post("/api/v1/collections", json={"name": name})["id"]
+        for path in source_files(name):
+            kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            bodies.append({"data": {"collection_id": collections[name]},
+                           "files": {"file": (path.name, path.read_bytes(), kind)}})
+    failed = _upload_all(base_url, client, bodies)
+    return {"collections": collections, "files": len(bodies), "failed": failed,
             "ingest_s": round(time.perf_counter() - started, 1)}
+
+
+def _ingest_corpus(base_url: str, client: Client, names: list[str]) -> dict[str, Any]:
+    """A collection per set holding its corpus.jsonl passages as text documents (title, and
+    the passage without its question heading): the harder in-domain case for the gate."""
+    started = time.perf_counter()
+    collections: dict[str, str] = {}
+    bodies: list[dict[str, Any]] = []
+    for name in names:
+        collections[name] = client.post("/api/v1/collections",
+                                        json={"name": f"{name}-corpus"})["id"]
+        bodies.extend({"json": {"collection_id": collections[name],
+                                "title": row["title"] or row["_id"], "text": row["text"]}}
+                      for row in _jsonl(SETS[name] / "corpus.jsonl"))
+    failed = _upload_all(base_url, client, bodies)
+    return {"corpus_collections": collections, "corpus_failed": failed,
+            "corpus_ingest_s": round(time.perf_counter() - started, 1)}
 
 
 def _relevance(client: Client, query: str, collection_ids: list[str] | None) -> float:
@@ -356,7 +419,7 @@ def _fingerprint(names: list[str]) -> str:
 
 
 def run(quick: bool = False, *, sets: list[str] | None = None,
-        data_dir: Path | None = None) -> dict[str, Any]:
+        data_dir: Path | None = None, corpus: bool = False) -> dict[str, Any]:
     names = sets or list(SETS)
     scratch = None
     if data_dir is None:
@@ -378,7 +441,15 @@ def run(quick: bool = False, *, sets: list[str] | None = None,
                     ingest = _ingest(base_url, client, names)
                     state = {"fingerprint": _fingerprint(names), **ingest}
                     (data_dir / STATE).write_text(json.dumps(state), encoding="utf-8")
+                if corpus and "corpus_collections" not in state:
+                    state.update(_ingest_corpus(base_url, client, names))
+                    (data_dir / STATE).write_text(json.dumps(state), encoding="utf-8")
                 result["ingest"] = {k: v for k, v in state.items() if k != "fingerprint"}
+                if corpus:
+                    result["corpus_relevance"] = {
+                        name: [_relevance(client, q["question"], [cid]) for q in questions(name)]
+                        for name, cid in state["corpus_collections"].items()
+                    }
                 collections = state["collections"]
                 result["answers"] = {name: measure_answers(client, name, collections[name])
                                      for name in names}
@@ -389,10 +460,17 @@ def run(quick: bool = False, *, sets: list[str] | None = None,
     finally:
         if scratch is not None:
             scratch.cleanup()
-    result["refusal_table"] = refusal_table(
-        {name: [r["relevance"] for r in result["answers"][name]["rows"]] for name in names},
-        [r["relevance"] for r in result["off_topic"]["rows"]],
-    )
+    in_domain = {name: [r["relevance"] for r in result["answers"][name]["rows"]]
+                 for name in names}
+    in_domain |= {f"{name}_corpus": values
+                  for name, values in result.get("corpus_relevance", {}).items()}
+    off = [r["relevance"] for r in result["off_topic"]["rows"]]
+    result["refusal_table"] = refusal_table(in_domain, off)
+    if len(names) == 2:  # noqa: PLR2004 - cross-validation needs both sets
+        variants = {name: [in_domain[name], *([in_domain[f"{name}_corpus"]]
+                                               if f"{name}_corpus" in in_domain else [])]
+                    for name in names}
+        result["calibration"] = calibrate(variants, off)
     return result
 
 
@@ -439,7 +517,10 @@ def render(result: dict[str, Any]) -> str:
         list(result["refusal_table"][0]),
         [list(line.values()) for line in result["refusal_table"]],
     )
-    return f"{table}\n\nrefusals a plain relevance threshold would give:\n{sweep}"
+    text = f"{table}\n\nrefusals a plain relevance threshold would give:\n{sweep}"
+    if "calibration" in result:
+        text += "\n\ngate calibration (two folds):\n" + json.dumps(result["calibration"], indent=1)
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -449,11 +530,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the ingested data here (reused by the next run)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--json-only", action="store_true")
+    parser.add_argument("--corpus", action="store_true",
+                        help="also measure the gate on corpus.jsonl (passages without their "
+                        "question headings)")
     args = parser.parse_args(argv)
     sets = list(SETS) if args.set == "both" else [args.set]
-    result = run(sets=sets, data_dir=args.data_dir)
+    result = run(sets=sets, data_dir=args.data_dir, corpus=args.corpus)
     common.write_json(args.json, result)
-    common.emit({k: v for k, v in result.items() if k not in ("answers", "off_topic")},
+    common.emit({k: v for k, v in result.items()
+                 if k not in ("answers", "off_topic", "corpus_relevance")},
                 render(result), json_only=args.json_only)
     return 0
 

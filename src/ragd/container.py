@@ -32,7 +32,7 @@ from ragd.db.listen import Listener, build_listener
 from ragd.db.locks import HOUSEKEEPING, STARTUP, AdvisoryLeadership, Leader, advisory_lock
 from ragd.db.migrate import SchemaGate
 from ragd.db.sequence import AUTH_EVENTS, INDEX_CHANGES
-from ragd.generation.answer import AnswerService
+from ragd.generation.answer import AnswerService, relevance_gate
 from ragd.generation.providers.factory import build_routes
 from ragd.generation.router import Router
 from ragd.index.base import SearchBackend
@@ -203,6 +203,7 @@ async def open_services(
         router = Router(build_routes(settings.llm, runtime), settings.llm,
                         on_outcome=metrics.llm_outcome)
         answers = AnswerService(search, router, conversations, settings.llm,
+                                gate=relevance_gate(settings.llm, settings.models.embedder),
                                 on_answer=metrics.observe_chat)
         startup.phase("services")
         services = Services(

@@ -468,9 +468,11 @@ class LLMSettings(SettingsGroup):
     breaker_min_calls: int = Field(default=10, ge=1, le=10_000)
     breaker_cooldown_seconds: float = Field(default=30.0, gt=0, le=3600)
     top_k: int = Field(default=6, ge=1, le=50, description="Chunks given to the model.")
-    min_relevance: float = Field(
-        default=0.25, ge=-1, le=1,
-        description="Best dense cosine below which the answer is 'not in the documents'.",
+    min_relevance: float | None = Field(
+        default=None, ge=-1, le=1,
+        description="Best dense cosine below which the answer is 'not in the documents' (no "
+        "model is asked). Default: the value calibrated for the configured embedder "
+        "(minilm); 0.25 for an embedder ragd has not calibrated.",
     )
     max_question_chars: int = Field(default=4000, ge=1, le=100_000)
     max_context_chars: int = Field(default=24_000, ge=1000, le=1_000_000)

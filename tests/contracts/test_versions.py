@@ -137,6 +137,27 @@ async def test_a_version_without_chunks_is_ready_and_empty(
     assert await catalog.last_change(tenant) == 0
 
 
+async def test_a_committed_title_replaces_only_an_automatic_title(
+    catalog: Catalog, queue: ManagedJobQueue, tenant: str
+) -> None:
+    collection_id = await new_collection(catalog, tenant)
+    named = {}
+    for title in (None, "Chosen by the client"):
+        accepted = await catalog.add_document(
+            tenant, collection_id, upload(f"text {title}", title=title, filename="notes.txt"),
+            max_attempts=3,
+        )
+        assert accepted.job is not None
+        job = await claim(queue, accepted.job.id)
+        commit = dataclasses.replace(
+            version_commit(job, accepted.document.id, 1, []),
+            title="Release notes", automatic_title="notes.txt",
+        )
+        assert await catalog.commit_version(commit) is CommitOutcome.COMMITTED
+        named[title] = (await _get(catalog, tenant, accepted.document.id)).title
+    assert named == {None: "Release notes", "Chosen by the client": "Chosen by the client"}
+
+
 # -- the refusals: nothing is written -----------------------------------------------------------
 
 

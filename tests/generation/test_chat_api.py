@@ -113,7 +113,14 @@ async def test_unrelated_question_says_the_documents_do_not_contain_it(tmp_path:
         answer = await _chat(client, tenant,
                              question="What is the capital city of Australia and its population?")
         assert answer["grounded"] is False and answer["provider"] is None
-        assert answer["answer"] == NOT_FOUND_ANSWER and answer["citations"] == []
+        assert answer["answer"].startswith(NOT_FOUND_ANSWER) and answer["citations"] == []
+        # The refusal still names the closest documents, and lists them as results.
+        titles = [hit["title"] for hit in answer["retrieval"]["results"]]
+        assert titles and answer["answer"].endswith(
+            "The closest documents: " + ", ".join(f"\u201c{t}\u201d" for t in
+                                                  dict.fromkeys(titles)) + "."
+        )
+        assert answer["retrieval"]["context"] == []
 
 
 async def test_bad_chat_input_gets_stable_4xx(tmp_path: Path) -> None:

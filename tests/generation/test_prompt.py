@@ -127,12 +127,12 @@ HISTORY = [
 
 @pytest.mark.parametrize(("question", "expected"), [
     ("And where is a famous example?",
-     "Why are basalt columns hexagonal? And where is a famous example?"),
-    ("What about glaciers?", "Why are basalt columns hexagonal? What about glaciers?"),
-    ("How old are they?", "Why are basalt columns hexagonal? How old are they?"),
-    ("Why?", "Why are basalt columns hexagonal? Why?"),
+     "And where is a famous example (basalt columns hexagonal)?"),
+    ("What about glaciers?", "What about glaciers (basalt columns hexagonal)?"),
+    ("How old are they?", "How old are basalt columns hexagonal?"),
+    ("Why?", "Why (basalt columns hexagonal)?"),
     ("Where can I see those formations in Europe?",
-     "Why are basalt columns hexagonal? Where can I see those formations in Europe?"),
+     "Where can I see basalt columns hexagonal formations in Europe?"),
     ("How do glaciers carve fjords in Norway?", "How do glaciers carve fjords in Norway?"),
 ])
 def test_rewrite_followup(question: str, expected: str) -> None:
@@ -147,7 +147,20 @@ def test_rewrite_without_history_is_unchanged() -> None:
 def test_rewrite_goes_back_over_chained_followups() -> None:
     history = [*HISTORY, Message("user", "What about glaciers?"), Message("assistant", "x")]
     assert rewrite_followup("Why is that?", history) == (
-        "Why are basalt columns hexagonal? What about glaciers? Why is that?"
+        "Why is glaciers basalt columns hexagonal?"
+    )
+    # The question itself already appended to the history is not its own subject.
+    assert rewrite_followup("How do I search with it?", [
+        Message("user", "What is aptitude in Debian?"), Message("assistant", "A tool."),
+        Message("user", "How do I search with it?"),
+    ]) == "How do I search with aptitude in Debian?"
+
+
+def test_a_followup_opening_with_a_preposition_asks_the_question_again() -> None:
+    history = [Message("user", "How do I make a Python script executable on Unix?"),
+               Message("assistant", "Use a #! line [1].")]
+    assert rewrite_followup("And on Windows?", history) == (
+        "How do I make a Python script executable on Windows?"
     )
 
 

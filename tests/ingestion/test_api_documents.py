@@ -23,6 +23,7 @@ from tests.ingestion.conftest import (
     upload_text,
     wait_job,
 )
+from tests.shared_data import EVAL
 
 SMALL_CHUNKS = {"chunk_target_tokens": 32, "chunk_overlap_tokens": 4}
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00"
@@ -85,7 +86,7 @@ async def test_upload_inspect_content_chunks_and_duplicates(
     assert doc["content_sha256"] == hashlib.sha256(data).hexdigest()
     assert doc["size_bytes"] == len(data)
     assert doc["format"] == "markdown" and doc["content_type"] == "text/markdown"
-    assert doc["filename"] == "guide.md" and doc["title"] == "guide.md"
+    assert doc["filename"] == "guide.md" and doc["title"] == "turbine part 0"  # 1st heading
     assert doc["metadata"] == {"lang": "en", "rev": 2}
     assert doc["version"] == 1 and doc["active_version"] == 1
     assert doc["chunk_count"] > 2, doc
@@ -242,6 +243,41 @@ async def test_a_json_text_upload_is_read_as_its_declared_type_never_sniffed(
     assert (await all_chunks(client, tenant, guide))[0]["heading_path"] == ["Setup"]
     r = await upload_text(client, tenant, "Bad", "x", content_type="application/pdf")
     assert_error(r, 422)
+
+
+async def test_a_document_without_a_title_takes_its_own_then_the_file_name(
+    ingest_client: httpx.AsyncClient,
+) -> None:
+    client = ingest_client
+    tenant = await new_tenant(client)
+    # (The PDF's and the text file's titles: tests/ingestion/test_parsers.py.)
+    files = {
+        "general.html": (EVAL / "python-faq/source/faq/general.html").read_bytes(),
+        "faq.txt": b"\n   The Debian GNU/Linux FAQ\n\n1. What is this FAQ?\n",
+        "notes.md": b"Some words first.\n\n# Release notes\n\nThe body.",
+        "people.csv": b"name,age\nann,3\nbob,4\n",
+        "plain.txt": b"This is a sentence, not a title.\n",
+    }
+    ids = {}
+    for name, data in files.items():
+        r = await upload_file(client, tenant, name, data)
+        assert r.status_code == 202, r.text
+        assert (await wait_job(client, tenant, r.json()["job_id"]))["status"] == "succeeded"
+        ids[name] = r.json()["document_id"]
+    titles = {name: (await _document(client, tenant, ids[name]))["title"] for name in files}
+    assert titles == {
+        "general.html": "General Python FAQ \u2014 Python 3.11.2 documentation",
+        "faq.txt": "The Debian GNU/Linux FAQ",
+        "notes.md": "Release notes",
+        "people.csv": "people.csv",
+        "plain.txt": "plain.txt",
+    }
+    # A title the client gave is kept.
+    r = await client.post("/api/v1/documents", headers=tenant.headers, data={
+        "collection_id": tenant.collection_id, "title": "My own"},
+        files={"file": ("g.html", files["general.html"] + b" ", "text/html")})
+    assert (await wait_job(client, tenant, r.json()["job_id"]))["status"] == "succeeded"
+    assert (await _document(client, tenant, r.json()["document_id"]))["title"] == "My own"
 
 
 async def test_replace_keeps_old_version_until_new_one_is_ready(tmp_path: Path) -> None:

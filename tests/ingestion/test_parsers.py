@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ragd.ingestion.parsers import ParsedDocument, ParseError, detect_format, parse
-from ragd.ingestion.parsers.base import Section, cut_to_chars
+from ragd.ingestion.parsers.base import Section, cut_to_chars, document_title
 from tests.ingestion.generated import pdf_of
 from tests.shared_data import EVAL
 
@@ -377,6 +377,22 @@ def test_detect_format_from_content() -> None:
     assert detect_format(b"just words\n", None, "text/plain") == "text"
     assert detect_format(b"A note on the %PDF-1.7 header.\n", "note.txt", None) == "text"
     assert detect_format(_docx_bytes(), "upload.bin".removesuffix(".bin"), None) == "docx"
+
+
+def test_document_title_comes_from_the_document_then_its_first_heading_or_line() -> None:
+    html = parse(b"<html><head><title>Guide  one</title></head><body><h1>Intro</h1><p>x.</p>"
+                 b"</body></html>", filename="g.html")
+    assert document_title(html) == "Guide one"
+    untitled = parse(b"<html><body><h1>Intro</h1><p>Text.</p></body></html>", filename="g.html")
+    assert document_title(untitled) == "Intro"
+    assert document_title(parse(b"# Release notes\n\nBody.", filename="n.md")) == "Release notes"
+    assert document_title(parse(b"\n  The Debian FAQ\n\nText.\n", filename="f.txt")) == (
+        "The Debian FAQ"
+    )
+    assert document_title(parse(b"This is the first sentence.\nMore.", filename="f.txt")) is None
+    assert document_title(parse(b"name,age\nann,3\nbob,4\n", filename="p.csv")) is None
+    pdf = (DEBIAN / "source" / "faq" / "pdf" / "debian-faq.en.pdf").read_bytes()
+    assert document_title(parse(pdf, filename="x.pdf")) == "The Debian GNU/Linux FAQ"
 
 
 MAKEVARS = b"PKG_CPPFLAGS = -I../inst/include\nPKG_LIBS = -lz\n"

@@ -10,8 +10,11 @@ conversation handling are identical in every mode:
    is left);
 2. :class:`~ragd.retrieval.search.SearchService` retrieves the chunks (the caller's tenant,
    collections and filters);
-3. when no chunk is relevant enough (best dense cosine below ``llm.min_relevance``, or no
-   hit), the answer says that the documents do not contain it, and no model is asked;
+3. when no chunk is relevant enough (best dense cosine below the relevance gate, or no hit),
+   the answer says that the documents do not contain it and names the closest documents,
+   and no model is asked. The gate is ``llm.min_relevance``, by default the value calibrated
+   for the embedder (:data:`CALIBRATED_GATES`); the hits given to the model are those above
+   :data:`CONTEXT_FLOOR`;
 4. otherwise the chunks become numbered context blocks in the prompt
    (:func:`~ragd.generation.prompt.build_messages`), the router tries the providers in
    order, and the model's ``[n]`` markers are verified against the blocks actually given
@@ -53,6 +56,7 @@ __all__ = [
     "ChatInput",
     "ChatEvent",
     "context_dict",
+    "relevance_gate",
 ]
 
 logger = logging.getLogger(__name__)
@@ -64,6 +68,17 @@ NOT_FOUND_ANSWER = (
 #: answers instead of rewriting produces a paragraph).
 MAX_REWRITE_CHARS = 500
 MAX_TOP_K = 50
+#: The relevance gate per embedder (``models.embedder``): the best dense cosine a question
+#: needs for an answer. Chosen by cross-validation on the two dev sets' source files against
+#: the off-topic questions of ``bench/data/off_topic.tsv`` (``bench/answers.py``, README).
+CALIBRATED_GATES = {"minilm": 0.46}
+#: The gate of an embedder that has not been calibrated (a low bar: it refuses only noise).
+UNCALIBRATED_GATE = 0.25
+#: Hits less relevant than this are not given to the model even when the question passed
+#: the gate (the noise floor of the MiniLM cosines).
+CONTEXT_FLOOR = 0.25
+#: How many of the closest documents a refusal names.
+CLOSEST_DOCUMENTS = 3
 #: The best hits whose documents are read on past the hit, and how many chunks further.
 CONTINUED_HITS = 2
 CONTINUATION_CHUNKS = 2
@@ -140,12 +155,14 @@ class AnswerService:
         conversations: Conversations,
         settings: LLMSettings,
         *,
+        gate: float | None = None,
         on_answer: AnswerObserver | None = None,
     ) -> None:
         self._search = search
         self._router = router
         self._conversations = conversations
         self._settings = settings
+        self._gate = relevance_gate(settings, None) if gate is None else gate
         self._on_answer = on_answer
 
     @property
@@ -313,16 +330,20 @@ class AnswerService:
             ),
         )
         timings["retrieval"] = result.timings_ms.get("total", 0.0)
-        relevant = [hit for hit in result.hits if _relevance(hit) >= self._settings.min_relevance]
+        best = max((_relevance(hit) for hit in result.hits), default=-1.0)
+        floor = min(self._gate, CONTEXT_FLOOR)
+        relevant = [hit for hit in result.hits if _relevance(hit) >= floor]
+        if best < self._gate:
+            relevant = []
         blocks = _blocks(relevant, self._settings.max_context_chars,
                          await self._continuations(tenant_id, relevant))
         request = None
         if blocks:
             request = ChatRequest(
-                # ``question`` is what non-LLM providers read: the user's own words pick the
-                # sentences (the blocks were already retrieved with the stand-alone query).
+                # ``question`` is what non-LLM providers read: the stand-alone question (a
+                # follow-up's own words, "How do I search with it?", name no subject).
                 messages=build_messages(question, blocks, history),
-                question=question, context=tuple(blocks),
+                question=search_query, context=tuple(blocks),
                 max_tokens=chat.max_tokens, temperature=chat.temperature,
             )
         if chat.store and conversation_id is None:
@@ -368,8 +389,13 @@ class AnswerService:
         return rewrite_followup(question, history)
 
     def _not_found(self, prepared: _Prepared) -> Answer:
+        titles = list(dict.fromkeys(hit.document.title for hit in prepared.result.hits))
+        text = NOT_FOUND_ANSWER
+        if titles:
+            named = ", ".join(f"\u201c{title}\u201d" for title in titles[:CLOSEST_DOCUMENTS])
+            text += f" The closest documents: {named}."
         return Answer(
-            answer=NOT_FOUND_ANSWER, citations=[], citations_dropped=0,
+            answer=text, citations=[], citations_dropped=0,
             conversation_id=prepared.conversation_id, provider=None, model=None,
             attempts=[], skipped=[], retrieval=prepared.result,
             search_query=prepared.search_query, grounded=False, usage=None,
@@ -395,6 +421,14 @@ class AnswerService:
             [NewMessage("user", prepared.question),
              NewMessage("assistant", answer.answer, details)],
         )
+
+
+def relevance_gate(settings: LLMSettings, embedder: str | None) -> float:
+    """The relevance gate: ``llm.min_relevance`` when set, else the value calibrated for
+    ``embedder`` (a ``models.embedder`` name), else :data:`UNCALIBRATED_GATE`."""
+    if settings.min_relevance is not None:
+        return settings.min_relevance
+    return CALIBRATED_GATES.get(embedder or "", UNCALIBRATED_GATE)
 
 
 def _relevance(hit: SearchHit) -> float:

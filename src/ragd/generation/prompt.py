@@ -18,6 +18,7 @@ import re
 from collections.abc import Sequence
 
 from ragd.generation.base import ContextBlock, Message
+from ragd.generation.citations import STOP_WORDS
 
 __all__ = [
     "MAX_HISTORY_MESSAGES",
@@ -60,13 +61,39 @@ Output only the query, on one line, with no quotes, labels or explanation."""
 _TAG = re.compile(r"<(?=\s*/?\s*(?:context|conversation))", re.IGNORECASE)
 _FOLLOWUP_WORDS = frozenset(
     "it its it's itself that this these they them their theirs those he she him her his hers "
-    "there then such one ones former latter".split()
+    "there then such one ones former latter mine yours ours".split()
 )
 _FOLLOWUP_STARTS = (
     "and ", "and,", "but ", "also ", "what about", "how about", "what else", "why is that",
     "why not", "so ", "then ", "or ", "same ", "more ", "tell me more", "what if",
 )
 _SHORT_WORDS = 3  # a question of this many words or fewer is taken for a follow-up
+#: A subject is at most this many words (the previous question's content words, in order).
+_SUBJECT_WORDS = 8
+_TERM = re.compile(r"\w[\w.+#-]*\w|\w")
+_PRONOUN = re.compile(
+    r"\b(?:it|its|it's|itself|they|them|their|theirs|themselves|that|this|these|those|"
+    r"one|ones|he|she|him|her|mine|yours|ours)\b",
+    re.IGNORECASE,
+)
+_LEAD = re.compile(
+    r"^(?:and|but|also|so|then|or|ok|okay|well)\b[\s,]*(?:(?:what|how) about\b\s*)?|"
+    r"^(?:what|how) about\b\s*",
+    re.IGNORECASE,
+)
+#: Words that open a question before its subject ("How do I", "What is the").
+_OPENERS = frozenset(
+    "what how why when where which who whom whose can could should would will shall may "
+    "might must do does did is are was were am i we you one it there s".split()
+)
+_SUBJECT_PRONOUNS = frozenset("i we you one".split())
+_PREPOSITION = re.compile(
+    r"^(on|in|for|with|under|from|to|at|inside|without|within|over|via|using)\b", re.I
+)
+#: A trailing prepositional phrase of a question ("... on Unix?").
+_PHRASE = re.compile(
+    r"\s(on|in|for|with|under|from|to|at|inside|without|within|over|via|using)\s[^?]*", re.I
+)
 _MAX_PREFIX_CHARS = 300
 _REWRITE_TURNS = 6
 _REWRITE_CHARS = 600
@@ -145,28 +172,68 @@ def is_followup(question: str) -> bool:
 
 
 def rewrite_followup(question: str, history: Sequence[Message]) -> str:
-    """``question`` as a stand-alone search query without a language model: a follow-up
-    (see :func:`is_followup`) gets the previous user question(s) prepended — going back
-    while those were follow-ups too, at most three — otherwise it is returned unchanged."""
-    question = question.strip()
-    if not is_followup(question):
-        return question
-    previous: list[str] = []
-    for message in reversed(history):
-        if message.role != "user" or not message.content.strip():
-            continue
+    """``question`` as one stand-alone question without a language model.
+
+    A follow-up (see :func:`is_followup`) gets the subject of the conversation: the content
+    words of the previous question (itself made stand-alone first, so a chain of follow-ups
+    keeps its subject) that the follow-up does not repeat. They replace the follow-up's
+    first pronoun (``How do I search with it?`` after ``What is aptitude?`` → ``How do I
+    search with aptitude?``), or, with no pronoun to replace, follow it in parentheses
+    (``What about glaciers (basalt columns hexagonal)?``). A follow-up that opens with a
+    preposition asks the previous question again with its last phrase replaced (``And on
+    Windows?`` after ``How do I make a script executable on Unix?``). Anything else is
+    returned unchanged."""
+    question = " ".join(question.split())
+    previous = ""
+    for message in history:
         content = " ".join(message.content.split())
-        if content == question and not previous:
-            continue  # the question itself, already appended to the history
-        previous.insert(0, content)
-        if len(previous) == 3 or not is_followup(content):
-            break
-    if not previous:
+        if message.role == "user" and content:
+            previous = _standalone(content, previous)
+    if previous == question:  # the question itself, already appended to the history
+        previous = ""
+        for message in list(history)[:-1]:
+            content = " ".join(message.content.split())
+            if message.role == "user" and content:
+                previous = _standalone(content, previous)
+    return _standalone(question, previous)
+
+
+def _standalone(question: str, previous: str) -> str:
+    if not previous or not is_followup(question):
         return question
-    prefix = " ".join(previous)
-    if len(prefix) > _MAX_PREFIX_CHARS:
-        prefix = prefix[-_MAX_PREFIX_CHARS:].split(" ", 1)[-1]
-    return f"{prefix} {question}"
+    core = _LEAD.sub("", question).strip()
+    ellipsis = _PREPOSITION.match(core)
+    if ellipsis is not None:
+        # "And on Windows?" after "How do I ... on Unix?": the same question, on Windows.
+        last = next(reversed(list(_PHRASE.finditer(previous))), None)
+        if last is not None and last[1].lower() == ellipsis[1].lower():
+            return previous[:last.start()] + " " + core.rstrip(" ?.!") + "?"
+    phrase = _subject(previous, question)
+    if not phrase:
+        return question
+    pronoun = _PRONOUN.search(question)
+    if pronoun is not None:
+        return question[:pronoun.start()] + phrase + question[pronoun.end():]
+    return f"{question.rstrip(' ?.!')} ({phrase})?"
+
+
+def _subject(previous: str, question: str) -> str:
+    """What ``previous`` asks about: its words after the opening question words ("How do I
+    install", "What is"), without a leading article, leaving out words the follow-up says."""
+    words = _LEAD.sub("", previous).rstrip(" ?.!").split()
+    start = 0
+    while start < len(words) - 1 and words[start].lower().strip(",") in _OPENERS:
+        start += 1
+    if start and start < len(words) - 1 and words[start - 1].lower() in _SUBJECT_PRONOUNS:
+        start += 1  # "How do I install X": the verb after "I" goes too
+    while start < len(words) - 1 and words[start].lower() in ("a", "an", "the"):
+        start += 1
+    said = {word.lower() for word in _TERM.findall(question)}
+    kept = [word.strip("()") for word in words[start:]
+            if word.lower().strip(",.;:()") not in said and word.strip("()")]
+    while kept and kept[-1].lower() in STOP_WORDS:
+        kept.pop()
+    return " ".join(kept[:_SUBJECT_WORDS])
 
 
 def rewrite_messages(question: str, history: Sequence[Message]) -> tuple[Message, ...]:

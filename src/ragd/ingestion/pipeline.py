@@ -26,12 +26,13 @@ from ragd.errors import Busy, InvalidInput, RagdError
 from ragd.index.base import SearchBackend
 from ragd.ingestion.chunking import Chunk, cap_chunks, chunk_document, chunk_id
 from ragd.ingestion.limits import ParseLimits
-from ragd.ingestion.parsers.base import ParsedDocument, ParseError
+from ragd.ingestion.parsers.base import ParsedDocument, ParseError, document_title
 from ragd.ingestion.sandbox import DEFAULT_TARGET, SandboxPool
 from ragd.jobs.queue import Job, JobQueue
 from ragd.models.runtime import ModelRuntime
 from ragd.settings import IngestionSettings
 from ragd.stores.catalog import (
+    UNTITLED,
     Catalog,
     CommitOutcome,
     NewChunk,
@@ -257,6 +258,8 @@ class IngestionPipeline:
                     embedder_name=info.name, embedder_dimension=info.dimension,
                     # The job ends in the same transaction as the version it produced.
                     completes_job=True, index_started=index_started,
+                    title=document_title(parsed),
+                    automatic_title=content.filename or UNTITLED,
                 )
             )
             if outcome is CommitOutcome.LEASE_LOST:

@@ -201,6 +201,10 @@ class Accepted:
     duplicate: bool
 
 
+#: The title of a document uploaded with neither a title nor a file name.
+UNTITLED = "untitled"
+
+
 @dataclass(frozen=True, slots=True)
 class VersionCommit:
     """What the index stage commits for one document version."""
@@ -223,6 +227,10 @@ class VersionCommit:
     #: ``index_started``, a ``time.perf_counter()`` reading) and ``total``.
     completes_job: bool = False
     index_started: float | None = None
+    #: The title the parsed document gives itself; it replaces the document's title when that
+    #: is still ``automatic_title`` (the file name, or "untitled": the client gave none).
+    title: str | None = None
+    automatic_title: str | None = None
 
 
 def check_embedder(

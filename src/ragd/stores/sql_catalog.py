@@ -53,6 +53,7 @@ from ragd.stores.catalog import (
     DELETE_COLLECTION_JOB,
     DOCUMENT_STATUSES,
     INGEST_JOB,
+    UNTITLED,
     Accepted,
     Collection,
     CollectionRemoval,
@@ -312,7 +313,7 @@ class SqlCatalog(SqlVersions, SqlChangeLog, SqlChunkReader):
             # Ids chosen here, so the three rows go in one flush (no UPDATE for the job id).
             row = DocumentRow(
                 id=new_id(), tenant_id=tenant_id, collection_id=collection_id,
-                title=upload.title or upload.filename or "untitled",
+                title=upload.title or upload.filename or UNTITLED,
                 filename=upload.filename, content_type=upload.content_type, format=None,
                 content_sha256=upload.content_sha256, size_bytes=len(upload.content),
                 metadata_json=dumps(dict(upload.metadata or {})), status="queued",

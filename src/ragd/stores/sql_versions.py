@@ -168,6 +168,8 @@ class SqlVersions(SqlPart):
                     )
                 )
             row.active_version = commit.version
+            if commit.title and row.title == commit.automatic_title:
+                row.title = commit.title[:MAX_TITLE_CHARS]
             row.status = "ready"
             row.error = None
             row.format = commit.format
@@ -277,6 +279,10 @@ def _job_timings(commit: VersionCommit) -> dict[str, float]:
         sum(timings.get(stage, 0.0) for stage in ("parse", "chunk", "embed", "index")), 6
     )
     return timings
+
+
+#: The longest title a document keeps (the upload's limit too).
+MAX_TITLE_CHARS = 500
 
 
 async def _check(

@@ -56,6 +56,33 @@ class ParsedDocument:
         return "\n\n".join(section.text for section in self.sections)
 
 
+#: A first line longer than this (in words) is a sentence, not a title.
+_TITLE_WORDS = 14
+
+
+def document_title(document: ParsedDocument) -> str | None:
+    """The title a document gives itself: its own (HTML ``<title>``, PDF, DOCX or PPTX
+    properties, a Markdown or reST top heading), else its first heading, else a first line
+    that reads as a title (short, no terminal punctuation; not for CSV, whose first line is
+    a header row); None when it has none (the file name is then the title)."""
+    if document.title and document.title.strip():
+        return " ".join(document.title.split())
+    for section in document.sections:
+        if section.heading_path and section.heading_path[0].strip():
+            return " ".join(section.heading_path[0].split())
+    if document.format == "csv":
+        return None
+    first = next((line.strip() for line in document.text.splitlines() if line.strip()), "")
+    words = first.split()
+    if (
+        0 < len(words) <= _TITLE_WORDS and first[-1] not in ".,;:!?" and any(
+            c.isalpha() for c in first
+        )
+    ):
+        return " ".join(words)
+    return None
+
+
 def cut_to_chars(document: ParsedDocument, max_chars: int) -> ParsedDocument:
     """``document`` with its text (:attr:`ParsedDocument.text`) kept to the first
     ``max_chars`` characters, the sections past that dropped and a warning saying so; the

@@ -105,8 +105,6 @@ def parse_text(data: bytes) -> ParsedDocument:
         for paragraph in (clean_block(part) for part in _BLANK_LINES.split(text))
         if paragraph
     )
-    title = None
-    if sections:
-        first_line = sections[0].text.split("\n", 1)[0]
-        title = first_line if len(first_line) <= 200 else None
-    return ParsedDocument(format="text", sections=sections, title=title)
+    # No title of its own: :func:`~ragd.ingestion.parsers.base.document_title` takes a first
+    # line that reads as one.
+    return ParsedDocument(format="text", sections=sections)
