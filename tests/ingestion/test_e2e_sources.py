@@ -123,7 +123,7 @@ def python_formats() -> list[Format]:
     rst_map = {
         key: PYTHON / "source/faq-rst" / f"{path.stem}.rst.txt" for key, path in html_map.items()
     }
-    return [Format("html", html, html_map), Format("text", rst, rst_map)]
+    return [Format("html", html, html_map), Format("rst", rst, rst_map)]
 
 
 def best_window_coverage(

@@ -93,7 +93,7 @@ COVERAGE_CASES = [
     ("debian", "pdf"),
     ("debian", "text"),
     ("python", "html"),
-    ("python", "text"),
+    ("python", "rst"),
 ]
 
 

@@ -75,7 +75,7 @@ class CollectionPatchIn(ContentInput):
 
 
 #: The formats a JSON text upload may declare (``content_type``); never sniffed.
-TextType = Literal["text/plain", "text/markdown", "text/html", "text/csv"]
+TextType = Literal["text/plain", "text/markdown", "text/x-rst", "text/html", "text/csv"]
 
 
 class TextDocumentIn(ContentInput):

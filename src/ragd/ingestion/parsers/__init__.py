@@ -46,7 +46,8 @@ _EXTENSIONS = {
     ".markdown": "markdown",
     ".txt": "text",
     ".text": "text",
-    ".rst": "text",
+    ".rst": "rst",
+    ".rest": "rst",
     ".csv": "csv",
     ".tsv": "csv",
 }
@@ -54,10 +55,9 @@ _MIME_TYPES = {mime: name for name, mime in FORMATS.items()} | {
     "application/xhtml+xml": "html",
     "text/x-markdown": "markdown",
     "text/tab-separated-values": "csv",
-    "text/x-rst": "text",
 }
 _BINARY_FORMATS = frozenset({"pdf", "docx", "pptx"})
-_TEXT_FORMATS = frozenset({"html", "markdown", "text", "csv"})
+_TEXT_FORMATS = frozenset({"html", "markdown", "rst", "text", "csv"})
 _SNIFF_BYTES = 64 * 1024
 
 def _unsupported(what: str) -> ParseError:
@@ -121,7 +121,9 @@ def _expected(filename: str | None, declared_type: str | None) -> tuple[str | No
     extension_format: str | None = None
     unknown_suffix: str | None = None
     if filename:
-        suffix = PurePath(filename).suffix.lower()
+        suffixes = [s.lower() for s in PurePath(filename).suffixes]
+        # Sphinx ships its sources as "name.rst.txt": reST, whatever the last suffix says.
+        suffix = ".rst" if suffixes[-2:] == [".rst", ".txt"] else PurePath(filename).suffix.lower()
         if suffix:
             extension_format = _EXTENSIONS.get(suffix)
             if extension_format is None:
@@ -229,6 +231,7 @@ def _parsers(
     from ragd.ingestion.parsers.markdown import parse_markdown
     from ragd.ingestion.parsers.pdf import parse_pdf
     from ragd.ingestion.parsers.pptx import parse_pptx
+    from ragd.ingestion.parsers.rst import parse_rst
     from ragd.ingestion.parsers.text import parse_text
 
     return {
@@ -237,6 +240,7 @@ def _parsers(
         "pptx": lambda data: parse_pptx(data, max_pages=max_pages),
         "html": parse_html,
         "markdown": parse_markdown,
+        "rst": parse_rst,
         "text": parse_text,
         "csv": lambda data: parse_csv(data, max_rows=csv_rows, max_columns=csv_columns),
     }

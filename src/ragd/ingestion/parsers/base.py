@@ -21,6 +21,7 @@ FORMATS: dict[str, str] = {
     "pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
     "html": "text/html",
     "markdown": "text/markdown",
+    "rst": "text/x-rst",
     "text": "text/plain",
     "csv": "text/csv",
 }
