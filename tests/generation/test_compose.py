@@ -127,6 +127,13 @@ def test_chunks_that_continue_a_hit_are_read_as_one_passage() -> None:
     assert answer.count("Download the installer") == 1
 
 
+def test_known_ordinals_decide_which_chunks_are_adjacent() -> None:
+    first = _block(1, "Install it.", document="doc", start=0, end=11, ordinal=3)
+    indented = _block(2, "Then restart.", document="doc", start=30, end=43, ordinal=4)
+    skipped = _block(3, "Much later.", document="doc", start=60, end=71, ordinal=6)
+    assert passages([first, indented, skipped]) == [[0, 1], [2]]
+
+
 def test_a_long_section_is_cut_to_the_budget_at_a_sentence_end() -> None:
     sentence = "The installer copies every file into the chosen directory and checks it."
     text = "How do I install?\n\n" + " ".join([sentence] * 40)

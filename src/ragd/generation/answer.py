@@ -461,7 +461,7 @@ def _blocks(
             n=len(blocks) + 1, chunk_id=chunk.id, document_id=chunk.document_id,
             title=hit.document.title, page=chunk.page, text=text,
             heading_path=chunk.heading_path, start=chunk.start,
-            end=chunk.start + len(text) if cut else chunk.end,
+            end=chunk.start + len(text) if cut else chunk.end, ordinal=chunk.ordinal,
         ))
     return blocks
 

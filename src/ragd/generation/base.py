@@ -110,6 +110,8 @@ class ContextBlock:
     #: or overlap are read as one passage); None when unknown.
     start: int | None = None
     end: int | None = None
+    #: The chunk's position in its document (chunks ``k`` and ``k + 1`` are adjacent).
+    ordinal: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

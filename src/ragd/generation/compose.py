@@ -56,7 +56,8 @@ _PROMPT = re.compile(r"^\s*(?:>>>|\$ |# (?=[a-z]))")
 _DIRECTIVE = re.compile(r"^\s*\.\. [\w:-]+::.*$|^\s*:[\w-]+:(?:\s.*)?$", re.MULTILINE)
 _CODE_SYMBOLS = frozenset("=(){}[];<>_*/\\|&$@")
 _HEADING_WORDS = 12
-#: Chunks of one document this close (whitespace between them) are one passage.
+#: Chunks of one document this close (whitespace between them) are one passage, when their
+#: ordinals are not known.
 _TOUCHING = 4
 _QUESTION_WORDS = 25
 _NUMBERED_WORDS = 40
@@ -115,11 +116,15 @@ def passages(blocks: Sequence[ContextBlock]) -> list[list[int]]:
 
 
 def _continues(before: ContextBlock, after: ContextBlock) -> bool:
-    """Whether ``after`` starts within (or right after) ``before``'s text, the overlap
-    being the same text in both."""
+    """Whether ``after`` is the chunk right after ``before`` (by ordinal when known, else
+    starting within or just after its text), any overlap being the same text in both."""
     assert before.end is not None and after.start is not None  # noqa: S101 - grouped so
     overlap = before.end - after.start
-    if overlap < -_TOUCHING or (after.end or 0) <= (before.end or 0):
+    if before.ordinal is not None and after.ordinal is not None:
+        adjacent = after.ordinal == before.ordinal + 1
+    else:
+        adjacent = overlap >= -_TOUCHING
+    if not adjacent or (after.end or 0) <= (before.end or 0):
         return False
     return overlap <= 0 or (
         overlap <= len(after.text) and before.text.endswith(after.text[:overlap])
