@@ -250,6 +250,16 @@ def test_two_pages_keep_their_repeated_lines() -> None:
     assert document.text.count("Report") == 4
 
 
+def test_a_page_of_nothing_but_repeated_lines_keeps_them() -> None:
+    # Slides of one line each ("Step N of 5"): their shape repeats on every page, but they
+    # are all each page says, so they are text, not furniture; only page numbers go.
+    pages = [_lines(f"Step {n} of 5: tighten bolt {n}", f"{n}") for n in range(1, 6)]
+    document = parse(_pdf(pages), filename="steps.pdf")
+    assert [s.text for s in document.sections] == [
+        f"Step {n} of 5: tighten bolt {n}" for n in range(1, 6)
+    ]
+
+
 def test_contents_entries_lose_their_dot_leaders() -> None:
     content = _lines(
         "Contents",

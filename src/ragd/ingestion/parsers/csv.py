@@ -46,9 +46,10 @@ def parse_csv(
     row_cap = None if max_rows is None else max_rows + 1  # the header is not counted
     try:
         for row in csv.reader(io.StringIO(text), dialect):
-            cells = row if max_columns is None else row[:max_columns]
-            if not any(cell.strip() for cell in cells):
+            # A row is empty when all of it is, not only the cells within the column cap.
+            if not any(cell.strip() for cell in row):
                 continue
+            cells = row if max_columns is None else row[:max_columns]
             widest = max(widest, len(row))
             counted += 1
             if row_cap is None or counted <= row_cap:

@@ -384,12 +384,15 @@ def _drop_furniture(pages: list[list[str]]) -> list[list[str]]:
     furniture = {key for key, pages_seen in seen.items() if pages_seen >= needed}
     kept: list[list[str]] = []
     for lines in pages:
-        drop = {
-            index
-            for index in _edges(lines)
-            if _PAGE_NUMBER.fullmatch(lines[index])
-            or any(key in furniture for key in _furniture_keys(lines[index]))
+        numbers = {index for index in _edges(lines) if _PAGE_NUMBER.fullmatch(lines[index])}
+        drop = numbers | {
+            index for index in _edges(lines)
+            if any(key in furniture for key in _furniture_keys(lines[index]))
         }
+        if len(drop) == len(lines):
+            # A page that would be left empty: its lines are what it says (a slide's one
+            # line, a form letter), not furniture around it. Only page numbers go.
+            drop = numbers
         kept.append([line for index, line in enumerate(lines) if index not in drop])
     return kept
 
