@@ -60,6 +60,18 @@ def test_headings_of_every_shape_are_never_written_and_end_a_section() -> None:
     assert _answer("slow?", [_block(1, text)], "whole file") == "It reads the whole file first [1]."
 
 
+def test_a_numbered_question_inside_a_page_of_lines_starts_a_section() -> None:
+    page = (
+        "the end of the previous answer.\n9.5 Can I automatically update the system?\n"
+        "Yes. You can use cron-apt; it updates the system\nat regular intervals.\n"
+        "9.6 I have several machines; how can I download the updates only one time?\n"
+        "Use apt-cacher."
+    )
+    assert _answer("update automatically?", [_block(1, page)], "cron-apt") == (
+        "Yes. You can use cron-apt; it updates the system at regular intervals [1]."
+    )
+
+
 def test_markup_is_read_as_its_text() -> None:
     assert clean_prose(
         "See :ref:`why-self` and :term:`Parameters <parameter>`, :func:`os.path.join`, "

@@ -50,6 +50,7 @@ Kind = Literal["heading", "code", "list", "prose"]
 _BLANK = re.compile(r"\n[ \t]*\n")
 _UNDERLINE = re.compile(r"^([=\-~^\"'`#*+:.])\1{2,}\s*$")
 _NUMBERED = re.compile(r"^\s*\d+(?:\.\d+)*\.?\s+\S")
+_NUMBERED_QUESTION = re.compile(r"^\s*\d+(?:\.\d+)+\.?\s+\S.{0,200}\?\s*$")
 _BULLET = re.compile(r"^\s*(?:[-*+\u2022]|\d{1,3}[.)])\s+")
 _FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
 _PROMPT = re.compile(r"^\s*(?:>>>|\$ |# (?=[a-z]))")
@@ -208,6 +209,11 @@ def _classify(part: str, headings: set[str], indent: int) -> list[tuple[Kind, st
         return [("heading", " ".join(part.split()))]
     if len(lines) > 1 and _is_heading(first, headings) and not lines[1][:1].islower():
         return [("heading", first), *_classify("\n".join(lines[1:]), headings, indent)]
+    # Text without blank lines (a PDF page) can hold the next question's numbered title.
+    inner = next((i for i in range(1, len(lines)) if _NUMBERED_QUESTION.match(lines[i])), None)
+    if inner is not None:
+        return [*_classify("\n".join(lines[:inner]), headings, indent),
+                *_classify("\n".join(lines[inner:]), headings, indent)]
     if _is_code(lines, indent):
         return [("code", _dedent(lines))]
     if _BULLET.match(lines[0]):
