@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ragd.ingestion.parsers.base import ParsedDocument, ParseError, Section
+from ragd.ingestion.parsers.office import drawing_text, not_read
 from ragd.ingestion.parsers.text import clean_inline
 
 __all__ = ["parse_docx"]
@@ -33,10 +34,6 @@ _TEXT = frozenset({f"{_W}t", "{http://schemas.openxmlformats.org/officeDocument/
 _BREAKS = frozenset({f"{_W}br", f"{_W}cr", f"{_W}tab"})
 _EMBEDDED = frozenset({f"{_W}object", f"{_W}altChunk"})
 _FALLBACK = "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fallback"
-_DRAWING = {
-    "a": "http://schemas.openxmlformats.org/drawingml/2006/main",
-    "c": "http://schemas.openxmlformats.org/drawingml/2006/chart",
-}
 _OFFICE = "application/vnd.openxmlformats-officedocument."
 #: The parts read after the body, in this order, by content type.
 _EXTRA_PARTS = (
@@ -150,17 +147,6 @@ def _story_text(root: Any) -> str:
     return "\n".join(line for line in lines if line)
 
 
-def _drawing_text(root: Any) -> str:
-    """The text of a chart or SmartArt part: DrawingML paragraphs (titles, shapes) and a
-    chart's series and category names."""
-    lines = [
-        "".join(t.text or "" for t in p.iterfind(".//a:t", _DRAWING))
-        for p in root.iterfind(".//a:p", _DRAWING)
-    ]
-    lines += [v.text or "" for v in root.iterfind(".//c:strCache//c:v", _DRAWING)]
-    return "\n".join(line for line in map(clean_inline, lines) if line)
-
-
 def _xml(blob: bytes) -> Any:
     """The XML of a part (python-docx leaves footnotes, charts and comments unparsed)."""
     from docx.oxml.parser import parse_xml
@@ -181,7 +167,7 @@ def _extra_sections(document: Any) -> list[Section]:
             if part.content_type == content_type:
                 root = _xml(part.blob)
                 wordprocessing = "wordprocessingml" in content_type
-                texts.append(_story_text(root) if wordprocessing else _drawing_text(root))
+                texts.append(_story_text(root) if wordprocessing else drawing_text(root))
     return [Section(text, kind="text") for text in dict.fromkeys(texts) if text]
 
 
@@ -195,14 +181,10 @@ def _unread_warnings(document: Any) -> list[str]:
         if _story_text(comment)
     )
     embedded = sum(1 for node in document.element.body.iter() if node.tag in _EMBEDDED)
-    warnings = [_not_read(comments, "comment", "comments")] if comments else []
+    warnings = [not_read(comments, "comment", "comments")] if comments else []
     if embedded:
-        warnings.append(_not_read(embedded, "embedded object", "embedded objects"))
+        warnings.append(not_read(embedded, "embedded object", "embedded objects"))
     return warnings
-
-
-def _not_read(count: int, one: str, many: str) -> str:
-    return f"1 {one} was not read" if count == 1 else f"{count:,} {many} were not read"
 
 
 def parse_docx(data: bytes) -> ParsedDocument:

@@ -14,14 +14,11 @@ import zipfile
 from typing import Any
 
 from ragd.ingestion.parsers.base import ParsedDocument, ParseError, Section
+from ragd.ingestion.parsers.office import drawing_text, not_read
 from ragd.ingestion.parsers.text import clean_block, clean_inline
 
 __all__ = ["parse_pptx"]
 
-_DRAWING = {
-    "a": "http://schemas.openxmlformats.org/drawingml/2006/main",
-    "c": "http://schemas.openxmlformats.org/drawingml/2006/chart",
-}
 _SMARTART_IDS = "{http://schemas.openxmlformats.org/drawingml/2006/diagram}relIds"
 _SMARTART_DATA = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}dm"
 _COMMENTS = frozenset(
@@ -48,18 +45,6 @@ def _xml(blob: bytes) -> Any:
         raise ParseError(f"The PPTX file contains malformed XML: {exc}") from exc
 
 
-def _drawing_text(blob: bytes) -> str:
-    """The text of a chart or SmartArt part: DrawingML paragraphs (titles, shapes) and a
-    chart's series and category names."""
-    root = _xml(blob)
-    lines = [
-        "".join(t.text or "" for t in p.iterfind(".//a:t", _DRAWING))
-        for p in root.iterfind(".//a:p", _DRAWING)
-    ]
-    lines += [v.text or "" for v in root.iterfind(".//c:strCache//c:v", _DRAWING)]
-    return "\n".join(line for line in map(clean_inline, lines) if line)
-
-
 def _table_text(table: Any) -> str:
     rows = []
     for row in table.rows:
@@ -78,11 +63,11 @@ def _graphic_text(shape: Any) -> str | None:
     if getattr(shape, "has_table", False) and shape.has_table:
         return _table_text(shape.table)
     if getattr(shape, "has_chart", False) and shape.has_chart:
-        return _drawing_text(shape.chart_part.blob)
+        return drawing_text(_xml(shape.chart_part.blob))
     smartart = shape.element.find(f".//{_SMARTART_IDS}")
     if smartart is not None and smartart.get(_SMARTART_DATA):
         try:
-            return _drawing_text(shape.part.related_part(smartart.get(_SMARTART_DATA)).blob)
+            return drawing_text(_xml(shape.part.related_part(smartart.get(_SMARTART_DATA)).blob))
         except KeyError:  # a dangling relationship: there is no data to read
             return ""
     try:
@@ -143,10 +128,6 @@ def _comments(presentation: Any) -> int:
     )
 
 
-def _not_read(count: int, one: str, many: str) -> str:
-    return f"1 {one} was not read" if count == 1 else f"{count:,} {many} were not read"
-
-
 def parse_pptx(data: bytes, *, max_pages: int = 2000) -> ParsedDocument:
     import pptx
     from pptx.exc import PackageNotFoundError
@@ -184,9 +165,9 @@ def parse_pptx(data: bytes, *, max_pages: int = 2000) -> ParsedDocument:
         title = sections[0].heading_path[0]
     comments = _comments(presentation)
     if comments:
-        warnings.append(_not_read(comments, "comment", "comments"))
+        warnings.append(not_read(comments, "comment", "comments"))
     if embedded:
-        warnings.append(_not_read(embedded, "embedded object", "embedded objects"))
+        warnings.append(not_read(embedded, "embedded object", "embedded objects"))
     return ParsedDocument(
         format="pptx",
         sections=tuple(sections),
