@@ -87,14 +87,10 @@ _OPENERS = frozenset(
     "might must do does did is are was were am i we you one it there s".split()
 )
 _SUBJECT_PRONOUNS = frozenset("i we you one".split())
-_PREPOSITION = re.compile(
-    r"^(on|in|for|with|under|from|to|at|inside|without|within|over|via|using)\b", re.I
-)
+_PREPOSITIONS = "on|in|for|with|under|from|to|at|inside|without|within|over|via|using"
+_PREPOSITION = re.compile(rf"^({_PREPOSITIONS})\b", re.I)
 #: A trailing prepositional phrase of a question ("... on Unix?").
-_PHRASE = re.compile(
-    r"\s(on|in|for|with|under|from|to|at|inside|without|within|over|via|using)\s[^?]*", re.I
-)
-_MAX_PREFIX_CHARS = 300
+_PHRASE = re.compile(rf"\s({_PREPOSITIONS})\s[^?]*", re.I)
 _REWRITE_TURNS = 6
 _REWRITE_CHARS = 600
 
@@ -174,27 +170,23 @@ def is_followup(question: str) -> bool:
 def rewrite_followup(question: str, history: Sequence[Message]) -> str:
     """``question`` as one stand-alone question without a language model.
 
-    A follow-up (see :func:`is_followup`) gets the subject of the conversation: the content
-    words of the previous question (itself made stand-alone first, so a chain of follow-ups
-    keeps its subject) that the follow-up does not repeat. They replace the follow-up's
-    first pronoun (``How do I search with it?`` after ``What is aptitude?`` → ``How do I
-    search with aptitude?``), or, with no pronoun to replace, follow it in parentheses
-    (``What about glaciers (basalt columns hexagonal)?``). A follow-up that opens with a
-    preposition asks the previous question again with its last phrase replaced (``And on
-    Windows?`` after ``How do I make a script executable on Unix?``). Anything else is
-    returned unchanged."""
+    A follow-up (see :func:`is_followup`) gets the subject of the conversation: the words of
+    the previous question (itself made stand-alone first, so a chain of follow-ups keeps its
+    subject) after its opening question words, less those the follow-up says. They replace
+    the follow-up's first pronoun (``How do I search with it?`` after ``What is
+    aptitude?`` → ``How do I search with aptitude?``), or, with no pronoun to replace, follow
+    it in parentheses (``What about glaciers (basalt columns hexagonal)?``). A follow-up that
+    opens with a preposition asks the previous question again with its last phrase replaced
+    (``And on Windows?`` after ``How do I make a script executable on Unix?``). Anything
+    else is returned unchanged."""
     question = " ".join(question.split())
+    asked = [" ".join(m.content.split()) for m in history if m.role == "user"]
+    asked = [content for content in asked if content]
+    if asked and asked[-1] == question:  # the question itself, already in the history
+        asked.pop()
     previous = ""
-    for message in history:
-        content = " ".join(message.content.split())
-        if message.role == "user" and content:
-            previous = _standalone(content, previous)
-    if previous == question:  # the question itself, already appended to the history
-        previous = ""
-        for message in list(history)[:-1]:
-            content = " ".join(message.content.split())
-            if message.role == "user" and content:
-                previous = _standalone(content, previous)
+    for content in asked:
+        previous = _standalone(content, previous)
     return _standalone(question, previous)
 
 
