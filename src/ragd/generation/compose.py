@@ -161,7 +161,7 @@ def _read(
         run = _FENCE.match(bare)
         if fence:
             if run and run[1][0] == fence[0] and len(run[1]) >= len(fence):
-                pieces.append(("code", _unfenced("\n".join([fence, *lines, fence])), at))
+                pieces.append(("code", _code_text(lines), at))
                 lines, fence = [], ""
             else:
                 lines.append(bare)
@@ -299,6 +299,11 @@ def _unfenced(part: str) -> str:
         lines = lines[1:]
     if lines and _FENCE.match(lines[-1]):
         lines = lines[:-1]
+    return _code_text(lines)
+
+
+def _code_text(lines: Sequence[str]) -> str:
+    """The lines of a code block as one text, without trailing spaces or blank ends."""
     return "\n".join(line.rstrip() for line in lines).strip("\n")
 
 
