@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test lint bench install dev clean
+.PHONY: run test lint bench install dev clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,15 @@ dev: $(VENV)/.dev-installed
 run: install
 	$(BIN)/ragd serve
 
-test: dev
+# The console tests drive Debian's Chromium (Playwright's own browser download needs the
+# network). As root (CI), install it where missing; otherwise say how.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; } ; } || \
+	  { echo "The console tests need Chromium: sudo apt-get install chromium" >&2; exit 1; }
+
+test: dev browser
 	$(BIN)/python -m pytest -q
 
 lint: dev

@@ -9,6 +9,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from ragd import __version__
+from ragd.api.console import install_console
+from ragd.api.docs import install_api_docs
 from ragd.api.errors import install_error_handlers
 from ragd.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from ragd.api.openapi import install_openapi
@@ -24,6 +26,7 @@ from ragd.api.routes import (
     openai_compat,
     performance,
     search,
+    session,
     tenant,
 )
 from ragd.container import Services, StartupMetrics, background, open_services
@@ -79,7 +82,7 @@ def create_app(
         version=__version__,
         summary="Multi-tenant retrieval-augmented generation backend",
         lifespan=lifespan,
-        docs_url="/docs" if docs else None,
+        docs_url=None,  # served from local files by install_api_docs
         redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
     )
@@ -95,7 +98,10 @@ def create_app(
     app.include_router(health.router)
     app.include_router(performance.router)
     app.include_router(performance.metrics_router)
-    for module in (auth, tenant, admin, keywords, collections, documents, jobs, search, chat):
+    routers = (auth, session, tenant, admin, keywords, collections, documents, jobs, search, chat)
+    for module in routers:
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(openai_compat.router, prefix="/v1")
+    install_api_docs(app, settings)
+    install_console(app, settings)
     return app

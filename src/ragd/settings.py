@@ -510,8 +510,12 @@ class Settings(BaseSettings):
     )
     api_docs: bool | None = Field(
         default=None,
-        description="Serve /docs and /openapi.json (default: dev only; the schema maps every "
-        "route and rule for whoever asks).",
+        description="Serve /docs (Swagger UI), /redoc (ReDoc) and /openapi.json (default: dev "
+        "only; the schema maps every route and rule for whoever asks).",
+    )
+    console: bool = Field(
+        default=True,
+        description="Serve the web console at / (static files; it uses the public API).",
     )
     bootstrap_admin: bool | None = Field(
         default=None,

@@ -340,3 +340,17 @@ def test_malloc_arenas_are_capped_unless_the_environment_says_otherwise(
     assert limit_malloc_arenas(2) is True  # this suite runs on Linux with glibc
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
     assert limit_malloc_arenas(2) is False  # glibc already follows the variable
+
+
+async def test_snapshot_keeps_an_rss_history_for_plots(
+    memory: FakeMemory, clock: FakeClock
+) -> None:
+    manager = MemoryManager(MemorySettings(), reader=memory, clock=clock)
+    for mb in (100, 110, 120):
+        memory.set(mb)
+        await manager.check()
+        clock.now += 30
+    history = manager.snapshot()["history"]
+    assert [point["rss"] for point in history] == [100 * MIB, 110 * MIB, 120 * MIB, 120 * MIB]
+    times = [point["at"] for point in history]
+    assert times == sorted(times) and times[1] - times[0] == 30

@@ -37,6 +37,14 @@ CollectionName = Annotated[str, StringConstraints(min_length=1, max_length=200),
 Description = Annotated[str, StringConstraints(max_length=2000)]
 Title = Annotated[str, StringConstraints(min_length=1, max_length=500), *NameLine]
 
+#: Ids in the examples of the OpenAPI document: the shape of real ones (UUIDs).
+EXAMPLE_COLLECTION_ID = "0b7e4c52-3d1f-4f8e-9a51-6c2d8e1f4a37"
+_METADATA_HELP = "Your own labels, to filter search and chat by (see filters there). "
+_CONTENT_TYPE_HELP = (
+    "How the text is read (plain, Markdown, reStructuredText, HTML or CSV); it is never "
+    "sniffed."
+)
+
 
 def parse_metadata(raw: str | None) -> dict[str, Any] | None:
     """Metadata sent as a JSON string (multipart form field)."""
@@ -61,9 +69,22 @@ class ContentInput(Input):
 
 
 class CollectionIn(ContentInput):
-    name: CollectionName
-    description: Description | None = None
-    metadata: Metadata = Field(default_factory=dict)
+    """A new collection (``POST /collections``)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"name": "Support handbook", "description": "Policies and how-tos for the help desk",
+         "metadata": {"team": "support"}},
+        {"name": "Research papers"},
+    ]})
+
+    name: CollectionName = Field(description="A name to recognise the collection by; one line.")
+    description: Description | None = Field(
+        default=None, description="Free text about what the collection holds."
+    )
+    metadata: Metadata = Field(
+        default_factory=dict,
+        description=_METADATA_HELP + "A flat JSON object of at most 16 KiB.",
+    )
 
 
 class CollectionPatchIn(ContentInput):
@@ -79,34 +100,60 @@ TextType = Literal["text/plain", "text/markdown", "text/x-rst", "text/html", "te
 
 
 class TextDocumentIn(ContentInput):
-    collection_id: Identifier
-    title: Title
-    text: Annotated[str, NonBlank] = Field(min_length=1)
-    content_type: TextType = Field(
-        default="text/plain", description="How the text is read; it is never sniffed."
+    """A document sent as text in JSON (``POST /documents``; files go as multipart)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"collection_id": EXAMPLE_COLLECTION_ID, "title": "Returns policy",
+         "text": "# Returns\n\nItems can be returned within 30 days of delivery. Bring the "
+                 "receipt; refunds go to the original payment method within 5 working days.",
+         "content_type": "text/markdown", "metadata": {"team": "support", "year": 2025}},
+    ]})
+
+    collection_id: Identifier = Field(
+        description="The collection to add the document to (the id POST /collections gave)."
     )
-    metadata: Metadata | None = None
+    title: Title = Field(description="The document's title, shown with search hits and citations.")
+    text: Annotated[str, NonBlank] = Field(
+        min_length=1,
+        description="The document's content; not blank. The longest accepted is this "
+        "server's ingestion.max_text_chars (the schema's maxLength).",
+    )
+    content_type: TextType = Field(default="text/plain", description=_CONTENT_TYPE_HELP)
+    metadata: Metadata | None = Field(
+        default=None, description=_METADATA_HELP + "Null or absent: none."
+    )
 
 
 class TextReplaceIn(ContentInput):
-    title: Title | None = None
-    text: Annotated[str, NonBlank] = Field(min_length=1)
-    content_type: TextType = Field(
-        default="text/plain", description="How the text is read; it is never sniffed."
+    """New content for a document, sent as text in JSON (``PUT /documents/{id}``)."""
+
+    title: Title | None = Field(
+        default=None, description="A new title; null or absent: the title stays."
     )
-    metadata: Metadata | None = None
+    text: Annotated[str, NonBlank] = Field(
+        min_length=1, description="The document's new content; not blank."
+    )
+    content_type: TextType = Field(default="text/plain", description=_CONTENT_TYPE_HELP)
+    metadata: Metadata | None = Field(
+        default=None, description=_METADATA_HELP + "Null or absent: the metadata stays."
+    )
 
 
 class CollectionOut(BaseModel):
-    id: str
-    name: str
-    description: str | None
-    metadata: dict[str, Any]
-    document_count: int
-    embedder: str | None
-    embedder_dimension: int | None
-    created_at: datetime
-    updated_at: datetime
+    id: str = Field(
+        description="The collection's id: the collection_id of uploads, search and chat."
+    )
+    name: str = Field(description="The collection's name.")
+    description: str | None = Field(description="What the collection holds, if given.")
+    metadata: dict[str, Any] = Field(description="The collection's own labels.")
+    document_count: int = Field(description="Documents in the collection, in any status.")
+    embedder: str | None = Field(
+        description="The embedding model its vectors were made with, recorded when its first "
+        "document was indexed; null until then."
+    )
+    embedder_dimension: int | None = Field(description="That model's vector size.")
+    created_at: datetime = Field(description="When the collection was created (UTC).")
+    updated_at: datetime = Field(description="When it last changed (UTC).")
 
     @classmethod
     def of(cls, c: Collection) -> CollectionOut:
@@ -151,30 +198,38 @@ class CollectionPage(BaseModel):
 
 
 class DocumentOut(BaseModel):
-    id: str
-    collection_id: str
-    title: str
-    filename: str | None
-    content_type: str
-    format: str | None
-    status: DocumentStatus
-    searchable: bool
-    error: str | None
-    content_sha256: str
-    size_bytes: int
-    version: int
-    active_version: int | None
-    job_id: str | None
-    pages: int | None
-    chunk_count: int
-    token_count: int
-    keywords: list[dict[str, Any]]
-    warnings: list[str]
-    metadata: dict[str, Any]
-    timings: dict[str, float]
-    created_at: datetime
-    updated_at: datetime
-    ready_at: datetime | None
+    id: str = Field(description="The document's id.")
+    collection_id: str = Field(description="The collection it belongs to.")
+    title: str = Field(description="Its title (given, or the file name).")
+    filename: str | None = Field(description="The uploaded file's name; null for text.")
+    content_type: str = Field(description="The media type of the stored original.")
+    format: str | None = Field(description="The format it was parsed as (pdf, docx, markdown...).")
+    status: DocumentStatus = Field(
+        description="Of the latest version: queued, processing, then ready (or failed or "
+        "cancelled)."
+    )
+    searchable: bool = Field(
+        description="True once a version is ready; stays true while a newer version is "
+        "processed."
+    )
+    error: str | None = Field(description="Why the latest version failed, if it did.")
+    content_sha256: str = Field(description="SHA-256 of the original bytes (hex).")
+    size_bytes: int = Field(description="Size of the original in bytes.")
+    version: int = Field(description="The latest version's number (1 for a new document).")
+    active_version: int | None = Field(
+        description="The version search reads; null until one is ready."
+    )
+    job_id: str | None = Field(description="The ingestion job of the latest version.")
+    pages: int | None = Field(description="Pages, for formats that have them.")
+    chunk_count: int = Field(description="Chunks of the searchable version.")
+    token_count: int = Field(description="Tokens of the searchable version.")
+    keywords: list[dict[str, Any]] = Field(description="Key phrases found in the document.")
+    warnings: list[str] = Field(description="What parsing noticed but did not refuse.")
+    metadata: dict[str, Any] = Field(description="The labels given at upload.")
+    timings: dict[str, float] = Field(description="Seconds spent per ingestion stage.")
+    created_at: datetime = Field(description="When the document was first uploaded (UTC).")
+    updated_at: datetime = Field(description="When it last changed (UTC).")
+    ready_at: datetime | None = Field(description="When a version last became ready (UTC).")
 
     @classmethod
     def of(cls, d: Document) -> DocumentOut:
@@ -194,11 +249,16 @@ class DocumentOut(BaseModel):
 class DocumentAccepted(BaseModel):
     """Answer to an upload: 202 with the job, or 200 with ``duplicate: true``."""
 
-    document_id: str
-    job_id: str | None
-    status: DocumentStatus
-    duplicate: bool
-    document: DocumentOut
+    document_id: str = Field(description="The document's id (GET /documents/{document_id}).")
+    job_id: str | None = Field(
+        description="The ingestion job: follow it at GET /jobs/{job_id} until it succeeds."
+    )
+    status: DocumentStatus = Field(description="The document's status now (queued when new).")
+    duplicate: bool = Field(
+        description="True: the collection already holds these exact bytes; nothing new was "
+        "queued and this is that document."
+    )
+    document: DocumentOut = Field(description="The document as stored.")
 
 
 class DocumentPage(BaseModel):
@@ -238,27 +298,37 @@ class ChunkPage(BaseModel):
 
 
 class Progress(BaseModel):
-    done: int
-    total: int
+    """How far the current stage is (``done`` of ``total`` units, e.g. chunks embedded)."""
+
+    done: int = Field(description="Units of the current stage done.")
+    total: int = Field(description="Units of the current stage in all (0: not known yet).")
 
 
 class JobOut(BaseModel):
-    id: str
-    kind: str
-    status: JobStatus
-    stage: str | None
-    progress: Progress
-    attempts: int
-    max_attempts: int
-    error: str | None
-    cancel_requested: bool
-    document_id: str | None
-    collection_id: str | None
-    timings: dict[str, float]
-    run_after: datetime
-    created_at: datetime
-    updated_at: datetime
-    finished_at: datetime | None
+    id: str = Field(description="The job's id.")
+    kind: str = Field(description="What the job does: ingest (a document version) or "
+                      "delete_collection.")
+    status: JobStatus = Field(
+        description="queued, running, then succeeded, failed or cancelled. An ingest job "
+        "that succeeded left its document searchable."
+    )
+    stage: str | None = Field(
+        description="The stage running: parse, chunk, embed, index (delete for deletions)."
+    )
+    progress: Progress = Field(description="How far the stage is.")
+    attempts: int = Field(description="Attempts started so far.")
+    max_attempts: int = Field(description="Attempts allowed before the job fails.")
+    error: str | None = Field(description="Why the job failed, if it did.")
+    cancel_requested: bool = Field(
+        description="A cancel was asked for and the running job has not stopped yet."
+    )
+    document_id: str | None = Field(description="The document an ingest job works on.")
+    collection_id: str | None = Field(description="The collection the job works on.")
+    timings: dict[str, float] = Field(description="Seconds spent per stage.")
+    run_after: datetime = Field(description="Not started before this time (UTC; retries wait).")
+    created_at: datetime = Field(description="When the job was queued (UTC).")
+    updated_at: datetime = Field(description="When the job last changed (UTC).")
+    finished_at: datetime | None = Field(description="When the job ended (UTC), if it has.")
 
     @classmethod
     def of(cls, job: Job) -> JobOut:
@@ -280,7 +350,10 @@ class JobDetail(JobOut):
     """One job as ``GET /jobs/{id}`` answers it: while it is queued, ``queue_position`` is how
     many of the tenant's queued jobs are ahead of it (0: it is next); null otherwise."""
 
-    queue_position: int | None
+    queue_position: int | None = Field(
+        description="While queued: the tenant's queued jobs ahead of this one (0: next). "
+        "Null otherwise."
+    )
 
     @classmethod
     def at(cls, job: Job, position: int | None) -> JobDetail:

@@ -20,15 +20,38 @@ Password = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=100), *NameLine]
 
 
+#: Shown in the examples of the auth routes; strong enough for the default password policy.
+_EXAMPLE_EMAIL = "ada@example.com"
+_EXAMPLE_PASSWORD = "correct-quartz-lantern-58"  # noqa: S105 - a documentation example
+
+
 class RegisterIn(Input):
-    email: Email
-    password: Password
-    tenant_name: Name
+    """A new tenant and its first admin (``POST /auth/register``)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"email": _EXAMPLE_EMAIL, "password": _EXAMPLE_PASSWORD, "tenant_name": "Acme Research"},
+    ]})
+
+    email: Email = Field(description="Your email address: the login of the tenant's first admin.")
+    password: Password = Field(
+        description="At least 10 characters (the server's password_min_length) and hard to "
+        "guess: a zxcvbn score of 3 of 4 by default, counting words from the email and the "
+        "tenant name against it. A refused password answers 422 weak_password with a hint."
+    )
+    tenant_name: Name = Field(
+        description="Name of the new tenant (your organisation or project); one line."
+    )
 
 
 class LoginIn(Input):
-    email: Email
-    password: Password
+    """Credentials for ``POST /auth/login``."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"email": _EXAMPLE_EMAIL, "password": _EXAMPLE_PASSWORD},
+    ]})
+
+    email: Email = Field(description="The email the account was registered with.")
+    password: Password = Field(description="The account's password.")
 
 
 class RefreshIn(Input):
@@ -36,17 +59,24 @@ class RefreshIn(Input):
 
 
 class TokenOut(BaseModel):
-    access_token: str
-    refresh_token: str
-    token_type: Literal["bearer"] = "bearer"  # noqa: S105 - a token type, not a secret
+    access_token: str = Field(
+        description="Send it as `Authorization: Bearer <access_token>` on every other call."
+    )
+    refresh_token: str = Field(
+        description="Trade it at POST /auth/refresh for a new pair before the access token "
+        "expires; it can be used once."
+    )
+    token_type: Literal["bearer"] = Field(
+        default="bearer", description="Always `bearer`."
+    )
     expires_in: int = Field(description="Access token lifetime in seconds.")
 
 
 class TenantOut(BaseModel):
-    id: str
-    name: str
-    status: TenantStatus
-    created_at: datetime
+    id: str = Field(description="The tenant's id.")
+    name: str = Field(description="The tenant's name.")
+    status: TenantStatus = Field(description="`suspended`: its users' requests are refused.")
+    created_at: datetime = Field(description="When the tenant was created (UTC).")
 
     @classmethod
     def of(cls, tenant: Tenant) -> TenantOut:
@@ -55,15 +85,15 @@ class TenantOut(BaseModel):
 
 
 class UserOut(BaseModel):
-    id: str
-    tenant_id: str
-    email: str
-    role: Role
-    is_active: bool
-    is_verified: bool
-    is_superuser: bool
-    created_at: datetime
-    last_login_at: datetime | None
+    id: str = Field(description="The user's id.")
+    tenant_id: str = Field(description="The tenant the user belongs to.")
+    email: str = Field(description="The user's email (the login).")
+    role: Role = Field(description="The user's role in the tenant; admins manage its users.")
+    is_active: bool = Field(description="False once deactivated: the user cannot sign in.")
+    is_verified: bool = Field(description="Whether the email address is marked verified.")
+    is_superuser: bool = Field(description="A platform administrator (all tenants).")
+    created_at: datetime = Field(description="When the user was created (UTC).")
+    last_login_at: datetime | None = Field(description="The last sign-in (UTC), if any.")
 
     @classmethod
     def of(cls, user: User) -> UserOut:
@@ -81,8 +111,10 @@ class UserOut(BaseModel):
 
 
 class RegisterOut(TokenOut):
-    user: UserOut
-    tenant: TenantOut
+    """The tokens of the new admin's first session, the admin and the tenant."""
+
+    user: UserOut = Field(description="The new user, the tenant's admin.")
+    tenant: TenantOut = Field(description="The new tenant.")
 
 
 class MeOut(UserOut):
@@ -91,17 +123,28 @@ class MeOut(UserOut):
 
 
 class ApiKeyCreateIn(Input):
-    name: Name
-    expires_at: Timestamp | None = None
+    """A new API key (``POST /auth/api-keys``)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"name": "ingest script", "expires_at": "2030-01-01T00:00:00Z"},
+        {"name": "notebook"},
+    ]})
+
+    name: Name = Field(description="A label to recognise the key by in the key list.")
+    expires_at: Timestamp | None = Field(
+        default=None,
+        description="When the key stops working: an ISO 8601 time with a UTC offset, in the "
+        "future. Null or absent: it works until deleted.",
+    )
 
 
 class ApiKeyOut(BaseModel):
-    id: str
-    name: str
+    id: str = Field(description="The key's id (DELETE /auth/api-keys/{id} revokes it).")
+    name: str = Field(description="The label given when the key was created.")
     prefix: str = Field(description="The public start of the key, safe to display.")
-    created_at: datetime
-    expires_at: datetime | None
-    revoked: bool
+    created_at: datetime = Field(description="When the key was created (UTC).")
+    expires_at: datetime | None = Field(description="When the key stops working, if ever.")
+    revoked: bool = Field(description="Whether the key was revoked.")
 
     @classmethod
     def of(cls, key: ApiKey) -> ApiKeyOut:
@@ -116,7 +159,10 @@ class ApiKeyOut(BaseModel):
 
 
 class ApiKeyCreatedOut(ApiKeyOut):
-    key: str = Field(description="The full key. Shown once; only a hash is stored.")
+    key: str = Field(
+        description="The full key. Shown once; only a hash is stored. Send it as "
+        "`X-API-Key: <key>` (or `Authorization: Bearer <key>`)."
+    )
 
 
 class UserCreateIn(Input):

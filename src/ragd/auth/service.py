@@ -115,6 +115,12 @@ class AuthService:
 
     # -- registration and login -------------------------------------------------------------
 
+    @property
+    def registration_open(self) -> bool:
+        """Whether anyone may create a tenant with :meth:`register`."""
+        return self._allow_registration
+
+
     async def register(
         self, *, email: str, password: str, tenant_name: str, client_ip: str
     ) -> tuple[Tenant, User, TokenPair]:

@@ -72,6 +72,8 @@ CleanupCallback = Callable[[CleanupLevel], Awaitable[int]]
 
 MIB = 1024 * 1024
 EVENT_HISTORY = 100
+#: RSS samples kept for plots: 6 hours at the default 30 s monitor interval.
+SAMPLE_HISTORY = 720
 EMERGENCY_GC_ROUNDS = 3
 
 
@@ -293,6 +295,7 @@ class MemoryManager:
         self._lock = asyncio.Lock()
         self._latest: MemorySample | None = None
         self._latest_at: float | None = None
+        self._samples: deque[tuple[float, int]] = deque(maxlen=SAMPLE_HISTORY)
         self.checks = 0
 
     # -- registration --------------------------------------------------------------------
@@ -333,6 +336,7 @@ class MemoryManager:
     def _sample(self) -> MemorySample:
         sample = self._reader()
         self._latest, self._latest_at = sample, self._clock()
+        self._samples.append((self._latest_at, sample.rss))
         return sample
 
     # -- cycles --------------------------------------------------------------------------
@@ -514,6 +518,8 @@ class MemoryManager:
             "caches": caches,
             "models": models,
             "events": [event.to_dict() for event in self._events],
+            # Every sample taken (monitor cycles and these reports), oldest first, bounded.
+            "history": [{"at": at, "rss": rss} for at, rss in self._samples],
         }
 
 

@@ -42,7 +42,17 @@ def _tokens(pair: TokenPair) -> TokenOut:
 
 @router.post("/register", status_code=status.HTTP_201_CREATED)
 async def register(body: RegisterIn, auth: AuthServiceDep, ip: ClientIP) -> RegisterOut:
-    """Create a tenant with the caller as its admin, and log in."""
+    """Create a tenant with you as its admin, and sign in.
+
+    Send your email, a password and a name for the tenant. The answer (201) holds an access
+    token and a refresh token, as `POST /auth/login` gives them, with your user and the new
+    tenant. Next: **Authorize** with the `access_token` (or send it as
+    `Authorization: Bearer <access_token>`), then create a collection with
+    `POST /api/v1/collections`.
+
+    Registration is open in development; in production only when the server allows it
+    (else 403 `registration_disabled`). A password too easy to guess is a 422
+    `weak_password`; an email or tenant name already taken is a 409."""
     tenant, user, pair = await auth.register(
         email=body.email, password=body.password, tenant_name=body.tenant_name, client_ip=ip
     )
@@ -52,7 +62,16 @@ async def register(body: RegisterIn, auth: AuthServiceDep, ip: ClientIP) -> Regi
 
 @router.post("/login")
 async def login(body: LoginIn, auth: AuthServiceDep, ip: ClientIP) -> TokenOut:
-    """Exchange email and password for an access token and a refresh token."""
+    """Exchange your email and password for an access token and a refresh token.
+
+    The answer holds `access_token` (send it as `Authorization: Bearer <access_token>`; in
+    this page, **Authorize** with it), `expires_in` (its lifetime in seconds) and
+    `refresh_token` (trade it at `POST /auth/refresh` for a new pair before the access
+    token expires). Next: create a collection with `POST /api/v1/collections`, or an API
+    key for a script with `POST /api/v1/auth/api-keys`.
+
+    Wrong credentials are a 401 that does not say which part was wrong; repeated failures
+    are throttled (429 with `Retry-After`)."""
     return _tokens(await auth.login(email=body.email, password=body.password, client_ip=ip))
 
 
@@ -102,7 +121,13 @@ async def me(principal: CurrentPrincipal, accounts: AccountServiceDep) -> MeOut:
 async def create_api_key(
     body: ApiKeyCreateIn, principal: CurrentPrincipal, auth: AuthServiceDep
 ) -> ApiKeyCreatedOut:
-    """Create an API key acting as the caller. The key is in this response only."""
+    """Create an API key that acts as you, for scripts and services.
+
+    Send a `name` to recognise it by and, optionally, `expires_at` (a future time; without
+    it the key works until deleted). The answer (201) holds the full `key`: it is shown in
+    this response only (only a hash is stored), so keep it now. Next: send it as
+    `X-API-Key: <key>` (or `Authorization: Bearer <key>`) on any call; list your keys with
+    `GET /api/v1/auth/api-keys` and revoke one with `DELETE /api/v1/auth/api-keys/{id}`."""
     key, plaintext = await auth.create_api_key(
         principal, name=body.name, expires_at=body.expires_at
     )

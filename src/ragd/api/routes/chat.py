@@ -8,11 +8,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from ragd.api.deps import AnswersDep, ConversationsDep, CurrentPrincipal
 from ragd.api.errors import ERROR_RESPONSES
 from ragd.api.fields import Filters, Identifier, Input, NonBlank, SingleLine, WholeNumber
+from ragd.api.payloads import EXAMPLE_COLLECTION_ID
 from ragd.api.routing import ApiRoute
 from ragd.errors import NotFound
 from ragd.generation.answer import (
@@ -33,22 +34,58 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 class ChatIn(Input):
-    question: Annotated[str, NonBlank] = Field(min_length=1, max_length=100_000)
-    collection_ids: list[Identifier] | None = Field(default=None, max_length=100)
-    filters: Filters | None = None
-    conversation_id: Identifier | None = None
-    top_k: Annotated[int, Field(ge=1, le=50), WholeNumber] | None = None
-    stream: bool = False
-    providers: list[ProviderName] | None = Field(default=None, min_length=1, max_length=20)
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"question": "How long do customers have to return an item?",
+         "collection_ids": [EXAMPLE_COLLECTION_ID]},
+        {"question": "And how is the refund paid?",
+         "conversation_id": "7e3a9d14-6c2b-4f5e-b8a1-2d4c6e8f0a13", "stream": True},
+    ]})
+
+    question: Annotated[str, NonBlank] = Field(
+        min_length=1, max_length=100_000,
+        description="Your question; not blank. The longest accepted is this server's "
+        "llm.max_question_chars (the schema's maxLength).",
+    )
+    collection_ids: list[Identifier] | None = Field(
+        default=None, max_length=100,
+        description="Answer only from these collections. Null or absent: all of the tenant's.",
+    )
+    filters: Filters | None = Field(
+        default=None,
+        description="Conditions on the documents' metadata, as in POST /search, e.g. "
+        "{\"team\": \"support\"}.",
+    )
+    conversation_id: Identifier | None = Field(
+        default=None,
+        description="Continue a conversation (the conversation_id of an earlier answer): its "
+        "recent turns give a follow-up question its context. Null or absent: a new "
+        "conversation is started.",
+    )
+    top_k: Annotated[int, Field(ge=1, le=50), WholeNumber] | None = Field(
+        default=None,
+        description="Passages to retrieve for the answer. Null or absent: the server's "
+        "llm.top_k (6 by default).",
+    )
+    stream: bool = Field(
+        default=False,
+        description="true: answer with server-sent events (text/event-stream) as the answer "
+        "is written, instead of one JSON object.",
+    )
+    providers: list[ProviderName] | None = Field(
+        default=None, min_length=1, max_length=20,
+        description="The answer providers to try, in this order, by name (this server's "
+        "names, listed in the schema). Null or absent: the configured chain.",
+    )
 
 
 class CitationOut(BaseModel):
-    n: int
-    chunk_id: str
-    document_id: str
-    title: str
-    page: int | None
-    quote: str
+    n: int = Field(description="The [n] marker in the answer text: the n-th context block.")
+    chunk_id: str = Field(description="The cited chunk.")
+    document_id: str = Field(description="The document it comes from.")
+    title: str = Field(description="That document's title.")
+    page: int | None = Field(description="The page, for paged formats.")
+    quote: str = Field(description="The words of the chunk that support the answer, exactly "
+                       "as they stand in it.")
 
 
 class AttemptOut(BaseModel):
@@ -98,19 +135,34 @@ class RetrievalOut(BaseModel):
 
 
 class ChatOut(BaseModel):
-    answer: str
-    citations: list[CitationOut]
-    citations_dropped: int
-    grounded: bool
-    conversation_id: str | None
-    provider: str | None
-    model: str | None
-    attempts: list[AttemptOut]
-    skipped: list[SkipOut]
-    retrieval: RetrievalOut
-    usage: dict[str, int] | None
-    timings_ms: dict[str, float]
-    interrupted: str | None = None
+    answer: str = Field(description="The answer, with [n] markers where it cites a passage.")
+    citations: list[CitationOut] = Field(
+        description="The verified citations: each quote was found in the passage cited."
+    )
+    citations_dropped: int = Field(
+        description="Citations the provider gave that did not check out, left out."
+    )
+    grounded: bool = Field(
+        description="False: the documents did not hold an answer, and the answer says so."
+    )
+    conversation_id: str | None = Field(
+        description="The conversation this exchange was stored in; send it back as "
+        "conversation_id to ask a follow-up."
+    )
+    provider: str | None = Field(
+        description="The provider that answered; null when none was asked (nothing relevant "
+        "was found)."
+    )
+    model: str | None = Field(description="The model that answered, if the provider says.")
+    attempts: list[AttemptOut] = Field(description="Each provider call made, in order.")
+    skipped: list[SkipOut] = Field(description="Providers passed over, and why.")
+    retrieval: RetrievalOut = Field(description="What the search found and what the "
+                                    "providers were given.")
+    usage: dict[str, int] | None = Field(description="Tokens used, if the provider reports.")
+    timings_ms: dict[str, float] = Field(description="Milliseconds spent per stage.")
+    interrupted: str | None = Field(
+        default=None, description="Set when a streamed answer stopped before its end: why."
+    )
 
 
 class MessageOut(BaseModel):
@@ -205,10 +257,22 @@ SSE_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-s
 async def chat(
     body: ChatIn, principal: CurrentPrincipal, answers: AnswersDep
 ) -> ChatOut | StreamingResponse:
-    """Answer a question from the tenant's documents with verified citations.
+    """Answer a question from your documents, with verified citations.
 
-    ``stream: true`` answers with ``text/event-stream`` events ``retrieval``, ``token``,
-    ``citation``, then ``done`` (the same object as the JSON answer) or ``error``."""
+    Send a `question`, and optionally `collection_ids` and metadata `filters` to say where
+    to look, `top_k` (passages to retrieve) and a `conversation_id` to ask a follow-up in an
+    earlier conversation. The server searches your documents, gives the relevant passages
+    to the configured answer providers (an LLM; the extractive provider, which quotes the
+    passages, always comes last) and checks every citation against the passage it cites.
+
+    The answer holds `answer` (text with `[n]` markers), `citations` (each with the
+    document, page and the exact quote), `grounded` (false: the documents did not hold an
+    answer), the `conversation_id` to continue with, and what retrieval found. Next: ask a
+    follow-up with that `conversation_id`, or read the conversation at
+    `GET /api/v1/conversations/{conversation_id}`.
+
+    `stream: true` answers with `text/event-stream` events `retrieval`, `token`,
+    `citation`, then `done` (the same object as the JSON answer) or `error`."""
     chat_input = ChatInput(
         question=body.question, collection_ids=body.collection_ids, filters=body.filters,
         conversation_id=body.conversation_id, top_k=body.top_k, providers=body.providers,

@@ -36,6 +36,11 @@ def _missing() -> NotFound:
 async def create_collection(
     body: CollectionIn, principal: CurrentPrincipal, catalog: CatalogDep
 ) -> CollectionOut:
+    """Create a collection: a named set of documents that search and chat can be limited to.
+
+    Send a `name`, and optionally a `description` and `metadata` (your own labels). The
+    answer (201) is the collection; its `id` is the `collection_id` of uploads. Next: upload
+    a document into it with `POST /api/v1/documents`."""
     collection = await catalog.create_collection(
         principal.tenant_id, body.name, description=body.description, metadata=body.metadata
     )

@@ -43,7 +43,10 @@ router = APIRouter(
 )
 
 M = TypeVar("M", bound=BaseModel)
-DocumentId = Annotated[str, Path(min_length=1, max_length=64)]
+DocumentId = Annotated[str, Path(min_length=1, max_length=64, openapi_examples={
+    "document": {"summary": "A document id (from an upload's document_id)",
+                 "value": "9c1e7f3a-2b4d-4e8f-a6c5-3d7b9e1f2a40"},
+})]
 _FORM_FIELDS = 8
 def _upload_body(json_model: type[BaseModel], *, new: bool) -> dict[str, Any]:
     """The request body of ``POST`` (``new``) and ``PUT``: a multipart file or JSON text."""
@@ -52,17 +55,28 @@ def _upload_body(json_model: type[BaseModel], *, new: bool) -> dict[str, Any]:
         "required": ["file", "collection_id"] if new else ["file"],
         "additionalProperties": False,
         "properties": {
-            "file": {"type": "string", "format": "binary"},
+            "file": {"type": "string", "format": "binary",
+                     "description": "The file: PDF, DOCX, PPTX, HTML, Markdown, "
+                                    "reStructuredText, plain text or CSV. Its content "
+                                    "decides its type (415 for any other)."},
             "title": {"type": "string", "minLength": 1, "maxLength": MAX_TITLE,
-                      "pattern": hygiene.NAME_PATTERN},
-            "metadata": {"type": "string", "description": "a JSON object",
-                         "pattern": hygiene.TEXT_PATTERN},
+                      "pattern": hygiene.NAME_PATTERN,
+                      "description": "The document's title; absent: the file's name."
+                                     if new else "A new title; absent: the title stays."},
+            "metadata": {"type": "string", "pattern": hygiene.TEXT_PATTERN,
+                         "description": "Your own labels, to filter search and chat by: "
+                                        "a flat JSON object as text, at most 16 KiB"
+                                        + ("." if new else "; absent: they stay."),
+                         "examples": ['{"team": "support", "year": 2025}']},
         },
     }
     if new:
         form["properties"]["collection_id"] = {
             "type": "string", "minLength": 1, "maxLength": 64,
             "pattern": hygiene.LABEL_PATTERN,
+            "description": "The collection to add the document to (the id "
+                           "POST /collections gave).",
+            "examples": ["0b7e4c52-3d1f-4f8e-9a51-6c2d8e1f4a37"],
         }
     return {"requestBody": {"required": True, "content": {
         "multipart/form-data": {"schema": form},
@@ -177,7 +191,20 @@ def _text_limit(ingestion: IngestionService) -> int:
 async def create_document(
     request: Request, principal: CurrentPrincipal, ingestion: IngestionDep
 ) -> JSONResponse:
-    """Upload a file (multipart) or raw text (JSON) into a collection."""
+    """Add a document to a collection: a file (multipart) or text (JSON).
+
+    Send either `multipart/form-data` with the `file`, its `collection_id` and optionally a
+    `title` and `metadata` (a JSON object as text), or `application/json` with
+    `collection_id`, `title`, `text`, its `content_type` and optionally `metadata`.
+
+    The answer is 202 with the `document_id` and the `job_id` of its ingestion (parse,
+    chunk, embed, index), which runs in the background. Content identical (same SHA-256)
+    to a document of the same collection is not ingested again: 200 with
+    `duplicate: true` and that document. Next: follow the job at
+    `GET /api/v1/jobs/{job_id}` until it has `succeeded`; the document is then searchable.
+
+    A file type ragd cannot read is a 415; an empty file or an archive bomb a 422; a file
+    over the upload limit a 413."""
     media_type = _media_type(request)
     if media_type == "multipart/form-data":
         upload, collection_id = await _form_upload(request, ingestion, need_collection=True)
@@ -232,6 +259,14 @@ async def list_documents(
 async def get_document(
     document_id: DocumentId, principal: CurrentPrincipal, catalog: CatalogDep
 ) -> DocumentOut:
+    """One document: its status, versions, size and what ingestion found.
+
+    Send the `document_id` an upload answered with. The answer holds `status` (of the
+    latest version: `queued`, `processing`, `ready`, `failed` or `cancelled`),
+    `searchable` (true once a version is ready; it stays true while a newer one is
+    processed), `error` when ingestion failed, and the figures ingestion recorded (pages,
+    chunks, tokens, keywords, timings). Next: `POST /api/v1/search` or `POST /api/v1/chat`
+    once it is searchable; `GET /api/v1/documents/{document_id}/chunks` lists its chunks."""
     document = await catalog.get_document(principal.tenant_id, document_id)
     if document is None:
         raise _missing()

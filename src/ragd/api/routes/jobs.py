@@ -15,7 +15,10 @@ from ragd.jobs.queue import JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=ERROR_RESPONSES, route_class=ApiRoute)
 
-JobId = Annotated[str, Path(min_length=1, max_length=64)]
+JobId = Annotated[str, Path(min_length=1, max_length=64, openapi_examples={
+    "job": {"summary": "A job id (from an upload's job_id)",
+            "value": "5d2f8a1c-7b3e-4c9d-8e6f-1a2b3c4d5e6f"},
+})]
 
 
 @router.get("")
@@ -34,8 +37,17 @@ async def list_jobs(
 
 @router.get("/{job_id}")
 async def get_job(job_id: JobId, principal: CurrentPrincipal, queue: QueueDep) -> JobDetail:
-    """The job; while it is queued, ``queue_position``: how many of the tenant's queued jobs
-    are ahead of it (the tenant's jobs are claimed oldest first)."""
+    """Follow a background job, such as the ingestion of an uploaded document.
+
+    Send the `job_id` an upload answered with. The answer is the job: its `status`
+    (`queued`, `running`, then `succeeded`, `failed` or `cancelled`), the `stage` running
+    (`parse`, `chunk`, `embed`, `index`) with its `progress`, and `error` if it failed. While
+    it is queued, `queue_position` says how many of the tenant's queued jobs are ahead of it
+    (they are claimed oldest first). Ask again every second or so until it has finished.
+
+    Next: once an ingestion job has `succeeded` its document is searchable, so
+    `POST /api/v1/search` or `POST /api/v1/chat`; if it `failed`,
+    `POST /api/v1/jobs/{job_id}/retry` queues it again."""
     # The position first: shown only if the job read after it is still queued, so a job
     # claimed in between is reported running, without a stale position.
     position = await queue.position(principal.tenant_id, job_id)
