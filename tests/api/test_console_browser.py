@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Locator, Page, expect
 
@@ -20,7 +21,7 @@ from tests.api.browser import chromium, screenshot_path
 from tests.api.live import OPS_EMAIL, LiveServer
 from tests.conftest import STRONG_PASSWORD
 from tests.shared_data import EVAL, require
-from tests.waiting import HANG_TIMEOUT
+from tests.waiting import HANG_TIMEOUT, eventually_sync
 
 HANG_MS = HANG_TIMEOUT * 1000
 #: Ingestion of three small files, on a shared and possibly loaded machine: a hang guard.
@@ -310,6 +311,37 @@ def test_an_uploaded_html_file_never_runs_in_the_console(
     watched.check()
 
 
+def test_a_failed_document_says_why_and_can_be_retried(
+    browser: Browser, live: LiveServer, tmp_path: Path
+) -> None:
+    watched, account = register(browser, live, "console-broken")
+    page = watched.page
+    collection_id = create_collection(page, "broken")
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"%PDF-1.4\n1 0 obj << /Type /Catalog >> garbage\n%%EOF\n")
+    upload(page, collection_id, [broken])
+    row = page.locator("#documents tr[data-document-id]")
+    expect(row).to_have_attribute("data-status", "failed", timeout=INGEST_MS)
+    expect(row.locator(".error")).to_contain_text("could not be read")
+    document_id = str(row.get_attribute("data-document-id"))
+    with httpx.Client(base_url=live.base, timeout=HANG_TIMEOUT) as client:
+        token = client.post("/api/v1/auth/login", json={
+            "email": account.email, "password": account.password}).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        job_id = client.get(f"/api/v1/documents/{document_id}", headers=headers).json()["job_id"]
+        first = client.get(f"/api/v1/jobs/{job_id}", headers=headers).json()
+        row.get_by_role("button", name="Retry").click()
+        expect(page.locator("#flash")).to_contain_text("Queued again")
+
+        def retried() -> bool:
+            job = client.get(f"/api/v1/jobs/{job_id}", headers=headers).json()
+            return bool(job["status"] == "failed" and job["finished_at"] != first["finished_at"])
+
+        eventually_sync(retried, timeout=INGEST_MS / 1000, what="the retried job failed again")
+    expect(row).to_have_attribute("data-status", "failed")
+    watched.check()
+
+
 def test_a_new_api_key_is_shown_once(
     browser: Browser, live: LiveServer, tenant: Tenant
 ) -> None:
@@ -346,6 +378,10 @@ def test_the_operations_dashboard_plots_live_data(browser: Browser, live: LiveSe
     expect(page.locator("#startup")).to_contain_text("app_ready")
     expect(page.locator("#providers-table")).to_be_visible()
     expect(page.locator("#report")).not_to_be_empty()
+    # A cleanup run from the dashboard is listed and marked on the plot.
+    page.get_by_role("button", name="Soft cleanup").click()
+    expect(plot.locator("g.event").first).to_be_attached(timeout=INGEST_MS)
+    expect(page.locator("#memory")).to_contain_text("soft")
     page.screenshot(path=screenshot_path("operations"), full_page=True)
     watched.check()
 

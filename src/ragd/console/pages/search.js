@@ -48,9 +48,12 @@ export function collectionPicker() {
 function searchForm(ctx, picker, results) {
   const query = h("input", { type: "search", name: "query", required: true, autofocus: true, autocomplete: "off" });
   const mode = h("select", { name: "mode" }, MODES.map((m) => h("option", { value: m }, m)));
-  const topK = h("input", { type: "number", name: "top_k", min: 1, max: 50, step: 1, value: 10, required: true });
-  const rerank = h("input", { type: "checkbox", name: "rerank" });
-  const rerankNote = h("small", {}, "Off: no reranking.");
+  const topK = h("input", { type: "number", name: "top_k", min: 1, max: 100, step: 1, value: 10, required: true });
+  // The server's default reranks when a reranker is configured: left to it unless chosen.
+  const rerank = h("select", { name: "rerank" },
+    h("option", { value: "" }, "server default"), h("option", { value: "yes" }, "rerank"),
+    h("option", { value: "no" }, "do not rerank"));
+  const rerankNote = h("small", {}, "With the cross-encoder, where one is configured.");
   const filters = h("textarea", {
     name: "filters", rows: 2, spellcheck: "false", placeholder: '{"lang": "en", "year": {"gte": 2020}}',
   });
@@ -58,8 +61,8 @@ function searchForm(ctx, picker, results) {
   const submit = h("button", { type: "submit" }, "Search");
   const refuseRerank = (message) => {
     rerankRefusal = message;
-    rerank.checked = false;
-    rerank.disabled = true;
+    rerank.value = "";
+    rerank.querySelector("option[value=yes]").disabled = true;
     rerankNote.textContent = "No reranker is configured on this server.";
   };
   if (rerankRefusal) refuseRerank(rerankRefusal);
@@ -69,8 +72,7 @@ function searchForm(ctx, picker, results) {
       h("div", { class: "grow" }, field("Query", query)),
       field("Mode", mode),
       field("Results", topK),
-      h("label", { class: "field" }, h("span", {}, "Rerank"),
-        h("span", { class: "check" }, rerank, "Rerank with the cross-encoder"), rerankNote)),
+      field("Rerank", rerank, rerankNote)),
     h("div", { class: "row" },
       h("div", { class: "grow" }, picker.element),
       h("div", { class: "grow" }, field("Metadata filters (JSON, optional)", filters,
@@ -97,7 +99,7 @@ function searchForm(ctx, picker, results) {
     }
     const body = {
       query: query.value, mode: mode.value, top_k: Number(topK.value), collection_ids: picker.selected(),
-      filters: parsed, rerank: rerank.checked, explain: true,
+      filters: parsed, rerank: rerank.value ? rerank.value === "yes" : undefined, explain: true,
     };
     try {
       const out = await busy(submit, api("/search", { method: "POST", body, signal: ctx.signal }));
