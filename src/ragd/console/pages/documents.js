@@ -145,8 +145,14 @@ class DocumentList {
   }
 
   async load() {
-    if (this.loading) return;
+    if (this.loading) {
+      // An upload finished while a load was in flight: load again once it is done, or the
+      // new document would wait for a change that never comes.
+      this.again = true;
+      return;
+    }
     this.loading = true;
+    this.again = false;
     try {
       const cursor = this.cursors[this.cursors.length - 1];
       const page = await api("/documents", {
@@ -162,6 +168,7 @@ class DocumentList {
     } finally {
       this.loading = false;
     }
+    if (this.again) await this.load();
   }
 
   // The stage and progress of documents still on their way.
