@@ -203,11 +203,13 @@ def latency(values: list[float]) -> dict[str, float]:
 
 
 def corpus_uploads(dataset: Dataset) -> list[tuple[str, Upload]]:
-    """One text document per corpus entry (title, a blank line, the text)."""
+    """One text document per corpus entry, as a client uploads it: the entry's text as the
+    body and its title as the document's title (given once, not also written into the body),
+    so ``ragd eval`` measures what users of the API get."""
     uploads = []
     for doc_id, passage in dataset.corpus.items():
-        text = f"{passage.title}\n\n{passage.text}" if passage.title else passage.text
-        data = text.encode("utf-8")
+        body = passage.text if passage.text.strip() else passage.title or doc_id
+        data = body.encode("utf-8")
         uploads.append((doc_id, Upload(
             content=data, content_sha256=hashlib.sha256(data).hexdigest(),
             content_type="text/plain", filename=None, title=passage.title or doc_id,
