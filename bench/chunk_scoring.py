@@ -43,16 +43,18 @@ CACHE = Path(tempfile.gettempdir()) / "ragd-bench-chunk-scoring"
 TARGET_TOKENS, OVERLAP_TOKENS = 220, 32
 
 
-def _vectors(embedder: Any, texts: list[str], label: str) -> np.ndarray:
+def cached_vectors(embedder: Any, texts: list[str], label: str, cache: Path = CACHE
+                   ) -> np.ndarray:
+    """Passage vectors of ``texts``, from ``cache`` when the texts and model match."""
     digest = hashlib.sha256(f"{embedder.info.name}|{embedder.info.variant}|".encode())
     for text in texts:
         digest.update(text.encode("utf-8") + b"\0")
-    path = CACHE / f"{label}-{digest.hexdigest()[:16]}.npy"
+    path = cache / f"{label}-{digest.hexdigest()[:16]}.npy"
     if path.is_file():
         return np.load(path)
     parts = [embedder.embed(texts[i:i + 64], kind="passage") for i in range(0, len(texts), 64)]
     vectors = np.concatenate(parts).astype(np.float32)
-    CACHE.mkdir(parents=True, exist_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
     np.save(path, vectors)
     return vectors
 
@@ -104,9 +106,9 @@ def run(quick: bool = False, *, sets: tuple[str, ...] = tuple(fusion.REFERENCE))
         data = fusion.load_set(name)
         started = time.perf_counter()
         plain, titled, owner_list = _chunks(data, embedder)
-        reference = _vectors(embedder, data.texts, f"{name}-reference")
-        chunk_vectors = _vectors(embedder, plain, f"{name}-chunks")
-        titled_vectors = _vectors(embedder, titled, f"{name}-titled")
+        reference = cached_vectors(embedder, data.texts, f"{name}-reference")
+        chunk_vectors = cached_vectors(embedder, plain, f"{name}-chunks")
+        titled_vectors = cached_vectors(embedder, titled, f"{name}-titled")
         queries = embedder.embed(data.queries, kind="query")
         owner = np.asarray(owner_list)
         first = np.zeros(len(owner), bool)

@@ -4,6 +4,7 @@ by a job, keyset pagination, and tenant isolation on every method of the catalog
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -20,6 +21,7 @@ from ragd.stores.catalog import (
     Collection,
     CollectionStats,
     Document,
+    NewChunk,
     Page,
 )
 from tests.contracts.content import chunks, claim, ingest, upload, version_commit
@@ -490,6 +492,7 @@ async def test_ids_of_another_tenant_are_missing_on_every_method(
         "index_entries": lambda c, d, k: catalog.index_entries(other_tenant, k),
         "chunks_by_keys": lambda c, d, k: catalog.chunks_by_keys(other_tenant, k),
         "searchable_chunks": lambda c, d, k: catalog.searchable_chunks(other_tenant, k),
+        "continuing": lambda c, d, k: catalog.continuing(other_tenant, k),
         "existing_ids": lambda c, d, k: catalog.existing_ids(
             other_tenant, collection_ids=[c], document_ids=[d]
         ),
@@ -512,3 +515,25 @@ async def _outcome(call: Awaitable[object]) -> object:
         return await call
     except (NotFound, InvalidInput, Conflict) as refused:
         return type(refused), refused.code
+
+
+async def test_continuing_chunks_are_those_whose_section_began_before_them(
+    catalog: Catalog, queue: ManagedJobQueue, tenant: str
+) -> None:
+    docs = await _collection(catalog, tenant)
+    accepted = await catalog.add_document(tenant, docs.id, upload("faq"), max_attempts=3)
+    assert accepted.job is not None
+    job = await claim(queue, accepted.job.id)
+    paths = [(), (), ("Q1",), ("Q1",), ("Q1",), ("Q2",), ("Q1",)]
+    new: list[NewChunk] = [
+        dataclasses.replace(chunk, heading_path=path)
+        for chunk, path in zip(chunks(accepted.document.id, 1, [f"part {n}" for n in range(7)]),
+                               paths, strict=True)
+    ]
+    await catalog.commit_version(version_commit(job, accepted.document.id, 1, new))
+    keys = [c.key for c in await catalog.list_chunks(tenant, accepted.document.id, limit=50)]
+    # The first chunk continues nothing; a heading change starts a section; the same heading
+    # again after another one starts a new one.
+    assert await catalog.continuing(tenant, keys) == {keys[1], keys[3], keys[4]}
+    assert await catalog.continuing(tenant, [keys[0], keys[4]]) == {keys[4]}
+    assert await catalog.continuing(tenant, []) == set()

@@ -330,3 +330,45 @@ async def test_query_cache_stays_within_its_byte_bound_under_search_load(tmp_pat
         hits = stats["hits"]
         await _search(client, tenant, query=queries[-1])
         assert (await cache())["hits"] == hits + 1
+
+
+async def test_a_chunk_that_continues_its_section_ranks_below_an_opening(
+    tmp_path: Path, database: dict[str, Any]
+) -> None:
+    """A section's later chunks lose ``CONTINUATION_PENALTY`` against openings (hybrid and
+    dense; lexical scores are left alone), and explain says so."""
+    from ragd.retrieval.search import CONTINUATION_PENALTY
+
+    filler = " ".join(f"Paragraph {n} of the volcano guide describes basalt, ash and lava "
+                      "flows in some detail." for n in range(40))
+    guide = (f"# Volcanoes\n\nHow do volcanoes erupt? {filler}\n\nCrater lakes fill with "
+             "rain after an eruption ends.\n\n# Glaciers\n\nGlaciers carve fjords.")
+    async with app_client(tmp_path / "data", **database) as client:
+        tenant = await new_tenant(client)
+        r = await upload_text(client, tenant, "guide", guide, content_type="text/markdown")
+        assert r.status_code == 202, r.text
+        assert (await wait_job(client, tenant, r.json()["job_id"]))["status"] == "succeeded"
+        chunks = (await client.get(f"/api/v1/documents/{r.json()['document_id']}/chunks",
+                                   headers=tenant.headers)).json()["items"]
+        paths = [tuple(c["heading_path"]) for c in chunks]
+        assert len(paths) >= 3 and paths[0] == paths[1], paths  # the section spans chunks
+        continuing = {c["id"] for n, c in enumerate(chunks) if n and paths[n] == paths[n - 1]}
+        for mode in ("hybrid", "dense"):
+            result = await _search(client, tenant, query="crater lakes after an eruption",
+                                   mode=mode, explain=True, top_k=20)
+            hits = result["results"]
+            assert {"sections"} <= set(result["timings_ms"])
+            assert [h["score"] for h in hits] == sorted((h["score"] for h in hits),
+                                                        reverse=True)
+            for hit in hits:
+                section = hit["explain"]["section"]
+                assert section["continues"] == (hit["chunk_id"] in continuing)
+                assert section["penalty"] == (CONTINUATION_PENALTY if section["continues"]
+                                              else 0.0)
+                if mode == "dense":
+                    assert hit["score"] == pytest.approx(
+                        hit["explain"]["dense"]["score"] - section["penalty"])
+        lexical = await _search(client, tenant, query="crater lakes", mode="lexical",
+                                explain=True)
+        assert all("section" not in h["explain"] for h in lexical["results"])
+        assert "sections" not in lexical["timings_ms"]

@@ -351,6 +351,12 @@ class ChunkReader(Protocol):
         documents, of collections being deleted and of superseded versions are absent."""
         ...
 
+    async def continuing(self, tenant_id: str, keys: Sequence[int]) -> set[int]:
+        """The tenant's chunks among ``keys`` that continue a section: the chunk before them
+        in their document's version has the same heading path (a section's later chunks,
+        or any chunk but the first of a document without headings). One read."""
+        ...
+
     async def existing_ids(
         self, tenant_id: str, *, collection_ids: Sequence[str] = (),
         document_ids: Sequence[str] = (),

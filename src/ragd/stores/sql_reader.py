@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import and_, bindparam, select
+from sqlalchemy.orm import aliased
 
 from ragd.db.tables import ChunkRow, CollectionRow, DocumentRow
 from ragd.stores._sql_rows import (
@@ -62,6 +63,25 @@ class SqlChunkReader(SqlPart):
                 document = documents[found.document_id] = document_from(row[width:])
             out[found.key] = (found, document)
         return out
+
+    async def continuing(self, tenant_id: str, keys: Sequence[int]) -> set[int]:
+        if not keys:
+            return set()
+        before = aliased(ChunkRow)
+        # The chunk before each is found through ix_chunks_document_version; heading paths
+        # are stored as one JSON serialisation, so equal paths are equal strings.
+        query = (
+            select(ChunkRow.key)
+            .join(before, and_(
+                before.document_id == ChunkRow.document_id,
+                before.version == ChunkRow.version,
+                before.ordinal == ChunkRow.ordinal - 1,
+            ))
+            .where(ChunkRow.tenant_id == tenant_id, ChunkRow.key.in_(list(keys)),
+                   before.tenant_id == tenant_id, before.heading_path == ChunkRow.heading_path)
+        )
+        async with self._db.read() as s:
+            return set(await s.scalars(query))
 
     async def existing_ids(
         self, tenant_id: str, *, collection_ids: Sequence[str] = (),
