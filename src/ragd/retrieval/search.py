@@ -186,7 +186,8 @@ class SearchService:
             # BM25 scores have no fixed scale, so the penalty applies where cosine sets it.
             mark = time.perf_counter()
             fused = fused[:depth]
-            continuing = await self._catalog.continuing(tenant_id, [f.key for f in fused])
+            reach = _within_reach(fused, request, want_rerank, self._continuation_penalty)
+            continuing = await self._catalog.continuing(tenant_id, [f.key for f in reach])
             fused = _demote(fused, continuing, self._continuation_penalty)
             timings["sections"] = _ms(mark)
 
@@ -288,6 +289,24 @@ class SearchService:
                 out.append((item, chunk, document))
             window = max(window, wanted) * 2
         return out
+
+
+#: Candidates beyond those a search shows that are kept within reach of its last place (some
+#: may be dropped by the fetch: deleted meanwhile, or failing a metadata filter).
+REACH_MARGIN = 10
+
+
+def _within_reach(
+    fused: list[Fused], request: SearchRequest, rerank: bool, penalty: float
+) -> list[Fused]:
+    """The candidates whose place the penalty can change: a penalty only lowers scores, so
+    nothing more than ``penalty`` below the last place that can be shown (with a margin for
+    candidates the fetch drops) can rise into view, and its section need not be read."""
+    shown = max(request.top_k, RERANK_CANDIDATES if rerank else 0) * 2 + REACH_MARGIN
+    if request.filters is not None or len(fused) <= shown:
+        return fused
+    floor = fused[shown - 1].score - penalty
+    return [item for item in fused if item.score >= floor]
 
 
 def _demote(fused: list[Fused], continuing: set[int], penalty: float) -> list[Fused]:

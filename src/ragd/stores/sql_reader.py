@@ -67,21 +67,9 @@ class SqlChunkReader(SqlPart):
     async def continuing(self, tenant_id: str, keys: Sequence[int]) -> set[int]:
         if not keys:
             return set()
-        before = aliased(ChunkRow)
-        # The chunk before each is found through ix_chunks_document_version; heading paths
-        # are stored as one JSON serialisation, so equal paths are equal strings.
-        query = (
-            select(ChunkRow.key)
-            .join(before, and_(
-                before.document_id == ChunkRow.document_id,
-                before.version == ChunkRow.version,
-                before.ordinal == ChunkRow.ordinal - 1,
-            ))
-            .where(ChunkRow.tenant_id == tenant_id, ChunkRow.key.in_(list(keys)),
-                   before.tenant_id == tenant_id, before.heading_path == ChunkRow.heading_path)
-        )
-        async with self._db.read() as s:
-            return set(await s.scalars(query))
+        async with self._db.statements() as conn:
+            result = await conn.execute(_CONTINUING, {"tenant_id": tenant_id, "keys": list(keys)})
+            return {int(row[0]) for row in result.all()}
 
     async def existing_ids(
         self, tenant_id: str, *, collection_ids: Sequence[str] = (),
@@ -117,5 +105,24 @@ _SEARCHABLE = (
         DocumentRow.tenant_id == bindparam("tenant_id"),
         ChunkRow.version == DocumentRow.active_version,
         CollectionRow.status == "active",
+    )
+)
+
+_BEFORE = aliased(ChunkRow)
+#: Chunks whose predecessor in their document's version has the same heading path (found
+#: through ix_chunks_document_version; heading paths are stored as one JSON serialisation,
+#: so equal paths are equal strings). Prebuilt, like :data:`_SEARCHABLE`: every search runs it.
+_CONTINUING = (
+    select(ChunkRow.key)
+    .join(_BEFORE, and_(
+        _BEFORE.document_id == ChunkRow.document_id,
+        _BEFORE.version == ChunkRow.version,
+        _BEFORE.ordinal == ChunkRow.ordinal - 1,
+    ))
+    .where(
+        ChunkRow.tenant_id == bindparam("tenant_id"),
+        ChunkRow.key.in_(bindparam("keys", expanding=True)),
+        _BEFORE.tenant_id == bindparam("tenant_id"),
+        _BEFORE.heading_path == ChunkRow.heading_path,
     )
 )
