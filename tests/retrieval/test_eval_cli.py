@@ -167,3 +167,22 @@ def test_eval_refuses_a_database_url_of_another_backend(tmp_path: Path) -> None:
         env=_env(tmp_path),
     )
     assert result.exit_code == 2 and "postgresql+asyncpg" in result.output
+
+
+def test_eval_uploads_each_entry_as_a_client_does() -> None:
+    """The text is the body and the title the document's title, given once: what a client
+    of the API sends, so ``ragd eval`` measures what users get."""
+    from ragd.cli.evaluate import corpus_uploads
+    from ragd.retrieval.beir import Dataset, Passage
+
+    dataset = Dataset(name="t", corpus={
+        "a": Passage("General FAQ", "Python is a programming language."),
+        "b": Passage("", "No title here."),
+        "c": Passage("Only a title", "   "),
+    }, queries={}, qrels={}, answers={})
+    uploads = dict(corpus_uploads(dataset))
+    assert uploads["a"].content == b"Python is a programming language."
+    assert uploads["a"].title == "General FAQ"
+    assert uploads["b"].content == b"No title here." and uploads["b"].title == "b"
+    assert uploads["c"].content == b"Only a title"  # never an empty document
+    assert all(u.metadata == {"beir_id": key} for key, u in uploads.items())
