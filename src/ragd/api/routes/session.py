@@ -86,7 +86,7 @@ def _same_origin(request: Request) -> bool:
     if origin is None:
         return True
     host = request.headers.get("host", "")
-    return origin in (f"{request.url.scheme}://{host}",)
+    return origin == f"{request.url.scheme}://{host}"
 
 
 @router.get("/options")
