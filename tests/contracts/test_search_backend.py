@@ -8,6 +8,7 @@ random unit vectors of the collection's dimension: no model runs here."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -108,6 +109,41 @@ async def test_a_scope_narrows_each_leg(
     assert _keys(await search.lexical_search(tenant, "harbour", 10, of_harbour)) == {
         harbour.keys[0]
     }
+
+
+async def test_continuing_names_the_hits_that_continue_their_section(
+    catalog: Catalog, queue: ManagedJobQueue, search: SearchBackend, tenant: str,
+    other_tenant: str,
+) -> None:
+    collection_id = await new_collection(catalog, tenant)
+    accepted = await catalog.add_document(tenant, collection_id, upload("faq"), max_attempts=3)
+    assert accepted.job is not None
+    job = await claim(queue, accepted.job.id)
+    paths = [(), (), ("Q1",), ("Q1",), ("Q1",), ("Q2",), ("Q1",)]
+    texts = [f"harbour part {n}" for n in range(len(paths))]
+    new = [
+        dataclasses.replace(chunk, heading_path=path)
+        for chunk, path in zip(chunks(accepted.document.id, 1, texts, seed=20), paths,
+                               strict=True)
+    ]
+    await catalog.commit_version(version_commit(job, accepted.document.id, 1, new))
+    theirs = await ingest(catalog, queue, other_tenant,
+                          await new_collection(catalog, other_tenant), VOLCANO, seed=10)
+    await search.sync(tenant)
+    await search.sync(other_tenant)
+    keys = [c.key for c in await catalog.list_chunks(tenant, accepted.document.id, limit=50)]
+    expected = {keys[1], keys[3], keys[4]}
+    assert await search.continuing(tenant, keys) == expected
+    assert await search.continuing(tenant, [keys[0], keys[4]]) == {keys[4]}
+    assert await search.continuing(tenant, []) == set()
+    # The answer agrees with the chunk rows, and another tenant's keys are never named.
+    assert await catalog.continuing(tenant, keys) == expected
+    assert await search.continuing(tenant, list(theirs.keys)) == set()
+    assert await search.continuing(other_tenant, keys) == set()
+    assert await search.continuing(other_tenant, list(theirs.keys)) == {theirs.keys[1]}
+    # A rebuild from the rows keeps the answer.
+    await search.rebuild(tenant)
+    assert await search.continuing(tenant, keys) == expected
 
 
 async def test_deletes_and_new_versions_are_replayed(

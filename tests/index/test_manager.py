@@ -234,12 +234,17 @@ class ChangeLog:
         self.tenant_id = tenant_id
         self.changes: list[Change] = []
         self.entries: dict[int, IndexEntry] = {}
+        self.asked: list[list[int]] = []  # the keys of each continuing() call
 
-    def upsert(self, key: int, text: str) -> None:
+    def upsert(self, key: int, text: str, *, continues: bool = False) -> None:
         vector = np.zeros(4, dtype=np.float32)
         vector[key % 4] = 1.0
-        self.entries[key] = IndexEntry(key, f"doc-{key}", "coll", text, vector)
+        self.entries[key] = IndexEntry(key, f"doc-{key}", "coll", text, vector, continues)
         self.changes.append(Change(len(self.changes) + 1, "upsert", key))
+
+    async def continuing(self, tenant_id: str, keys: list[int]) -> set[int]:
+        self.asked.append(list(keys))
+        return {key for key in keys if key in self.entries and self.entries[key].continues}
 
     async def changes_after(self, tenant_id: str, after: int, limit: int) -> list[Change]:
         return [c for c in self.changes if c.seq > after][:limit]
@@ -406,3 +411,38 @@ async def test_a_search_during_a_background_sync_waits_for_it(tmp_path: Path) ->
     assert [hit.key for hit in await search] == [1]
     await manager.settle()
     manager.close()
+
+
+async def test_continuing_is_answered_from_memory_and_old_partitions_ask_the_rows(
+    tmp_path: Path,
+) -> None:
+    """Search asks which hits continue their section on every request: the vector partition
+    answers from memory. Partitions saved before the flags were kept ask the chunk rows
+    (right, if slower) until a rebuild."""
+    log = ChangeLog("tenant-a")
+    root = tmp_path / "indexes"
+    manager = IndexManager(log, root)  # type: ignore[arg-type]  # the fake is all it reads
+    for key in range(1, 6):
+        log.upsert(key, f"harbour part {key}", continues=key in (2, 3))
+    await manager.publish("tenant-a")
+    await manager.settle()
+    assert await manager.continuing("tenant-a", [1, 2, 3, 4, 9]) == {2, 3}
+    assert log.asked == []
+    manager.close()
+    _strip_section_flags(root / "tenant-a" / "vectors")
+    reopened = IndexManager(log, root)  # type: ignore[arg-type]
+    assert await reopened.continuing("tenant-a", [1, 2, 3, 4]) == {2, 3}
+    assert log.asked == [[1, 2, 3, 4]]
+    await reopened.rebuild("tenant-a")
+    assert await reopened.continuing("tenant-a", [1, 2, 3, 4]) == {2, 3}
+    assert len(log.asked) == 1
+    reopened.close()
+
+
+def _strip_section_flags(partition: Path) -> None:
+    """Rewrite a vector partition's entries file as ragd saved it before it kept flags."""
+    (entries,) = partition.glob("entries.*.npz")
+    with np.load(entries) as npz:
+        legacy = {name: npz[name] for name in npz.files if name != "continues"}
+    with open(entries, "wb") as handle:
+        np.savez(handle, **legacy)  # type: ignore[arg-type]

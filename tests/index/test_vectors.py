@@ -202,6 +202,59 @@ def test_persistence_and_reload(tmp_path: Path) -> None:
     assert len(list(path.glob("entries.*.npz"))) == 1
 
 
+def test_section_flags_are_kept_replaced_dropped_and_saved(tmp_path: Path) -> None:
+    path = tmp_path / "p"
+    vectors = unit(np.random.default_rng(3), 6)
+    part = UsearchPartition(path, DIM)
+    part.upsert([
+        IndexEntry(key, "d", "c", f"text {key}", vectors[key], continues=key % 2 == 1)
+        for key in range(6)
+    ])
+    assert part.continuing(range(6)) == set()  # buffered until the commit
+    part.commit(6)
+    assert part.continuing(range(6)) == {1, 3, 5}
+    assert part.continuing([0, 3, 99]) == {3}  # unknown keys continue nothing
+    # An upsert replaces the flag; a delete drops it.
+    part.upsert([IndexEntry(1, "d", "c", "text 1", vectors[1], continues=False)])
+    part.delete([5])
+    part.commit(8)
+    assert part.continuing(range(6)) == {3}
+    part.close()
+    again = UsearchPartition(path)
+    assert again.continuing(range(10)) == {3}
+    again.close()
+
+
+def test_a_partition_saved_without_flags_cannot_tell_until_it_is_cleared(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "p"
+    part, vectors = filled(path, n=10)
+    part.close()
+    # As ragd wrote entries files before it kept section flags.
+    (entries,) = path.glob("entries.*.npz")
+    with np.load(entries) as npz:
+        legacy = {name: npz[name] for name in npz.files if name != "continues"}
+    with open(entries, "wb") as handle:
+        np.savez(handle, **legacy)  # type: ignore[arg-type]
+    old = UsearchPartition(path)
+    assert old.continuing([1, 2]) is None
+    # New entries do not make the old ones known, and the flags are not saved as if they were.
+    old.upsert([IndexEntry(50, "d", "c", "text", vectors[0], continues=True)])
+    old.commit(11)
+    assert old.continuing([50]) is None
+    old.close()
+    reopened = UsearchPartition(path)
+    assert reopened.continuing([50]) is None
+    # A rebuild starts with a clear: from then on the flags are complete.
+    reopened.clear()
+    reopened.upsert([IndexEntry(50, "d", "c", "text", vectors[0], continues=True)])
+    reopened.commit(1)
+    assert reopened.continuing([50, 1]) == {50}
+    reopened.close()
+    assert UsearchPartition(path).continuing([50]) == {50}
+
+
 def test_uncommitted_changes_invisible_and_lost(tmp_path: Path) -> None:
     path = tmp_path / "p"
     part, vectors = filled(path, n=30)

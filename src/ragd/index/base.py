@@ -20,7 +20,7 @@ Applying the same upsert or delete twice leaves the partition unchanged (idempot
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -130,6 +130,12 @@ class VectorPartition(Partition, Protocol):
         """Best ``limit`` hits by cosine similarity (score = similarity, higher is better)."""
         ...
 
+    def continuing(self, keys: Iterable[int]) -> set[int] | None:
+        """The keys among ``keys`` whose entry continues its section
+        (:attr:`IndexEntry.continues`); None when the partition cannot tell (it was saved
+        before the flags were kept)."""
+        ...
+
 
 VerificationState = Literal["ok", "pending", "broken"]
 
@@ -231,6 +237,13 @@ class SearchBackend(Protocol):
         self, tenant_id: str, vector: Vector, limit: int, scope: Scope | None = None
     ) -> list[Hit]:
         """Best ``limit`` hits by cosine similarity to ``vector``."""
+        ...
+
+    async def continuing(self, tenant_id: str, keys: Sequence[int]) -> set[int]:
+        """The tenant's chunks among ``keys`` (hits of its legs) that continue a section:
+        the chunk before them in their document's version has the same heading path. The
+        search service asks on every hybrid or dense search, so a backend answers from what
+        it holds where it can."""
         ...
 
     async def sync(self, tenant_id: str) -> int:

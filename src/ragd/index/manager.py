@@ -20,7 +20,7 @@ import contextlib
 import logging
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -240,6 +240,17 @@ class IndexManager:
             last = changes[-1].seq
             await asyncio.to_thread(_apply, parts, changes[0].seq, entries, gone, last)
             applied += len(changes)
+
+    async def continuing(self, tenant_id: str, keys: Sequence[int]) -> set[int]:
+        if not keys:
+            return set()
+        parts = await self.ensure_fresh(tenant_id)
+        # From memory (the vector partition keeps each entry's flag); a partition saved
+        # before the flags were kept asks the chunk rows until it is rebuilt.
+        found = parts.vectors.continuing(keys)
+        if found is None:
+            return await self._catalog.continuing(tenant_id, keys)
+        return found
 
     def _file_lock(self, tenant_id: str) -> contextlib.AbstractContextManager[None]:
         base = self._tenant_dir(tenant_id)

@@ -54,7 +54,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from sqlalchemy import text
@@ -75,7 +75,7 @@ from ragd.db.sequence import lock_id
 from ragd.index.base import Hit, Scope, Vector, Verification
 from ragd.index.bm25 import RARER_THAN_LISTED, Term, bm25_sql, plan, tsquery
 from ragd.index.sql_filter import metadata_condition
-from ragd.stores.catalog import ChangeLog, embed_text
+from ragd.stores.catalog import ChangeLog, ChunkReader, embed_text
 
 __all__ = ["PostgresSearch"]
 
@@ -116,6 +116,11 @@ class _TenantStats:
     at: float
 
 
+class CatalogReads(ChangeLog, ChunkReader, Protocol):
+    """What the PostgreSQL backend reads through the catalog: the change log (verify) and
+    the section flags of hits (:meth:`ChunkReader.continuing`)."""
+
+
 class PostgresSearch:
     """Both legs of search in SQL over the catalog's own tables (``db``: its database)."""
 
@@ -123,7 +128,7 @@ class PostgresSearch:
     filters_metadata = True
 
     def __init__(
-        self, db: Database, changes: ChangeLog, *, exact_max: int = EXACT_MAX,
+        self, db: Database, changes: CatalogReads, *, exact_max: int = EXACT_MAX,
         ef_search: int = EF_SEARCH, max_scan_tuples: int = MAX_SCAN_TUPLES,
         budget: int = BUDGET, df_cap: int | None = None,
     ) -> None:
@@ -142,6 +147,10 @@ class PostgresSearch:
         self._common: tuple[float, dict[str, float]] = (-math.inf, {})
         self._table_rows: tuple[float, float] = (-math.inf, -1.0)
         self._indexed: set[int] = set()
+
+    async def continuing(self, tenant_id: str, keys: Sequence[int]) -> set[int]:
+        # One indexed self-join in the database that holds the rows (no copy to keep).
+        return await self._changes.continuing(tenant_id, keys)
 
     # -- dense --------------------------------------------------------------------------
 

@@ -3,7 +3,10 @@
 Layout of a partition directory, for a committed generation ``<gen>`` (a random token):
 
 * ``vectors.<gen>.usearch``: the usearch index (cosine, f32);
-* ``entries.<gen>.npz``: key → (document_id, collection_id), for scope filtering;
+* ``entries.<gen>.npz``: key → (document_id, collection_id), for scope filtering, and
+  whether each chunk continues its section (``continues``; absent in partitions written
+  before ragd kept it, which then answer :meth:`UsearchPartition.continuing` with None until
+  they are rebuilt);
 * ``applied_seq.json``: ``applied_seq``, ``generation``, ``dimension`` and ``count``.
 
 A commit writes both data files of a new generation (each atomically), then replaces the
@@ -39,6 +42,7 @@ EXACT_SEARCH_MAX = 512
 MAX_OVERFETCH = 8192
 _LOAD_ATTEMPTS = 5
 _ENTRY_OVERHEAD_BYTES = 160  # dict slot, tuple, two set slots, int
+_SET_SLOT_BYTES = 40  # a set slot (hash and pointer) at its load factor; the int is shared
 
 
 def _vectors_file(generation: str) -> str:
@@ -67,16 +71,24 @@ class _Snapshot:
         self.meta: dict[int, tuple[str, str]] = {}
         self.by_document: dict[str, set[int]] = {}
         self.by_collection: dict[str, set[int]] = {}
+        #: The keys whose chunk continues its section.
+        self.continuing: set[int] = set()
+        #: False for a generation saved without the section flags: ``continuing`` is then
+        #: incomplete and is neither answered from nor saved.
+        self.sections = True
 
-    def put(self, key: int, document_id: str, collection_id: str) -> None:
+    def put(self, key: int, document_id: str, collection_id: str, continues: bool) -> None:
         self.meta[key] = (document_id, collection_id)
         self.by_document.setdefault(document_id, set()).add(key)
         self.by_collection.setdefault(collection_id, set()).add(key)
+        if continues:
+            self.continuing.add(key)
 
     def drop(self, key: int) -> None:
         found = self.meta.pop(key, None)
         if found is None:
             return
+        self.continuing.discard(key)
         for groups, name in ((self.by_document, found[0]), (self.by_collection, found[1])):
             members = groups.get(name)
             if members is not None:
@@ -111,7 +123,7 @@ class UsearchPartition:
         self._path = path
         self._lock = threading.Lock()  # the usearch index and the key maps
         self._write_lock = threading.RLock()  # commit / clear / refresh / pending buffer
-        self._pending: dict[int, tuple[str, str, Vector] | None] = {}
+        self._pending: dict[int, tuple[str, str, Vector, bool] | None] = {}
         self._closed = False
         self._applied_seq = 0
         self._generation: str | None = None
@@ -207,14 +219,20 @@ class UsearchPartition:
                 collections = npz["collections"]
                 document_names = [str(name) for name in npz["document_names"]]
                 collection_names = [str(name) for name in npz["collection_names"]]
+                sections = "continues" in npz.files
+                continues = (
+                    npz["continues"] if sections else np.zeros(len(keys), dtype=np.bool_)
+                )
         except BaseException:
             _free(index)
             raise
         snap = _Snapshot(dimension, index)
-        for key, doc, coll in zip(
-            keys.tolist(), documents.tolist(), collections.tolist(), strict=True
+        snap.sections = sections
+        for key, doc, coll, flag in zip(
+            keys.tolist(), documents.tolist(), collections.tolist(), continues.tolist(),
+            strict=True,
         ):
-            snap.put(int(key), document_names[doc], collection_names[coll])
+            snap.put(int(key), document_names[doc], collection_names[coll], bool(flag))
         return snap
 
     # -- writes -----------------------------------------------------------------------------
@@ -228,7 +246,7 @@ class UsearchPartition:
         self._check_open()
         with self._write_lock:
             dimension = self._snap.dimension
-            staged: list[tuple[int, tuple[str, str, Vector]]] = []
+            staged: list[tuple[int, tuple[str, str, Vector, bool]]] = []
             for entry in entries:
                 if entry.vector is None:
                     raise ValueError(f"entry {entry.key} has no vector")
@@ -240,7 +258,9 @@ class UsearchPartition:
                         raise ValueError(f"vector has shape {shape}, expected (dimension,)")
                     dimension = int(shape[0])
                 vector = np.array(as_vector(entry.vector, dimension), dtype=np.float32)
-                staged.append((entry.key, (entry.document_id, entry.collection_id, vector)))
+                staged.append(
+                    (entry.key, (entry.document_id, entry.collection_id, vector, entry.continues))
+                )
             if dimension is not None and self._snap.dimension is None:
                 with self._lock:
                     self._snap.dimension = dimension
@@ -297,8 +317,8 @@ class UsearchPartition:
                     np.array([key for key, _ in added], dtype=np.uint64),
                     np.stack([item[2] for _, item in added]),
                 )
-                for key, (document_id, collection_id, _) in added:
-                    snap.put(key, document_id, collection_id)
+                for key, (document_id, collection_id, _, continues) in added:
+                    snap.put(key, document_id, collection_id, continues)
         self._pending.clear()
 
     def _persist(self, applied_seq: int, *, new_generation: bool) -> None:
@@ -311,7 +331,7 @@ class UsearchPartition:
             assert index is not None  # noqa: S101 - a new generation always has an index
             # Saving only reads the index, so it may run while searches run.
             atomic_write(self._path / _vectors_file(generation), lambda tmp: index.save(str(tmp)))
-            arrays = _entries_arrays(snap.meta)  # only this (writer) thread mutates it
+            arrays = _entries_arrays(snap)  # only this (writer) thread mutates it
             atomic_write(
                 self._path / _entries_file(generation),
                 lambda tmp: _save_npz(tmp, arrays),
@@ -414,6 +434,16 @@ class UsearchPartition:
                     return hits[:limit]
             return _exact_search(index, query, matching, limit)
 
+    def continuing(self, keys: Iterable[int]) -> set[int] | None:
+        """The keys among ``keys`` whose chunk continues its section, from memory; None when
+        this partition's saved generation predates the flags (until it is rebuilt). Lock
+        free: membership tests are atomic, and a search calls this on every request."""
+        snap = self._snap
+        if not snap.sections:
+            return None
+        continuing = snap.continuing
+        return {key for key in keys if key in continuing}
+
     def count(self) -> int:
         """Number of entries visible to search."""
         return len(self._snap.meta)
@@ -430,6 +460,7 @@ class UsearchPartition:
             snap = self._snap
             used = _index_bytes(snap.index) if snap.index is not None else 0
             used += len(snap.meta) * _ENTRY_OVERHEAD_BYTES
+            used += len(snap.continuing) * _SET_SLOT_BYTES
             used += sum(len(name) + 64 for name in snap.by_document)
             used += sum(len(name) + 64 for name in snap.by_collection)
         pending = list(self._pending.values())
@@ -506,8 +537,10 @@ def _exact_search(index: Index, query: Vector, keys: set[int], limit: int) -> li
     return [Hit(int(ordered[i]), float(scores[i])) for i in top.tolist()]
 
 
-def _entries_arrays(meta: dict[int, tuple[str, str]]) -> dict[str, npt.NDArray[Any]]:
-    """The key map as compact arrays (interned names plus integer codes)."""
+def _entries_arrays(snap: _Snapshot) -> dict[str, npt.NDArray[Any]]:
+    """The key map as compact arrays (interned names plus integer codes), with the section
+    flags when the snapshot has them all."""
+    meta = snap.meta
     document_codes: dict[str, int] = {}
     collection_codes: dict[str, int] = {}
     count = len(meta)
@@ -518,13 +551,19 @@ def _entries_arrays(meta: dict[int, tuple[str, str]]) -> dict[str, npt.NDArray[A
         keys[row] = key
         documents[row] = document_codes.setdefault(document_id, len(document_codes))
         collections[row] = collection_codes.setdefault(collection_id, len(collection_codes))
-    return {
+    arrays: dict[str, npt.NDArray[Any]] = {
         "keys": keys,
         "documents": documents,
         "collections": collections,
         "document_names": np.array(list(document_codes), dtype=np.str_),
         "collection_names": np.array(list(collection_codes), dtype=np.str_),
     }
+    if snap.sections:
+        continuing = snap.continuing
+        arrays["continues"] = np.fromiter(
+            (key in continuing for key in meta), dtype=np.bool_, count=count
+        )
+    return arrays
 
 
 def _save_npz(path: Path, arrays: dict[str, npt.NDArray[Any]]) -> None:

@@ -187,7 +187,7 @@ class SearchService:
             mark = time.perf_counter()
             fused = fused[:depth]
             reach = _within_reach(fused, request, want_rerank, self._continuation_penalty)
-            continuing = await self._catalog.continuing(tenant_id, [f.key for f in reach])
+            continuing = await self._indexes.continuing(tenant_id, [f.key for f in reach])
             fused = _demote(fused, continuing, self._continuation_penalty)
             timings["sections"] = _ms(mark)
 

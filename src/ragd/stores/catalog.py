@@ -169,6 +169,9 @@ class IndexEntry:
     collection_id: str
     text: str  # the embed text: heading path + chunk text (:func:`embed_text`)
     vector: npt.NDArray[np.float32] | None  # ``(dimension,)``, L2-normalised; None: lexical-only
+    #: The chunk continues its section: the chunk before it in its document's version has
+    #: the same heading path (what :meth:`ChunkReader.continuing` answers from the rows).
+    continues: bool = False
 
 
 HEADING_SEPARATOR = " > "

@@ -19,8 +19,9 @@ from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import and_, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from ragd.db.pgsearch import (
     EMBEDDING,
@@ -71,13 +72,24 @@ class SqlChangeLog(SqlPart):
     async def index_entries(self, tenant_id: str, keys: Sequence[int]) -> list[IndexEntry]:
         if not keys:
             return []
+        before = aliased(ChunkRow)
         async with self._db.read() as s:
             rows = (
                 await s.execute(
                     select(
                         ChunkRow.key, ChunkRow.document_id, ChunkRow.collection_id,
                         ChunkRow.heading_path, ChunkRow.text, ChunkRow.vector,
-                    ).where(ChunkRow.tenant_id == tenant_id, ChunkRow.key.in_(list(keys)))
+                        before.heading_path,
+                    )
+                    # The chunk before it in its version (ix_chunks_document_version), for
+                    # whether it continues a section (heading paths are one JSON form each).
+                    .outerjoin(before, and_(
+                        before.document_id == ChunkRow.document_id,
+                        before.version == ChunkRow.version,
+                        before.ordinal == ChunkRow.ordinal - 1,
+                        before.tenant_id == tenant_id,
+                    ))
+                    .where(ChunkRow.tenant_id == tenant_id, ChunkRow.key.in_(list(keys)))
                 )
             ).all()
         return [
@@ -85,8 +97,9 @@ class SqlChangeLog(SqlPart):
                 key=key, document_id=document_id, collection_id=collection_id,
                 text=embed_text(json.loads(headings), text),
                 vector=None if vector is None else np_vector(vector),
+                continues=previous is not None and previous == headings,
             )
-            for key, document_id, collection_id, headings, text, vector in rows
+            for key, document_id, collection_id, headings, text, vector, previous in rows
         ]
 
     async def chunk_keys(self, tenant_id: str, *, after: int, limit: int) -> list[int]:
