@@ -2,12 +2,12 @@
 
     .venv/bin/python bench/api_eval.py [--sets python-faq debian-faq] [--json out.json]
 
-A real ``ragd serve`` (default settings, a throwaway data dir) gets each BEIR corpus entry as
-a client uploads it (``POST /api/v1/documents``: the entry's text as the body, its title
-once, as the title), every query through ``POST /api/v1/search`` (top_k 100, each mode, no
-rerank), and the chunk hits are folded into documents at their best chunk, exactly as
-``ragd eval`` folds them. nDCG@10, Recall@10, Recall@100 and MRR@10 per set and mode come out
-beside ``ragd eval``'s figures when ``--eval-json`` names its report for the set.
+A real ``ragd serve`` (default settings, a throwaway data dir, a tenant per set) gets each
+BEIR corpus entry as a client uploads it (``POST /api/v1/documents``: the entry's text as the
+body, its title once, as the title), every query through ``POST /api/v1/search`` (top_k 100,
+each mode, no rerank), and the chunk hits are folded into documents at their best chunk,
+exactly as ``ragd eval`` folds them. nDCG@10, Recall@10, Recall@100 and MRR@10 per set and
+mode come out beside ``ragd eval``'s figures when ``--eval-json`` names its report for the set.
 """
 
 from __future__ import annotations
@@ -64,9 +64,11 @@ class Client:
             return result
 
 
-def _register(client: Client) -> None:
+def _register(client: Client, name: str) -> None:
+    """A tenant of its own per set: BM25's statistics are a tenant's, as in ``ragd eval``'s
+    throwaway data dir per set."""
     body = client.call("POST", "/api/v1/auth/register", json={
-        "email": EMAIL, "password": PASSWORD, "tenant_name": "api-eval"})
+        "email": f"{name}-{EMAIL}", "password": PASSWORD, "tenant_name": f"api-eval-{name}"})
     client.headers = {"Authorization": f"Bearer {body['access_token']}"}
 
 
@@ -132,8 +134,8 @@ def run(sets: list[str], eval_reports: dict[str, Path]) -> dict[str, Any]:
         with common.running_server(root / "ragd", root / "server.log", env) as server:
             client = Client(server.base_url)
             try:
-                _register(client)
                 for name in sets:
+                    _register(client, name)
                     dataset = load_dataset(EVAL / name)
                     collection = client.call("POST", "/api/v1/collections",
                                              json={"name": name})["id"]
