@@ -1,13 +1,15 @@
 """Retrieval quality through the HTTP API, to check that ``ragd eval`` measures what users get.
 
-    .venv/bin/python bench/api_eval.py [--sets python-faq debian-faq] [--json out.json]
+    .venv/bin/python bench/api_eval.py [--sets python-faq debian-faq] [--scoped]
+        [--eval-json SET=ragd-eval-report.json ...] [--json out.json]
 
 A real ``ragd serve`` (default settings, a throwaway data dir, a tenant per set) gets each
 BEIR corpus entry as a client uploads it (``POST /api/v1/documents``: the entry's text as the
 body, its title once, as the title), every query through ``POST /api/v1/search`` (top_k 100,
-each mode, no rerank), and the chunk hits are folded into documents at their best chunk,
-exactly as ``ragd eval`` folds them. nDCG@10, Recall@10, Recall@100 and MRR@10 per set and
-mode come out beside ``ragd eval``'s figures when ``--eval-json`` names its report for the set.
+each mode, no rerank; ``--scoped`` also names the set's collection), and the chunk hits are
+folded into documents at their best chunk, exactly as ``ragd eval`` folds them. nDCG@10,
+Recall@10, Recall@100 and MRR@10 per set and mode come out beside ``ragd eval``'s figures
+when ``--eval-json`` names its report for the set.
 """
 
 from __future__ import annotations
@@ -106,12 +108,13 @@ def _upload(base_url: str, client: Client, collection_id: str,
 
 
 def _search(client: Client, collection_id: str, queries: dict[str, str], mode: str,
-            labels: dict[str, str]) -> dict[str, list[str]]:
+            labels: dict[str, str], *, scoped: bool) -> dict[str, list[str]]:
     run: dict[str, list[str]] = {}
     for query_id, text in queries.items():
-        body = client.call("POST", "/api/v1/search", json={
-            "query": text, "collection_ids": [collection_id], "top_k": DEPTH, "mode": mode,
-            "rerank": False})
+        request: dict[str, Any] = {"query": text, "top_k": DEPTH, "mode": mode, "rerank": False}
+        if scoped:
+            request["collection_ids"] = [collection_id]
+        body = client.call("POST", "/api/v1/search", json=request)
         seen: dict[str, None] = {}
         for hit in body["results"]:
             label = labels.get(hit["document_id"])
@@ -121,11 +124,13 @@ def _search(client: Client, collection_id: str, queries: dict[str, str], mode: s
     return run
 
 
-def run(sets: list[str], eval_reports: dict[str, Path]) -> dict[str, Any]:
+def run(sets: list[str], eval_reports: dict[str, Path], *, scoped: bool = False
+        ) -> dict[str, Any]:
     from ragd.cli.evaluate import mode_metrics
     from ragd.retrieval.beir import load_dataset
 
-    result: dict[str, Any] = {"bench": NAME, "environment": common.environment(), "sets": {}}
+    result: dict[str, Any] = {"bench": NAME, "environment": common.environment(),
+                              "scoped": scoped, "sets": {}}
     with tempfile.TemporaryDirectory(prefix="ragd-api-eval-") as scratch:
         root = Path(scratch)
         env = {"RAGD_JWT_SECRET": secrets.token_urlsafe(48), "RAGD_BOOTSTRAP_ADMIN": "false",
@@ -145,7 +150,8 @@ def run(sets: list[str], eval_reports: dict[str, Path]) -> dict[str, Any]:
                     ingest_s = time.perf_counter() - started
                     modes = {}
                     for mode in MODES:
-                        found = _search(client, collection, dataset.queries, mode, labels)
+                        found = _search(client, collection, dataset.queries, mode, labels,
+                                        scoped=scoped)
                         modes[mode] = mode_metrics(dataset, found, 10)
                     entry: dict[str, Any] = {"documents": len(labels), "failed": failed,
                                              "ingest_s": round(ingest_s, 1), "api": modes}
@@ -182,13 +188,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
     parser.add_argument("--eval-json", nargs="*", default=[], metavar="SET=PATH",
                         help="ragd eval --json reports to show beside, as SET=PATH")
+    parser.add_argument("--scoped", action="store_true",
+                        help="name the set's collection in every search (collection_ids)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     reports = {}
     for item in args.eval_json:
         name, _, path = item.partition("=")
         reports[name] = Path(path)
-    result = run(args.sets, reports)
+    result = run(args.sets, reports, scoped=args.scoped)
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
     print(render(result))
