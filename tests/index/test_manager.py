@@ -413,12 +413,13 @@ async def test_a_search_during_a_background_sync_waits_for_it(tmp_path: Path) ->
     manager.close()
 
 
-async def test_continuing_is_answered_from_memory_and_old_partitions_ask_the_rows(
+async def test_continuing_is_answered_from_memory_and_old_partitions_restore_their_flags(
     tmp_path: Path,
 ) -> None:
     """Search asks which hits continue their section on every request: the vector partition
-    answers from memory. Partitions saved before the flags were kept ask the chunk rows
-    (right, if slower) until a rebuild."""
+    answers from memory. A partition saved before the flags were kept asks the chunk rows
+    (right, if slower) while it reads its flags from them once, in the background; from then
+    on it answers from memory, and its next save keeps them."""
     log = ChangeLog("tenant-a")
     root = tmp_path / "indexes"
     manager = IndexManager(log, root)  # type: ignore[arg-type]  # the fake is all it reads
@@ -430,13 +431,24 @@ async def test_continuing_is_answered_from_memory_and_old_partitions_ask_the_row
     assert log.asked == []
     manager.close()
     _strip_section_flags(root / "tenant-a" / "vectors")
+
     reopened = IndexManager(log, root)  # type: ignore[arg-type]
     assert await reopened.continuing("tenant-a", [1, 2, 3, 4]) == {2, 3}
-    assert log.asked == [[1, 2, 3, 4]]
-    await reopened.rebuild("tenant-a")
-    assert await reopened.continuing("tenant-a", [1, 2, 3, 4]) == {2, 3}
-    assert len(log.asked) == 1
+    assert log.asked[0] == [1, 2, 3, 4]  # this search asked the rows
+    await reopened.settle()  # the background read of every entry's flag
+    assert sorted(key for batch in log.asked[1:] for key in batch) == [1, 2, 3, 4, 5]
+    asked = len(log.asked)
+    assert await reopened.continuing("tenant-a", [1, 2, 3, 4, 5]) == {2, 3}
+    assert len(log.asked) == asked  # from memory now
+    # The next save (here: a new entry's) writes the flags with the partition.
+    log.upsert(6, "harbour part 6", continues=True)
+    await reopened.publish("tenant-a")
+    await reopened.settle()
     reopened.close()
+    again = IndexManager(log, root)  # type: ignore[arg-type]
+    assert await again.continuing("tenant-a", [1, 2, 3, 6]) == {2, 3, 6}
+    assert len(log.asked) == asked
+    again.close()
 
 
 def _strip_section_flags(partition: Path) -> None:

@@ -225,7 +225,7 @@ def test_section_flags_are_kept_replaced_dropped_and_saved(tmp_path: Path) -> No
     again.close()
 
 
-def test_a_partition_saved_without_flags_cannot_tell_until_it_is_cleared(
+def test_a_partition_saved_without_flags_cannot_tell_until_restored_or_cleared(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "p"
@@ -246,6 +246,11 @@ def test_a_partition_saved_without_flags_cannot_tell_until_it_is_cleared(
     old.close()
     reopened = UsearchPartition(path)
     assert reopened.continuing([50]) is None
+    # Flags read for other entries than it holds are refused; for its own, they are set.
+    assert not reopened.restore_sections(range(10), [1])
+    assert reopened.continuing([1]) is None
+    assert reopened.restore_sections([*range(10), 50], [1, 50, 77])
+    assert reopened.continuing([1, 2, 50, 77]) == {1, 50}
     # A rebuild starts with a clear: from then on the flags are complete.
     reopened.clear()
     reopened.upsert([IndexEntry(50, "d", "c", "text", vectors[0], continues=True)])

@@ -136,6 +136,12 @@ class VectorPartition(Partition, Protocol):
         before the flags were kept)."""
         ...
 
+    def restore_sections(self, keys: Collection[int], continuing: Collection[int]) -> bool:
+        """Set the flags of a partition that cannot tell: ``continuing`` among ``keys``, its
+        entries when they were read; False (nothing set) when its entries are no longer
+        ``keys``."""
+        ...
+
 
 VerificationState = Literal["ok", "pending", "broken"]
 

@@ -106,6 +106,8 @@ class IndexManager:
         #: while theirs ran (so it runs once more, for all of them at once).
         self._publishing: dict[str, asyncio.Task[None]] = {}
         self._published_again: set[str] = set()
+        #: Background reads of section flags for partitions saved without them.
+        self._restoring: dict[str, asyncio.Task[None]] = {}
         root.mkdir(parents=True, exist_ok=True)
         self._signal = signal or FileChangeSignal(root / "changes.marker")
 
@@ -206,9 +208,11 @@ class IndexManager:
             self._publishing.pop(tenant_id, None)
 
     async def settle(self) -> None:
-        """Wait for the background syncs that :meth:`publish` started."""
-        while self._publishing:
-            await asyncio.gather(*self._publishing.values(), return_exceptions=True)
+        """Wait for the background syncs that :meth:`publish` started (and any restoring of
+        section flags)."""
+        while self._publishing or self._restoring:
+            await asyncio.gather(*self._publishing.values(), *self._restoring.values(),
+                                 return_exceptions=True)
 
     async def sync(self, tenant_id: str) -> int:
         """Apply every change after the partitions' marks; returns how many were applied."""
@@ -249,8 +253,36 @@ class IndexManager:
         # before the flags were kept asks the chunk rows until it is rebuilt.
         found = parts.vectors.continuing(keys)
         if found is None:
+            if tenant_id not in self._restoring:
+                self._restoring[tenant_id] = asyncio.create_task(
+                    self._restore_sections(tenant_id, parts), name=f"sections-{tenant_id}"
+                )
             return await self._catalog.continuing(tenant_id, keys)
         return found
+
+    async def _restore_sections(self, tenant_id: str, parts: Partitions) -> None:
+        """Read a flagless partition's section flags from the chunk rows, once, in the
+        background (the searches meanwhile ask the rows). No replay runs meanwhile (the
+        partitions' lock), so the entries read stay the entries flagged."""
+        try:
+            async with parts.lock:
+                keys = sorted(await asyncio.to_thread(parts.vectors.keys))
+                continuing: set[int] = set()
+                for start in range(0, len(keys), BATCH):
+                    continuing |= await self._catalog.continuing(
+                        tenant_id, keys[start : start + BATCH]
+                    )
+                restored = await asyncio.to_thread(
+                    parts.vectors.restore_sections, keys, continuing
+                )
+            if restored:
+                logger.info("section flags restored from the chunk rows",
+                            extra={"tenant_id": tenant_id, "entries": len(keys)})
+        except Exception:  # noqa: BLE001 - the searches keep asking the rows; a later one retries
+            logger.warning("restoring section flags failed", exc_info=True,
+                           extra={"tenant_id": tenant_id})
+        finally:
+            self._restoring.pop(tenant_id, None)
 
     def _file_lock(self, tenant_id: str) -> contextlib.AbstractContextManager[None]:
         base = self._tenant_dir(tenant_id)

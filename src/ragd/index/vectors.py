@@ -5,8 +5,8 @@ Layout of a partition directory, for a committed generation ``<gen>`` (a random 
 * ``vectors.<gen>.usearch``: the usearch index (cosine, f32);
 * ``entries.<gen>.npz``: key → (document_id, collection_id), for scope filtering, and
   whether each chunk continues its section (``continues``; absent in partitions written
-  before ragd kept it, which then answer :meth:`UsearchPartition.continuing` with None until
-  they are rebuilt);
+  before ragd kept it, which answer :meth:`UsearchPartition.continuing` with None until
+  :meth:`UsearchPartition.restore_sections` or a rebuild);
 * ``applied_seq.json``: ``applied_seq``, ``generation``, ``dimension`` and ``count``.
 
 A commit writes both data files of a new generation (each atomically), then replaces the
@@ -436,13 +436,30 @@ class UsearchPartition:
 
     def continuing(self, keys: Iterable[int]) -> set[int] | None:
         """The keys among ``keys`` whose chunk continues its section, from memory; None when
-        this partition's saved generation predates the flags (until it is rebuilt). Lock
+        this partition's saved generation predates the flags (until they are restored). Lock
         free: membership tests are atomic, and a search calls this on every request."""
         snap = self._snap
         if not snap.sections:
             return None
         continuing = snap.continuing
         return {key for key in keys if key in continuing}
+
+    def restore_sections(self, keys: Collection[int], continuing: Collection[int]) -> bool:
+        """Give a partition saved without section flags its flags: ``continuing`` are the
+        continuing keys among ``keys``, read from the chunk rows. Applied only while the
+        partition holds exactly ``keys`` (False otherwise: it changed meanwhile, read again).
+        In memory; saved with the partition's next save."""
+        self._check_open()
+        with self._write_lock:
+            snap = self._snap
+            if snap.sections:
+                return True
+            with self._lock:
+                if snap.meta.keys() != set(keys):
+                    return False
+                snap.continuing = {key for key in continuing if key in snap.meta}
+                snap.sections = True
+            return True
 
     def count(self) -> int:
         """Number of entries visible to search."""
