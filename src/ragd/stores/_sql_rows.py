@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ragd.db.engine import Database
@@ -29,6 +29,18 @@ class SqlPart:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def chunk_before(before: Any) -> ColumnElement[bool]:
+    """The join condition that makes ``before`` (an alias of ``ChunkRow``) the chunk right
+    before a chunk in its document's version (through ix_chunks_document_version). Whether a
+    chunk continues its section compares the two heading paths: each is stored in one JSON
+    serialisation (:func:`dumps`), so equal paths are equal strings."""
+    return and_(
+        before.document_id == ChunkRow.document_id,
+        before.version == ChunkRow.version,
+        before.ordinal == ChunkRow.ordinal - 1,
+    )
 
 
 # -- row lookups ---------------------------------------------------------------------------

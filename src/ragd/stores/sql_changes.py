@@ -34,7 +34,7 @@ from ragd.db.pgsearch import (
 )
 from ragd.db.sequence import INDEX_CHANGES, take_append_turn
 from ragd.db.tables import ChunkRow, DocumentRow, IndexChangeRow, utcnow
-from ragd.stores._sql_rows import SqlPart, dumps
+from ragd.stores._sql_rows import SqlPart, chunk_before, dumps
 from ragd.stores.catalog import Change, IndexEntry, NewChunk, embed_text
 
 __all__ = [
@@ -81,14 +81,8 @@ class SqlChangeLog(SqlPart):
                         ChunkRow.heading_path, ChunkRow.text, ChunkRow.vector,
                         before.heading_path,
                     )
-                    # The chunk before it in its version (ix_chunks_document_version), for
-                    # whether it continues a section (heading paths are one JSON form each).
-                    .outerjoin(before, and_(
-                        before.document_id == ChunkRow.document_id,
-                        before.version == ChunkRow.version,
-                        before.ordinal == ChunkRow.ordinal - 1,
-                        before.tenant_id == tenant_id,
-                    ))
+                    # The chunk before it, for whether it continues its section.
+                    .outerjoin(before, and_(chunk_before(before), before.tenant_id == tenant_id))
                     .where(ChunkRow.tenant_id == tenant_id, ChunkRow.key.in_(list(keys)))
                 )
             ).all()

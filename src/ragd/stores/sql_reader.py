@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import and_, bindparam, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import aliased
 
 from ragd.db.tables import ChunkRow, CollectionRow, DocumentRow
@@ -18,6 +18,7 @@ from ragd.stores._sql_rows import (
     DOCUMENT_COLUMNS,
     SqlPart,
     chunk,
+    chunk_before,
     chunk_from,
     document_from,
 )
@@ -109,16 +110,12 @@ _SEARCHABLE = (
 )
 
 _BEFORE = aliased(ChunkRow)
-#: Chunks whose predecessor in their document's version has the same heading path (found
-#: through ix_chunks_document_version; heading paths are stored as one JSON serialisation,
-#: so equal paths are equal strings). Prebuilt, like :data:`_SEARCHABLE`: every search runs it.
+#: Chunks whose predecessor in their document's version has the same heading path. Prebuilt,
+#: like :data:`_SEARCHABLE`: every search on PostgreSQL runs it (the embedded backend keeps
+#: the flags in its vector partitions and reads them here only to restore older ones).
 _CONTINUING = (
     select(ChunkRow.key)
-    .join(_BEFORE, and_(
-        _BEFORE.document_id == ChunkRow.document_id,
-        _BEFORE.version == ChunkRow.version,
-        _BEFORE.ordinal == ChunkRow.ordinal - 1,
-    ))
+    .join(_BEFORE, chunk_before(_BEFORE))
     .where(
         ChunkRow.tenant_id == bindparam("tenant_id"),
         ChunkRow.key.in_(bindparam("keys", expanding=True)),
