@@ -248,9 +248,10 @@ class IndexManager:
     async def continuing(self, tenant_id: str, keys: Sequence[int]) -> set[int]:
         if not keys:
             return set()
-        parts = await self.ensure_fresh(tenant_id)
+        # The keys are hits of this search's legs, which brought the partitions up to date.
+        parts = await self.partitions(tenant_id)
         # From memory (the vector partition keeps each entry's flag); a partition saved
-        # before the flags were kept asks the chunk rows until it is rebuilt.
+        # before the flags were kept asks the chunk rows until its flags are restored.
         found = parts.vectors.continuing(keys)
         if found is None:
             if tenant_id not in self._restoring:
