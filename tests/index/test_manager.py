@@ -29,6 +29,7 @@ from ragd.index.vectors import UsearchPartition
 from ragd.settings import Settings
 from ragd.stores.catalog import Change, IndexEntry
 from tests.conftest import TEST_SECRET
+from tests.index.test_vectors import strip_section_flags
 from tests.ingestion.conftest import Tenant, ingest_settings, new_tenant, upload_text, wait_job
 
 TEXTS = {
@@ -430,7 +431,7 @@ async def test_continuing_is_answered_from_memory_and_old_partitions_restore_the
     assert await manager.continuing("tenant-a", [1, 2, 3, 4, 9]) == {2, 3}
     assert log.asked == []
     manager.close()
-    _strip_section_flags(root / "tenant-a" / "vectors")
+    strip_section_flags(root / "tenant-a" / "vectors")
 
     reopened = IndexManager(log, root)  # type: ignore[arg-type]
     assert await reopened.continuing("tenant-a", [1, 2, 3, 4]) == {2, 3}
@@ -449,12 +450,3 @@ async def test_continuing_is_answered_from_memory_and_old_partitions_restore_the
     assert await again.continuing("tenant-a", [1, 2, 3, 6]) == {2, 3, 6}
     assert len(log.asked) == asked
     again.close()
-
-
-def _strip_section_flags(partition: Path) -> None:
-    """Rewrite a vector partition's entries file as ragd saved it before it kept flags."""
-    (entries,) = partition.glob("entries.*.npz")
-    with np.load(entries) as npz:
-        legacy = {name: npz[name] for name in npz.files if name != "continues"}
-    with open(entries, "wb") as handle:
-        np.savez(handle, **legacy)  # type: ignore[arg-type]

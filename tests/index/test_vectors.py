@@ -27,6 +27,15 @@ def entry(key: int, vector: Vector, document_id: str = "d", collection_id: str =
     return IndexEntry(key, document_id, collection_id, f"text {key}", vector)
 
 
+def strip_section_flags(partition: Path) -> None:
+    """Rewrite a vector partition's entries file as ragd saved it before it kept flags."""
+    (entries,) = partition.glob("entries.*.npz")
+    with np.load(entries) as npz:
+        legacy = {name: npz[name] for name in npz.files if name != "continues"}
+    with open(entries, "wb") as handle:
+        np.savez(handle, **legacy)  # type: ignore[arg-type]
+
+
 def filled(path: Path, n: int = 200, seed: int = 7) -> tuple[UsearchPartition, np.ndarray]:
     vectors = unit(np.random.default_rng(seed), n)
     part = UsearchPartition(path, DIM)
@@ -231,12 +240,7 @@ def test_a_partition_saved_without_flags_cannot_tell_until_restored_or_cleared(
     path = tmp_path / "p"
     part, vectors = filled(path, n=10)
     part.close()
-    # As ragd wrote entries files before it kept section flags.
-    (entries,) = path.glob("entries.*.npz")
-    with np.load(entries) as npz:
-        legacy = {name: npz[name] for name in npz.files if name != "continues"}
-    with open(entries, "wb") as handle:
-        np.savez(handle, **legacy)  # type: ignore[arg-type]
+    strip_section_flags(path)
     old = UsearchPartition(path)
     assert old.continuing([1, 2]) is None
     # New entries do not make the old ones known, and the flags are not saved as if they were.
